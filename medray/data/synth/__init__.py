@@ -114,11 +114,12 @@ def generate(
         if kind == "medmcqa":
             files, n_images = layouts.medmcqa_files(n, seed), 0
         else:
-            plan = {
-                "mimic-cxr": layouts.plan_mimic,
-                "vqa-rad": layouts.plan_vqa_rad,
-                "slake": layouts.plan_slake,
-            }[kind](n, seed, size)
+            if kind == "vqa-rad":
+                plan = layouts.plan_vqa_rad(n, seed, size, layout)
+            elif kind == "mimic-cxr":
+                plan = layouts.plan_mimic(n, seed, size)
+            else:
+                plan = layouts.plan_slake(n, seed, size)
             boxes = _render_all(plan.jobs, str(tmp), workers)
             n_images = len(plan.jobs)
             if kind == "mimic-cxr":

@@ -103,6 +103,11 @@ def draw_cxr(
     cardiothoracic ratio.
     """
     attrs = attrs or {}
+    # Independent streams: anatomy, each finding, noise. Adding a finding then changes
+    # nothing but that finding's pixels (the tests compare images with and without).
+    seeds = rng.integers(0, 2**63, size=3)
+    noise_rng = np.random.default_rng(seeds[2])
+    rng = np.random.default_rng(seeds[0])  # anatomy
     n = WORK
     xx, yy = _grid(n)
     cx = 0.5 + rng.normal(0, 0.015)
@@ -140,6 +145,7 @@ def draw_cxr(
     boxes: list[tuple[str, tuple[float, float, float, float]]] = []
 
     for name, side in findings.items():
+        rng = np.random.default_rng([int(seeds[1]), CXR_FINDINGS.index(name)])
         if name == "cardiomegaly":
             boxes.append((name, _bbox(heart)))
             continue
@@ -166,13 +172,13 @@ def draw_cxr(
             boxes.append((name, _bbox(blob, 0.3)))
             facts["consolidation_zone"] = "upper" if upper else "lower"
         elif name == "nodule":
-            r = rng.uniform(0.032, 0.042)
+            r = rng.uniform(0.04, 0.05)
             # Lateral half of the lung on the patient's left, where the heart does not hide it.
             lo = 0.0 if side == "left" else -0.45
             px = lx + rng.uniform(lo, 0.45) * lung_ax
             py = ly + rng.uniform(-0.5, 0.2) * lung_ay
             nod = _ellipse(xx, yy, px, py, r, r)
-            canvas = np.maximum(canvas, canvas + nod * 0.48)
+            canvas = np.maximum(canvas, canvas + nod * 0.55)
             boxes.append((name, (px - r * 1.2, py - r * 1.2, px + r * 1.2, py + r * 1.2)))
         elif name == "pneumothorax":
             shrink = rng.uniform(0.58, 0.68)
@@ -202,8 +208,8 @@ def draw_cxr(
             )
             canvas += rim * m * 0.30
             boxes.append((name, _bbox(air)))
-    canvas += (_smooth_noise(rng, n, 48) - 0.5) * 0.05
-    return Drawn(_finish(canvas, rng, size), boxes, facts)
+    canvas += (_smooth_noise(noise_rng, n, 48) - 0.5) * 0.05
+    return Drawn(_finish(canvas, noise_rng, size), boxes, facts)
 
 
 # ------------------------------------------------------------------------ CT / MRI slices

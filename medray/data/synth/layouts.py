@@ -292,9 +292,10 @@ def _slice_params(
     return {"modality": modality, "region": region, "lesions": lesions}
 
 
-def plan_vqa_rad(n: int, seed: int, size: int) -> Plan:
+def plan_vqa_rad(n: int, seed: int, size: int, layout: str = "mevf") -> Plan:
     """VQA-RAD: n images (chest X-rays, head and abdomen CT/MRI) with their questions."""
     plan = Plan()
+    folder = "images" if layout == "mevf" else "VQA_RAD Image Folder"
     questions = []
     organ_code = {"chest": "CHEST", "head": "HEAD", "abdomen": "ABD"}
     for i in range(n):
@@ -314,12 +315,12 @@ def plan_vqa_rad(n: int, seed: int, size: int) -> Plan:
                 }
             )
             job = ImageJob(
-                f"images/{name}", (seed, 2, i, 7), size, "cxr", {"findings": findings}, "RGB"
+                f"{folder}/{name}", (seed, 2, i, 7), size, "cxr", {"findings": findings}, "RGB"
             )
         else:
             params = _slice_params(rng, ("ct", "mri"), (region,))
             qs = slice_questions(rng, params["modality"], region, params["lesions"])
-            job = ImageJob(f"images/{name}", (seed, 2, i, 7), size, "slice", params, "RGB")
+            job = ImageJob(f"{folder}/{name}", (seed, 2, i, 7), size, "slice", params, "RGB")
         plan.jobs.append(job)
         for q in qs:
             questions.append(
