@@ -53,7 +53,8 @@ def prepare_synthetic(spec: SourceSpec, root: str, image_size: int | None = None
 def collect_records(cfg: PreprocessConfig) -> Collected:
     """Read every source's annotations into JSON records (see :mod:`medray.data.records`).
 
-    Each record gets ``i``, its position in the input. A ``sample_id`` seen twice (a
+    Each record gets ``i``, its position in the input (records of one source sorted by
+    image path, so that questions about one image are processed together). A ``sample_id`` seen twice (a
     source listing the same question twice) is a rejected record, not a silent overwrite.
 
     Raises:
@@ -70,7 +71,12 @@ def collect_records(cfg: PreprocessConfig) -> Collected:
             raise LayoutError(f"source {name!r}: {root} does not exist (path: {spec.path!r})")
         out.roots[name] = root
         filtered: Counter = Counter()
-        for rec in read_source(spec, root, cfg.split, filtered):
+        # Questions about the same image next to each other: they then share a block,
+        # where the image is decoded once. Stable, so the order is otherwise the source's.
+        recs = sorted(
+            read_source(spec, root, cfg.split, filtered), key=lambda r: r.get("image") or ""
+        )
+        for rec in recs:
             sid = rec.get("sample_id")
             if sid is not None:
                 if sid in seen:

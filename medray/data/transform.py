@@ -25,7 +25,7 @@ import pyarrow as pa
 
 from medray.data import io
 from medray.data.config import ImageSettings
-from medray.data.images import ImageRejected, map_box, prepare_image
+from medray.data.images import ImageRejected, PreparedImage, map_box, prepare_image
 from medray.data.reports import findings_impression
 from medray.data.schema import COLUMNS, SCHEMA, row_errors
 
@@ -116,10 +116,34 @@ def _slake_boxes(data: bytes) -> list[dict[str, Any]]:
     return boxes
 
 
+def load_image(
+    loc: str, rel: str, settings: ImageSettings
+) -> tuple[PreparedImage | None, str | None, str | None]:
+    """Read and prepare one image: ``(prepared, sha256, None)`` or ``(None, None, reason)``."""
+    try:
+        data = io.read_bytes(loc)
+    except FileNotFoundError:
+        return None, None, f"image file missing: {rel}"
+    except OSError as e:
+        return None, None, f"image file unreadable: {rel}: {e}"
+    try:
+        img = prepare_image(data, settings)
+    except ImageRejected as e:
+        return None, None, f"{e}: {rel}"
+    return img, hashlib.sha256(img.data).hexdigest(), None
+
+
 def process_record(
-    rec: dict[str, Any], settings: ImageSettings, fail_at: int = -1
+    rec: dict[str, Any],
+    settings: ImageSettings,
+    fail_at: int = -1,
+    cache: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """One raw record -> one output row (a unified row, or a quarantine entry)."""
+    """One raw record -> one output row (a unified row, or a quarantine entry).
+
+    ``cache`` (optional, per batch) keeps prepared images by location, so an image asked
+    about in several questions is read and decoded once.
+    """
     if fail_at >= 0 and rec.get("i") == fail_at:
         raise InjectedFailure(f"injected failure at record {fail_at} (fail_at_record)")
     if rec.get("reject"):
@@ -132,23 +156,19 @@ def process_record(
     image_rel = rec.get("image")
     if image_rel:
         loc = io.join(root, image_rel)
-        try:
-            data = io.read_bytes(loc)
-        except FileNotFoundError:
-            return quarantine_entry(rec, "image", f"image file missing: {image_rel}", image_rel)
-        except OSError as e:
-            return quarantine_entry(
-                rec, "image", f"image file unreadable: {image_rel}: {e}", image_rel
-            )
-        try:
-            img = prepare_image(data, settings)
-        except ImageRejected as e:
-            return quarantine_entry(rec, "image", f"{e}: {image_rel}", image_rel)
-        del data
+        # Several questions share an image: decode it once per batch.
+        got = cache.get(loc) if cache is not None else None
+        if got is None:
+            got = load_image(loc, image_rel, settings)
+            if cache is not None:
+                cache[loc] = got
+        img, sha, why = got
+        if why is not None:
+            return quarantine_entry(rec, "image", why, image_rel)
         row.update(
             image=img.data,
             image_format=img.format,
-            image_sha256=hashlib.sha256(img.data).hexdigest(),
+            image_sha256=sha,
             image_width=img.width,
             image_height=img.height,
             source_width=img.source_width,
@@ -220,7 +240,9 @@ def current_node() -> str:
 
 def process_batch(batch: pa.Table, settings: ImageSettings, fail_at: int = -1) -> pa.Table:
     """Ray Data ``map_batches`` function: column ``rec`` (JSON records) -> output rows."""
+    cache: dict[str, Any] = {}
     rows = [
-        process_record(json.loads(s), settings, fail_at) for s in batch.column("rec").to_pylist()
+        process_record(json.loads(s), settings, fail_at, cache)
+        for s in batch.column("rec").to_pylist()
     ]
     return rows_to_table(rows, current_node())
