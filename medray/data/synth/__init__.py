@@ -149,7 +149,12 @@ def read_marker(folder: str | Path) -> dict[str, Any] | None:
 
 
 def ensure_synthetic(
-    kind: str, out: str | Path, n: int, seed: int = 0, image_size: int | None = None
+    kind: str,
+    out: str | Path,
+    n: int,
+    seed: int = 0,
+    image_size: int | None = None,
+    workers: int = 1,
 ) -> bool:
     """Generate synthetic ``kind`` data at ``out`` unless it is already there; True if generated.
 
@@ -168,7 +173,7 @@ def ensure_synthetic(
             return False
         log.info("regenerating %s: it was made with %s, the config asks for %s", target, have, want)
     try:
-        generate(kind, target, n, seed, image_size, overwrite=True)
+        generate(kind, target, n, seed, image_size, workers=workers, overwrite=True)
     except FileExistsError:  # another process generated it at the same moment
         return False
     return True
