@@ -71,13 +71,18 @@ def build_dataset(cfg: PreprocessConfig, items: list[str], blocks: int):
 
     ``from_items`` holds only the small record strings; reading, decoding and resizing
     happen in ``process_batch`` over whole blocks (``batch_size=None``), which Ray fuses
-    with the write that follows.
+    with the write that follows. Ray Data's per-operator resource reservation is off by
+    default (``reserve_operator_resources``): measured on 2 CPUs it let only one task run
+    at a time for this single fused stage (mean concurrency 1.1 instead of 1.8).
     """
     import ray
 
     from medray.data.transform import process_batch
 
-    return ray.data.from_items([{"rec": s} for s in items], override_num_blocks=blocks).map_batches(
+    ds = ray.data.from_items([{"rec": s} for s in items], override_num_blocks=blocks)
+    # This dataset's own context (a copy; the driver's global one is not changed).
+    ds.context.op_resource_reservation_enabled = cfg.reserve_operator_resources
+    return ds.map_batches(
         process_batch,
         batch_format="pyarrow",
         batch_size=None,

@@ -124,6 +124,9 @@ class PreprocessConfig:
     num_blocks: int = 0  # Ray Data blocks (= tasks); 0: from rows_per_block and the cluster
     rows_per_block: int = 96
     compression: Literal["zstd", "snappy", "none"] = "zstd"
+    # Ray Data's per-operator resource reservation; off: on a small cluster it kept this
+    # one-stage pipeline to one task at a time (see jobs/preprocess.py build_dataset).
+    reserve_operator_resources: bool = False
     fail_at_record: int = -1  # testing aid: raise while processing record N (-1: never)
 
     def __post_init__(self) -> None:

@@ -106,6 +106,18 @@ def file_size(location: str) -> int | None:
 
 def read_bytes(location: str) -> bytes:
     """The whole file. Raises FileNotFoundError when it does not exist."""
+    if not is_uri(location) or location.startswith("file://"):
+        # Local files: plain open() is several times faster than pyarrow's stream per call.
+        path = location[len("file://") :] if location.startswith("file://") else location
+        try:
+            with open(path, "rb") as f:
+                return f.read()
+        except (FileNotFoundError, NotADirectoryError):
+            raise FileNotFoundError(location) from None
+        except IsADirectoryError as e:
+            raise DataFileError(f"cannot read {location}: it is a folder") from e
+        except OSError as e:
+            raise DataFileError(f"cannot read {location}: {e}") from e
     fs, path = filesystem(location)
     try:
         with fs.open_input_stream(path, compression=None) as f:

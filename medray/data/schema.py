@@ -108,7 +108,9 @@ def row_errors(row: Mapping[str, Any]) -> list[str]:
     Types are not checked here (see :func:`validate_table`); this checks what types
     cannot: allowed values, required fields per task, box geometry.
     """
-    errs: list[str] = []
+    errs: list[str] = type_errors(row)
+    if errs:  # values of the wrong type cannot be checked further (nor stored)
+        return errs
     for name in ("sample_id", "source", "original_id", "split", "task"):
         if not row.get(name):
             errs.append(f"missing field: {name}")
@@ -162,13 +164,40 @@ def row_errors(row: Mapping[str, Any]) -> list[str]:
     return errs
 
 
+_PY_TYPES = {
+    pa.string(): str,
+    pa.binary(): (bytes, bytearray),
+    pa.int32(): int,
+}
+
+
+def type_errors(row: Mapping[str, Any]) -> list[str]:
+    """Fields whose Python value cannot be stored as the schema's type."""
+    errs = []
+    for name, typ, _, _ in FIELDS:
+        v = row.get(name)
+        if v is None:
+            continue
+        if typ in _PY_TYPES:
+            if not isinstance(v, _PY_TYPES[typ]) or isinstance(v, bool):
+                errs.append(f"{name} must be {typ}, got {type(v).__name__}")
+        elif name in ("choices", "labels"):
+            if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
+                errs.append(f"{name} must be a list of strings")
+        elif name == "boxes" and (
+            not isinstance(v, list) or not all(isinstance(b, Mapping) for b in v)
+        ):
+            errs.append("boxes must be a list of {label, x1, y1, x2, y2} objects")
+    return errs
+
+
 def box_errors(box: Mapping[str, Any]) -> list[str]:
     """Problems with one box: label present, coordinates finite, in [0, 1], ordered."""
     errs = []
     if not box.get("label"):
         errs.append("missing label")
     coords = [box.get(k) for k in ("x1", "y1", "x2", "y2")]
-    if any(c is None or not math.isfinite(c) for c in coords):
+    if any(not isinstance(c, int | float) or not math.isfinite(c) for c in coords):
         return [*errs, f"coordinates must be finite numbers, got {coords}"]
     x1, y1, x2, y2 = coords
     if not all(0.0 <= c <= 1.0 for c in coords):

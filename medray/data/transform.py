@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import re
 from typing import Any
 
@@ -28,6 +29,8 @@ from medray.data.config import ImageSettings
 from medray.data.images import ImageRejected, PreparedImage, map_box, prepare_image
 from medray.data.reports import findings_impression
 from medray.data.schema import COLUMNS, SCHEMA, row_errors
+
+log = logging.getLogger(__name__)
 
 INTERNAL_COLUMNS = ("_reason", "_stage", "_path", "_raw", "_dedup_key", "_node")
 INTERNAL_SCHEMA = pa.schema(
@@ -241,8 +244,21 @@ def current_node() -> str:
 def process_batch(batch: pa.Table, settings: ImageSettings, fail_at: int = -1) -> pa.Table:
     """Ray Data ``map_batches`` function: column ``rec`` (JSON records) -> output rows."""
     cache: dict[str, Any] = {}
-    rows = [
-        process_record(json.loads(s), settings, fail_at, cache)
-        for s in batch.column("rec").to_pylist()
-    ]
+    rows = [safe_process(s, settings, fail_at, cache) for s in batch.column("rec").to_pylist()]
     return rows_to_table(rows, current_node())
+
+
+def safe_process(
+    rec_json: str, settings: ImageSettings, fail_at: int = -1, cache: dict | None = None
+) -> dict[str, Any]:
+    """:func:`process_record` that turns an unexpected error on one record into a
+    quarantine entry (stage ``internal``, with the error), so one odd record cannot
+    stop a long run; it is logged and counted, never dropped."""
+    rec = json.loads(rec_json)
+    try:
+        return process_record(rec, settings, fail_at, cache)
+    except InjectedFailure:
+        raise
+    except Exception as e:
+        log.warning("record %s: unexpected %s; quarantined", rec.get("sample_id"), type(e).__name__)
+        return quarantine_entry(rec, "internal", f"unexpected error: {type(e).__name__}: {e}")

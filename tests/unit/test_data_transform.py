@@ -180,3 +180,20 @@ def test_batch_and_sink_write_split_shards_and_quarantine(tmp_path):
     assert dict(res.quarantined) == {("t", "image file missing"): 1}
     assert [e[2] for e in res.index] == ["t:1", "t:2"]
     assert rows_to_table([], "n").num_rows == 0
+
+
+def test_wrong_types_and_unexpected_errors_are_quarantined_not_fatal(tmp_path):
+    from medray.data.transform import safe_process
+
+    (tmp_path / "img.jpg").write_bytes(jpeg())
+    row = process_record(vqa_record(tmp_path, labels="Effusion"), SETTINGS)
+    assert row["_reason"] == "schema violation: labels must be a list of strings"
+    row = process_record(vqa_record(tmp_path, patient_id=17), SETTINGS)
+    assert row["_reason"] == "schema violation: patient_id must be string, got int"
+    # An error nobody foresaw on one record becomes a quarantine entry with the error.
+    odd = json.dumps(vqa_record(tmp_path, image=["not", "a", "path"]))
+    row = safe_process(odd, SETTINGS)
+    assert row["_stage"] == "internal" and row["_reason"].startswith("unexpected error: TypeError")
+    # The testing aid still fails the run on purpose.
+    with pytest.raises(RuntimeError, match="injected failure at record 3"):
+        safe_process(json.dumps(vqa_record(tmp_path, i=3)), SETTINGS, fail_at=3)
