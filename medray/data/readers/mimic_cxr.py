@@ -182,7 +182,12 @@ def read_mimic_cxr(
         )
 
     src = spec.source_name
-    for pos, rec in enumerate(meta.to_dict("records")):
+    if "ViewPosition" not in meta.columns:
+        meta["ViewPosition"] = ""
+    columns = ("dicom_id", "subject_id", "study_id", "ViewPosition")
+    # Row by row over four columns: no per-row dicts of every column (377k rows in full).
+    for pos, values in enumerate(zip(*(meta[c] for c in columns), strict=True)):
+        rec = dict(zip(columns, values, strict=True))
         dicom, subject, study = (
             rec["dicom_id"].strip(),
             rec["subject_id"].strip(),
