@@ -94,7 +94,7 @@ def run(cfg: PreprocessConfig) -> dict[str, Any]:
     """Run the pipeline on the connected Ray cluster; return the summary (also written)."""
     import ray
 
-    from medray.data import finalize, output
+    from medray.data import finalize, io, output
     from medray.data.collect import collect_records
     from medray.data.sink import UnifiedDatasink
 
@@ -118,10 +118,17 @@ def run(cfg: PreprocessConfig) -> dict[str, Any]:
         summary["seconds"] = {"list": round(t_list, 2), "total": round(time.perf_counter() - t0, 2)}
         summary["cluster_nodes"] = len([n for n in ray.nodes() if n["Alive"]])
         c = summary["counts"]
-        if c["in"] != c["written"] + c["quarantined"] + c["duplicates"]:
+        in_files = sum(sum(f.values()) for f in merged.files.values())
+        in_quarantine = sum(merged.quarantine_files.values())
+        if c["in"] != c["written"] + c["quarantined"] + c["duplicates"] or (
+            (in_files, in_quarantine) != (c["written"], c["quarantined"])
+        ):
             raise AccountingError(
-                f"records in {c['in']} != written + quarantined + duplicates: {c}"
+                f"records in {c['in']} != written + quarantined + duplicates: {c} "
+                f"(rows in shards {in_files}, in quarantine shards {in_quarantine})"
             )
+        data_root = io.join(target, staged.data_dir()) if staged.data_dir() else target
+        summary["summary_path"] = io.join(data_root, "summary.json")
         io_write_json(staged.staging, "summary.json", summary)
         man = finalize.manifest(merged, c)
         output.prune_unlisted(staged, finalize.listed_files(man) | {output.SUCCESS})
@@ -216,7 +223,7 @@ def print_summary(s: dict[str, Any]) -> None:
         )
     print(f"nodes used: {len(s['nodes_used'])} of {s['cluster_nodes']} ({s['num_blocks']} blocks)")
     print(f"seconds: {s['seconds']['total']}")
-    print(f"OUTPUT: {s['output']}  (summary: {s['output']}/summary.json)")
+    print(f"OUTPUT: {s['output']}  (summary: {s['summary_path']})")
 
 
 if __name__ == "__main__":
