@@ -1,7 +1,10 @@
 """MedRay end-to-end pipeline: the job the demo submits.
 
-Stages today: (1) a Ray Data pass that generates prompt/completion records across the
-cluster's nodes and writes them as Parquet; (2) a Ray Train + DeepSpeed fine-tune of the
+Stages today: (1) synthetic datasets in their real on-disk layouts (MIMIC-CXR-JPG,
+VQA-RAD, MedMCQA; generated once, reused after); (2) the preprocess job
+(``jobs/preprocess.py``, run in-process) turning them into unified-schema Parquet under
+``<run>/data``; (3) a Ray Data pass that generates prompt/completion records across the
+cluster's nodes and writes them as Parquet; (4) a Ray Train + DeepSpeed fine-tune of the
 tiny text LM on them with N workers spread over nodes, with checkpoints. Prints a short
 summary and writes it to ``<storage>/<run.name>/summary.json``.
 
@@ -10,6 +13,7 @@ summary and writes it to ``<storage>/<run.name>/summary.json``.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 import time
@@ -21,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from medray.config import parse_args, to_dict
+from medray.data.config import PreprocessConfig, SourceSpec
 from medray.runtime import setup_logging
 from medray.train.settings import RunSettings, ScalingSettings
 from medray.train.sft import TextSFTSettings
@@ -37,11 +42,23 @@ class RecordsSettings:
     seed: int = 0
 
 
+def _demo_sources() -> tuple[SourceSpec, ...]:
+    return (
+        SourceSpec(kind="mimic-cxr", path="$MEDRAY_HOME/synth/pipeline/mimic-cxr", synth_n=200),
+        SourceSpec(kind="vqa-rad", path="$MEDRAY_HOME/synth/pipeline/vqa-rad", synth_n=80),
+        SourceSpec(kind="medmcqa", path="$MEDRAY_HOME/synth/pipeline/medmcqa", synth_n=200),
+    )
+
+
 @dataclass(frozen=True)
 class PipelineConfig:
     """End-to-end pipeline on embedded defaults (tiny models, generated data)."""
 
     run: RunSettings = field(default_factory=lambda: RunSettings(name="pipeline"))
+    # Its output defaults to <run dir>/data; sources with synth_n are generated first.
+    preprocess: PreprocessConfig = field(
+        default_factory=lambda: PreprocessConfig(sources=_demo_sources(), name="pipeline")
+    )
     records: RecordsSettings = field(default_factory=RecordsSettings)
     scaling: ScalingSettings = field(default_factory=ScalingSettings)
     sft: TextSFTSettings = field(default_factory=TextSFTSettings)
@@ -91,6 +108,26 @@ def build_trainer(cfg: PipelineConfig, train_ds, num_rows: int):
     )
 
 
+def prepare_data(cfg: PipelineConfig, out_dir: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Stages 1-2: synthetic datasets (real layouts), then the preprocess job on them."""
+    from jobs import preprocess
+    from medray.data.collect import prepare_synthetic, source_root
+
+    t = time.perf_counter()
+    generated = [
+        s.source_name for s in cfg.preprocess.sources if prepare_synthetic(s, source_root(s))
+    ]
+    synth = {
+        "sources": [s.source_name for s in cfg.preprocess.sources if s.synth_n],
+        "generated_now": generated,
+        "seconds": round(time.perf_counter() - t, 1),
+    }
+    pre_cfg = cfg.preprocess
+    if not pre_cfg.output:
+        pre_cfg = dataclasses.replace(pre_cfg, output=str(out_dir / "data"))
+    return synth, preprocess.main(pre_cfg)
+
+
 def main(cfg: PipelineConfig) -> dict[str, Any]:
     import ray
 
@@ -103,12 +140,14 @@ def main(cfg: PipelineConfig) -> dict[str, Any]:
     out_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     resolve(cfg.sft.model, "lm")  # builds a tiny preset once here, not in every worker at once
+    synth, pre = prepare_data(cfg, out_dir)
+    t_pre = time.perf_counter()
 
     ds = build_dataset(cfg).materialize()
     records_path = out_dir / "records"
     ds.drop_columns(["node_id"]).write_parquet(str(records_path))
     node_ids = Counter(row["node_id"] for row in ds.select_columns(["node_id"]).iter_rows())
-    t_data = time.perf_counter() - t0
+    t_data = time.perf_counter() - t_pre
 
     # Materialised: training workers then read blocks without needing CPUs for Ray Data
     # tasks, which all-CPU worker groups on a small cluster would starve.
@@ -120,6 +159,15 @@ def main(cfg: PipelineConfig) -> dict[str, Any]:
         "run": cfg.run.name,
         "output_dir": str(out_dir),
         "cluster_nodes": len([n for n in ray.nodes() if n["Alive"]]),
+        "synth": synth,
+        "preprocess": {
+            "output": pre["output"],
+            "counts": pre["counts"],
+            "per_split": pre["per_split"],
+            "per_task": pre["per_task"],
+            "nodes_used": pre["nodes_used"],
+            "seconds": pre["seconds"]["total"],
+        },
         "records": {
             "rows": ds.count(),
             "parquet": str(records_path),
@@ -137,7 +185,9 @@ def main(cfg: PipelineConfig) -> dict[str, Any]:
             "worker_nodes": [w["node_id"] for w in workers],
             "checkpoint": result.checkpoint.path if result.checkpoint else None,
         },
-        "nodes_used": sorted(set(node_ids) | {w["node_id"] for w in workers}),
+        "nodes_used": sorted(
+            set(node_ids) | {w["node_id"] for w in workers} | set(pre["nodes_used"])
+        ),
         "seconds": round(time.perf_counter() - t0, 1),
         "config": to_dict(cfg),
     }
@@ -148,7 +198,13 @@ def main(cfg: PipelineConfig) -> dict[str, Any]:
 
 def _print_summary(s: dict[str, Any]) -> None:
     t = s["train"]
+    c = s["preprocess"]["counts"]
     print("\n=== MedRay pipeline summary ===")
+    print(
+        f"data:    {c['in']} records -> {c['written']} rows, {c['quarantined']} quarantined, "
+        f"{c['duplicates']} duplicates ({', '.join(f'{k} {v}' for k, v in sorted(s['preprocess']['per_split'].items()))}) "
+        f"-> {s['preprocess']['output']}"
+    )
     print(
         f"records: {s['records']['rows']} rows on {len(s['records']['rows_per_node'])} nodes -> {s['records']['parquet']}"
     )

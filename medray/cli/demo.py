@@ -79,6 +79,13 @@ def demo(nodes: int, keep_up: bool, config_file: str, overrides: tuple[str, ...]
     t = summary["train"]
     click.echo("")
     click.echo(f"Demo finished in {time.perf_counter() - t0:.0f}s.")
+    pre = summary["preprocess"]
+    c = pre["counts"]
+    click.echo(
+        f"  datasets:   {c['in']} records (synthetic MIMIC-CXR, VQA-RAD, MedMCQA layouts) -> "
+        f"{c['written']} rows in the unified schema, {c['quarantined']} quarantined, "
+        f"{c['duplicates']} duplicates, on {len(pre['nodes_used'])} nodes -> {pre['output']}"
+    )
     click.echo(
         f"  records:    {summary['records']['rows']} rows -> {summary['records']['parquet']}"
     )

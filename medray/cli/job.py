@@ -39,8 +39,11 @@ def submit(
 ) -> int:
     """Run ``ray job submit --working-dir DIR -- ENTRYPOINT``; return its exit code."""
     env, address = submit_env_and_address()
+    # MEDRAY_SOURCE_ROOT: relative data paths in configs (../shared/data/...) resolve
+    # against the checkout the job came from, not against the uploaded copy.
     runtime_env = {
         "env_vars": {k: env[k] for k in ("MEDRAY_HOME", "MEDRAY_MILVUS_URI") if k in env}
+        | {"MEDRAY_SOURCE_ROOT": str(Path(working_dir).resolve())}
         | (env_vars or {}),
     }
     ray_bin = Path(sys.executable).parent / "ray"

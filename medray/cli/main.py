@@ -8,6 +8,7 @@ import click
 
 from medray import __version__
 from medray.cli.cluster import cluster
+from medray.cli.data import data
 from medray.cli.demo import demo
 from medray.cli.job import job
 from medray.cli.models import models
@@ -28,7 +29,7 @@ def cli(verbose: bool) -> None:
     )
 
 
-for command in (cluster, models, job, search, demo):
+for command in (cluster, models, job, data, search, demo):
     cli.add_command(command)
 
 

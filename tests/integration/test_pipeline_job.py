@@ -1,6 +1,7 @@
 """The main job through `ray job submit` on the shared 3-node cluster.
 
-One run covers the training smoke test: loss finite and falling, parameters changed,
+One run covers the data stages (synthetic datasets -> preprocess job) and the training
+smoke test: loss finite and falling, parameters changed,
 checkpoints written, and a (deliberately injected) worker failure resumed from the
 latest checkpoint by Ray Train's FailureConfig.
 """
@@ -37,6 +38,12 @@ def test_pipeline_uses_every_node_trains_and_resumes(ray_cluster, tiny_models, m
 
     summary = json.loads((medray_home / "runs" / run_name / "summary.json").read_text())
     assert summary["cluster_nodes"] == 3
+    # Stages 1-2: synthetic datasets in real layouts through the preprocess job.
+    pre = summary["preprocess"]
+    c = pre["counts"]
+    assert c["in"] == c["written"] + c["quarantined"] + c["duplicates"] and c["written"] > 0
+    assert set(pre["per_task"]) == {"report", "vqa", "mcq"}
+    assert (Path(pre["output"]) / "_SUCCESS").is_file()
     assert summary["records"]["rows"] == 600
     assert len(summary["records"]["rows_per_node"]) >= 2  # the Ray Data pass spread out
     train = summary["train"]

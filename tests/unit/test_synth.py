@@ -1,0 +1,196 @@
+"""The synthetic generator: deterministic, real layouts, balanced answers, findings where the boxes say."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import json
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from medray.cli.main import cli
+from medray.data.synth import SynthError, ensure_synthetic, generate, read_marker
+from medray.data.synth.anatomy import CXR_FINDINGS, draw_cxr
+from medray.data.synth.layouts import plan_mimic, plan_slake, plan_vqa_rad
+from medray.data.synth.text import chexpert_labels
+
+pytestmark = pytest.mark.unit
+
+
+def tree_digest(root: Path) -> dict[str, str]:
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
+
+
+@pytest.mark.parametrize("kind", ["mimic-cxr", "slake", "vqa-rad", "medmcqa"])
+def test_same_seed_same_bytes_other_seed_other_bytes(tmp_path, kind):
+    kw = {"image_size": 64} if kind != "medmcqa" else {}
+    generate(kind, tmp_path / "a", n=8, seed=7, **kw)
+    generate(kind, tmp_path / "b", n=8, seed=7, **kw)
+    generate(kind, tmp_path / "c", n=8, seed=8, **kw)
+    a, b, c = (tree_digest(tmp_path / x) for x in "abc")
+    assert a == b
+    assert a != c
+
+
+def test_prefix_stable_and_parallel_rendering_is_identical(tmp_path):
+    generate("vqa-rad", tmp_path / "small", n=5, seed=1, image_size=64)
+    generate("vqa-rad", tmp_path / "big", n=70, seed=1, image_size=64, workers=2)
+    generate("vqa-rad", tmp_path / "big1", n=70, seed=1, image_size=64, workers=1)
+    small, big = tree_digest(tmp_path / "small"), tree_digest(tmp_path / "big")
+    for rel, digest in small.items():
+        if rel.startswith("images/"):
+            assert big[rel] == digest  # the first samples do not depend on n
+    assert big == tree_digest(tmp_path / "big1")  # workers do not change the bytes
+
+
+def test_refuses_existing_folder_and_bad_arguments(tmp_path):
+    generate("medmcqa", tmp_path / "m", n=3)
+    with pytest.raises(SynthError, match="already exists"):
+        generate("medmcqa", tmp_path / "m", n=3)
+    with pytest.raises(SynthError, match="unknown kind"):
+        generate("chexpert", tmp_path / "x", n=3)
+    with pytest.raises(SynthError, match="n must be at least 1"):
+        generate("slake", tmp_path / "x", n=0)
+
+
+def test_ensure_synthetic_reuses_regenerates_and_never_touches_real_data(tmp_path):
+    out = tmp_path / "v"
+    assert ensure_synthetic("vqa-rad", out, 4, 0, 64) is True
+    assert ensure_synthetic("vqa-rad", out, 4, 0, 64) is False
+    assert ensure_synthetic("vqa-rad", out, 6, 0, 64) is True and read_marker(out)["n"] == 6
+    real = tmp_path / "real"
+    real.mkdir()
+    (real / "trainset.json").write_text("[]")
+    assert ensure_synthetic("vqa-rad", real, 4, 0, 64) is False
+    assert sorted(p.name for p in real.iterdir()) == ["trainset.json"]
+
+
+def test_closed_answers_are_balanced_per_finding():
+    plan = plan_vqa_rad(3000, seed=0, size=64)
+    yes, total = Counter(), Counter()
+    for q in plan.state["questions"]:
+        if q["answer_type"] == "CLOSED":
+            total[q["question"]] += 1
+            yes[q["question"]] += q["answer"] == "Yes"
+    # Group the question texts by finding: every closed question type is near 50/50.
+    assert total and all(0.4 <= yes[q] / total[q] <= 0.6 for q in total if total[q] >= 100), {
+        q: round(yes[q] / total[q], 2) for q in total
+    }
+    slake = plan_slake(1500, seed=0, size=64)
+    closed = [
+        q
+        for items in slake.state["entries"].values()
+        for q in items
+        if q["answer_type"] == "CLOSED"
+    ]
+    rate = sum(q["answer"] in ("Yes", "是") for q in closed) / len(closed)
+    assert 0.4 <= rate <= 0.6
+
+
+def test_reports_and_labels_say_what_was_drawn(tmp_path):
+    generate("mimic-cxr", tmp_path, n=60, seed=2, image_size=64, overwrite=True)
+    plan = plan_mimic(60, seed=2, size=64)
+    chex = (
+        gzip.decompress((tmp_path / "mimic-cxr-2.0.0-chexpert.csv.gz").read_bytes())
+        .decode()
+        .splitlines()
+    )
+    header = chex[0].split(",")
+    rows = {r.split(",")[1]: r.split(",") for r in chex[1:]}
+    for st in plan.state["studies"]:
+        positives = {header[i] for i, v in enumerate(rows[st["study"]]) if v == "1.0"}
+        assert positives == set(chexpert_labels(st["findings"]))
+        path = tmp_path / f"files/p{st['subject'][:2]}/p{st['subject']}/s{st['study']}.txt"
+        report = path.read_text().lower()
+        for name, side in st["findings"].items():
+            words = {"effusion": ("effusion",), "consolidation": ("consolidation",), "nodule": ("nodule",),
+                     "pneumothorax": ("pneumothorax",), "cardiomegaly": ("enlarged", "cardiomegaly")}[name]  # fmt: skip
+            assert any(w in report for w in words) and (side is None or side in report), (
+                name,
+                side,
+                report,
+            )
+        if not st["findings"]:
+            assert "no acute cardiopulmonary process." in report
+
+
+def test_findings_are_drawn_where_their_boxes_are():
+    """The box of each finding differs from the same box mirrored onto the other lung."""
+    for i, finding in enumerate(("effusion", "consolidation", "nodule", "pneumothorax")):
+        for side in ("left", "right"):
+            rng = np.random.default_rng([11, i, side == "left"])
+            drawn = draw_cxr(rng, 224, {finding: side})
+            plain = draw_cxr(np.random.default_rng([11, i, side == "left"]), 224, {})
+            ((label, (x1, y1, x2, y2)),) = drawn.boxes
+            assert label == finding
+            ys, xs = (
+                slice(int(y1 * 224), int(y2 * 224) + 1),
+                slice(int(x1 * 224), int(x2 * 224) + 1),
+            )
+            inside = drawn.pixels[ys, xs].astype(float) - plain.pixels[ys, xs].astype(float)
+            outside = drawn.pixels.astype(float) - plain.pixels.astype(float)
+            outside[ys, xs] = 0
+            # The drawing changes the box a lot and the rest of the image hardly at all.
+            assert np.abs(inside).mean() > 8, (finding, side)
+            assert np.abs(outside).mean() < 0.1 * np.abs(inside).mean(), (finding, side)
+    big = draw_cxr(np.random.default_rng(1), 224, {"cardiomegaly": None})
+    small = draw_cxr(np.random.default_rng(1), 224, {})
+    assert big.facts["ctr"] > 0.55 > 0.5 > small.facts["ctr"]
+
+
+def test_images_are_jpegs_in_the_real_layouts(tmp_path):
+    generate("slake", tmp_path / "s", n=4, seed=0, image_size=96)
+    img = Image.open(tmp_path / "s/imgs/xmlab0/source.jpg")
+    assert img.format == "JPEG" and img.size == (96, 96)
+    generate("vqa-rad", tmp_path / "v", n=3, seed=0, image_size=80)
+    img = Image.open(next((tmp_path / "v/images").glob("synpic*.jpg")))
+    assert img.mode == "RGB" and img.size == (80, 80)
+    entries = json.loads((tmp_path / "v/trainset.json").read_text()) + json.loads(
+        (tmp_path / "v/testset.json").read_text()
+    )
+    assert set(entries[0]) == {"qid", "image_name", "image_organ", "answer", "answer_type",
+                               "question_type", "question", "phrase_type"}  # fmt: skip
+    assert Image.open(io.BytesIO((tmp_path / "s/imgs/xmlab0/source.jpg").read_bytes())).mode == "L"
+
+
+def test_cli_synth_writes_and_reports(tmp_path):
+    res = CliRunner().invoke(
+        cli,
+        [
+            "data",
+            "synth",
+            "--kind",
+            "slake",
+            "--n",
+            "3",
+            "--seed",
+            "1",
+            "--out",
+            str(tmp_path / "s"),
+            "--image-size",
+            "64",
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    assert "Wrote synthetic slake: 3 images" in res.output
+    res = CliRunner().invoke(
+        cli, ["data", "synth", "--kind", "slake", "--n", "3", "--out", str(tmp_path / "s")]
+    )
+    assert res.exit_code == 2 and "already exists" in res.output
+
+
+def test_cxr_findings_cover_the_five_kinds():
+    plan = plan_mimic(300, seed=0, size=64)
+    seen = Counter(f for st in plan.state["studies"] for f in st["findings"])
+    assert set(seen) == set(CXR_FINDINGS)
+    assert sum(1 for st in plan.state["studies"] if not st["findings"]) > 0
