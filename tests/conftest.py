@@ -23,13 +23,17 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+# The test clusters use Ray token auth; Ray reads the mode once, when it is first
+# imported, so it must be set before any test module imports ray.
+os.environ["RAY_AUTH_MODE"] = "token"
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED_DATA = REPO.parent / "shared" / "data"
 
 # Ports of the shared test cluster: outside Ray's worker range and away from defaults.
 # MEDRAY_TEST_PORT_OFFSET shifts every port a test run uses, so that several checkouts
-# can run their test suites on one machine at once.
+# can run their test suites on one machine at once; use multiples of 100 (0-300, so
+# that no port reaches Ray's worker range 20000-29999).
 PORT_OFFSET = int(os.environ.get("MEDRAY_TEST_PORT_OFFSET", "0"))
 TEST_PORTS = {
     "ray_port": 6479 + PORT_OFFSET,

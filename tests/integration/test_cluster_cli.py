@@ -21,7 +21,8 @@ pytestmark = pytest.mark.integration
 
 # MEDRAY_TEST_PORT_OFFSET lets several test runs share one machine (see conftest).
 OFF = int(os.environ.get("MEDRAY_TEST_PORT_OFFSET", "0"))
-RAY, DASH, CLIENT, MILVUS = 6579 + OFF, 8465 + OFF, 10301 + OFF, 19731 + OFF
+# Offsets are multiples of 100 (conftest); these sit 50 above the shared cluster's ports.
+RAY, DASH, CLIENT, MILVUS = 6529 + OFF, 8415 + OFF, 10251 + OFF, 19681 + OFF
 PORTS = ["--ray-port", str(RAY), "--dashboard-port", str(DASH)]
 PORTS += ["--client-port", str(CLIENT), "--milvus-port", str(MILVUS)]
 MEDRAY = [sys.executable, "-m", "medray.cli.main"]

@@ -1,0 +1,362 @@
+"""Index cases and the knowledge base into Milvus with Ray Data actor pools.
+
+Cases: preprocessed Parquet rows (image + report) -> a pool of CLIP actors
+(``map_batches`` with a callable class) -> image and report vectors -> upserted by
+``sample_id`` into the ``cases`` collection (HNSW). Knowledge: the Markdown corpus ->
+chunks -> a sentence-embedder actor -> the ``knowledge`` collection (dense + BM25).
+Both collections are flushed and their indexes warmed, so the first user query is fast.
+
+    python -m jobs.index --config jobs/configs/index_tiny.yaml [key=value ...]
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from medray.config import parse_args, to_dict
+from medray.paths import repo_root
+from medray.retrieval.store import MilvusSettings
+from medray.runtime import setup_logging
+from medray.train.settings import RunSettings
+
+log = logging.getLogger(__name__)
+DEFAULT_CONFIG = Path(__file__).parent / "configs" / "index_tiny.yaml"
+CASE_COLUMNS = [
+    "sample_id",
+    "image",
+    "findings",
+    "impression",
+    "labels",
+    "modality",
+    "organ",
+    "split",
+    "source",
+    "study_id",
+    "task",
+]
+
+
+@dataclass(frozen=True)
+class CasesSettings:
+    """Which preprocessed rows become cases, embedded with which CLIP model."""
+
+    enabled: bool = True
+    input: str = ""  # preprocessed Parquet folder (output of jobs.preprocess)
+    clip_model: str = "tiny-clip"  # preset, hub id or a train_clip checkpoint folder
+    tasks: tuple[str, ...] = ("report",)
+    splits: tuple[str, ...] = ()  # empty: every split
+    text: Literal["report", "findings", "impression"] = "report"
+    batch_size: int = 64
+    concurrency: int = 2  # CLIP actors
+    cpus_per_actor: float = 1.0
+    gpus_per_actor: float = 0.0
+    drop_existing: bool = False
+
+
+@dataclass(frozen=True)
+class KnowledgeSettings:
+    """The knowledge corpus and its sentence embedder."""
+
+    enabled: bool = True
+    corpus_dir: str = "datasets/knowledge"  # relative to the repo, or absolute
+    text_model: str = "minilm-l6"
+    chunk_size: int = 900
+    chunk_overlap: int = 120
+    drop_existing: bool = False
+
+
+@dataclass(frozen=True)
+class IndexConfig:
+    """Index cases and knowledge into Milvus."""
+
+    run: RunSettings = field(default_factory=lambda: RunSettings(name="index"))
+    milvus: MilvusSettings = field(default_factory=MilvusSettings)
+    cases: CasesSettings = field(default_factory=CasesSettings)
+    knowledge: KnowledgeSettings = field(default_factory=KnowledgeSettings)
+
+
+def report_text(findings: str | None, impression: str | None, which: str) -> str:
+    """The text a case is indexed (and retrieved) by."""
+    findings, impression = (findings or "").strip(), (impression or "").strip()
+    if which == "findings":
+        return findings or impression
+    if which == "impression":
+        return impression or findings
+    return " ".join(
+        p
+        for p in (
+            f"FINDINGS: {findings}" if findings else "",
+            f"IMPRESSION: {impression}" if impression else "",
+        )
+        if p
+    )
+
+
+class ClipEmbedder:
+    """Ray Data actor: a batch of case rows (pandas) -> rows with CLIP image/text vectors.
+
+    Rows whose image cannot be decoded are kept with ``error`` set and no vectors, so the
+    job reports them instead of dropping them silently.
+    """
+
+    def __init__(self, clip_model: str, text: str, device: str = "cpu") -> None:
+        from medray.models.encoders import ClipEncoder
+
+        self.encoder = ClipEncoder(clip_model, device=device)
+        self.text = text
+
+    def __call__(self, batch):
+        from medray.imaging import ImageDecodeError, decode_image
+
+        texts = [
+            report_text(f, i, self.text)
+            for f, i in zip(batch["findings"], batch["impression"], strict=True)
+        ]
+        images, errors = [], []
+        for data in batch["image"]:
+            try:
+                images.append(decode_image(bytes(data)) if data is not None else None)
+                errors.append("" if data is not None else "no image")
+            except ImageDecodeError as e:
+                images.append(None)
+                errors.append(str(e))
+        ok = [i for i, im in enumerate(images) if im is not None]
+        dim = self.encoder.dim
+        image_vecs = np.zeros((len(images), dim), dtype=np.float32)
+        text_vecs = np.zeros((len(images), dim), dtype=np.float32)
+        if ok:
+            image_vecs[ok] = self.encoder.encode_images([images[i] for i in ok])
+            text_vecs[ok] = self.encoder.encode_texts([texts[i] for i in ok])
+        out = batch.drop(columns=["image", "findings", "impression"])
+        out["report"] = texts
+        out["image_vec"] = list(image_vecs)
+        out["text_vec"] = list(text_vecs)
+        out["error"] = errors
+        return out
+
+
+class TextEmbedder:
+    """Ray Data actor: knowledge chunks (pandas) -> chunks with a dense vector."""
+
+    def __init__(self, text_model: str) -> None:
+        from medray.models.encoders import TextEncoder
+
+        self.encoder = TextEncoder(text_model)
+
+    def __call__(self, batch):
+        batch["dense"] = list(self.encoder.encode(batch["text"].tolist()))
+        return batch
+
+
+def _rows(blocks: Iterable, columns: list[str]) -> Iterable[list[dict[str, Any]]]:
+    from ray.data.block import BlockAccessor
+
+    for block in blocks:
+        df = BlockAccessor.for_block(block).to_pandas()
+        yield [
+            {
+                c: (v.tolist() if isinstance(v, np.ndarray) else v)
+                for c, v in zip(columns, values, strict=True)
+            }
+            for values in df[columns].itertuples(index=False, name=None)
+        ]
+
+
+def _make_sink(kind: str, settings: MilvusSettings, columns: list[str]):
+    from ray.data import Datasink
+
+    class MilvusSink(Datasink):
+        """Upserts each block into a Milvus collection; returns the rows written."""
+
+        def write(self, blocks, ctx) -> int:
+            from medray.retrieval.store import CaseStore, KnowledgeStore
+
+            store = (CaseStore if kind == "cases" else KnowledgeStore)(settings)
+            return sum(store.upsert(rows) for rows in _rows(blocks, columns))
+
+    return MilvusSink()
+
+
+def index_cases(cfg: IndexConfig) -> dict[str, Any]:
+    import ray
+
+    from medray.models.encoders import ClipEncoder
+    from medray.retrieval.store import CaseStore
+
+    c = cfg.cases
+    if not c.input:
+        raise ValueError(
+            "cases.input is empty: point it at a preprocessed Parquet folder (jobs.preprocess output)"
+        )
+    clip_model = str(Path(c.clip_model).resolve()) if Path(c.clip_model).exists() else c.clip_model
+    dim = ClipEncoder(clip_model).dim
+    store = CaseStore(cfg.milvus)
+    store.create(
+        dim,
+        {"clip_model": clip_model, "text": c.text, "created_by": "jobs.index"},
+        drop_existing=c.drop_existing,
+    )
+    recorded = store.metadata().get("clip_model")
+    if recorded != clip_model:
+        raise ValueError(
+            f"collection {store.name!r} was indexed with {recorded!r}, not {clip_model!r}: vectors would not be "
+            "comparable; set cases.drop_existing=true or use another collection name"
+        )
+
+    ds = ray.data.read_parquet(c.input, columns=CASE_COLUMNS)
+    tasks, splits = set(c.tasks), set(c.splits)
+    ds = ds.filter(lambda r: r["task"] in tasks and (not splits or r["split"] in splits))
+    embedded = ds.map_batches(
+        ClipEmbedder,
+        fn_constructor_kwargs={
+            "clip_model": clip_model,
+            "text": c.text,
+            "device": "cuda" if c.gpus_per_actor else "cpu",
+        },
+        batch_size=c.batch_size,
+        batch_format="pandas",
+        concurrency=c.concurrency,
+        num_cpus=c.cpus_per_actor,
+        num_gpus=c.gpus_per_actor,
+    ).materialize()
+    errors = (
+        embedded.filter(lambda r: bool(r["error"]))
+        .select_columns(["sample_id", "error"])
+        .take_all()
+    )
+    good = embedded.filter(lambda r: not r["error"]).drop_columns(["error", "task"])
+    columns = [
+        "sample_id",
+        "image_vec",
+        "text_vec",
+        "report",
+        "labels",
+        "modality",
+        "organ",
+        "split",
+        "source",
+        "study_id",
+    ]
+    good.write_datasink(_make_sink("cases", cfg.milvus, columns))
+    warm_s = store.warm("image") + store.warm("text")
+    first_query_s, steady = _query_seconds(store, dim)
+    return {
+        "collection": store.name,
+        "clip_model": clip_model,
+        "dim": dim,
+        "rows_in": embedded.count(),
+        "rows_indexed": good.count(),
+        "collection_rows": store.count(),
+        "errors": errors[:20],
+        "error_count": len(errors),
+        "warm_seconds": round(warm_s, 3),
+        "first_query_s": round(first_query_s, 4),
+        "steady_query_s": round(steady, 4),
+    }
+
+
+def _query_seconds(store, dim: int, n: int = 6) -> tuple[float, float]:
+    """Latency of the first query after warming, and the median of the next ones."""
+    rng = np.random.default_rng(0)
+    times = []
+    for _ in range(n):
+        v = rng.normal(size=dim)
+        t0 = time.perf_counter()
+        store.search((v / np.linalg.norm(v)).tolist(), "image", k=5)
+        times.append(time.perf_counter() - t0)
+    return times[0], float(np.median(times[1:]))
+
+
+def index_knowledge(cfg: IndexConfig) -> dict[str, Any]:
+    import ray
+
+    from medray.models.encoders import TextEncoder
+    from medray.retrieval.corpus import load_corpus
+    from medray.retrieval.store import KnowledgeStore
+
+    k = cfg.knowledge
+    corpus = Path(k.corpus_dir)
+    corpus = corpus if corpus.is_absolute() else repo_root() / corpus
+    chunks = load_corpus(corpus, k.chunk_size, k.chunk_overlap)
+    store = KnowledgeStore(cfg.milvus)
+    dim = TextEncoder(k.text_model).dim
+    store.create(
+        dim,
+        {"text_model": k.text_model, "corpus": corpus.name, "created_by": "jobs.index"},
+        drop_existing=k.drop_existing,
+    )
+    ds = ray.data.from_items([c.to_row() for c in chunks]).map_batches(
+        TextEmbedder,
+        fn_constructor_kwargs={"text_model": k.text_model},
+        batch_format="pandas",
+        concurrency=1,
+        batch_size=64,
+    )
+    columns = ["chunk_id", "text", "dense", "title", "heading", "source", "topic", "references"]
+    ds.write_datasink(_make_sink("knowledge", cfg.milvus, columns))
+    store.flush()
+    return {
+        "collection": store.name,
+        "text_model": k.text_model,
+        "chunks": len(chunks),
+        "collection_rows": store.count(),
+        "files": len({c.source for c in chunks}),
+    }
+
+
+def main(cfg: IndexConfig) -> dict[str, Any]:
+    from medray.retrieval.store import connect
+    from medray.runtime import init_ray
+    from medray.train.ray_hf import storage_path
+
+    init_ray()
+    connect(cfg.milvus)  # fail fast with a clear message if Milvus is down
+    t0 = time.perf_counter()
+    summary: dict[str, Any] = {"milvus_uri": cfg.milvus.resolved_uri()}
+    if cfg.cases.enabled:
+        summary["cases"] = index_cases(cfg)
+    if cfg.knowledge.enabled:
+        summary["knowledge"] = index_knowledge(cfg)
+    summary["seconds"] = round(time.perf_counter() - t0, 1)
+    summary["config"] = to_dict(cfg)
+    out_dir = Path(storage_path(cfg.run)) / cfg.run.name
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
+    _print(summary, out_dir)
+    return summary
+
+
+def _print(s: dict[str, Any], out_dir: Path) -> None:
+    print("\n=== MedRay index summary ===")
+    print(f"Milvus: {s['milvus_uri']}")
+    if "cases" in s:
+        c = s["cases"]
+        print(
+            f"cases: {c['rows_indexed']} of {c['rows_in']} rows indexed ({c['error_count']} unreadable), "
+            f"collection holds {c['collection_rows']}; first query {c['first_query_s'] * 1000:.0f} ms, "
+            f"steady {c['steady_query_s'] * 1000:.0f} ms"
+        )
+    if "knowledge" in s:
+        k = s["knowledge"]
+        print(
+            f"knowledge: {k['chunks']} chunks from {k['files']} files, collection holds {k['collection_rows']}"
+        )
+    print(f"RESULTS: {out_dir}/summary.json")
+
+
+if __name__ == "__main__":
+    setup_logging()
+    main(
+        parse_args(
+            IndexConfig, sys.argv[1:], prog="python -m jobs.index", default_config=DEFAULT_CONFIG
+        )
+    )

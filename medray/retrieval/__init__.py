@@ -1,0 +1,25 @@
+"""Similar-case and knowledge retrieval in Milvus (pymilvus; Milvus Lite by default)."""
+
+from medray.retrieval.corpus import Chunk, CorpusError, load_corpus
+from medray.retrieval.store import (
+    CaseStore,
+    Hit,
+    KnowledgeStore,
+    MilvusSettings,
+    RetrievalError,
+    build_filter,
+    connect,
+)
+
+__all__ = [
+    "CaseStore",
+    "Chunk",
+    "CorpusError",
+    "Hit",
+    "KnowledgeStore",
+    "MilvusSettings",
+    "RetrievalError",
+    "build_filter",
+    "connect",
+    "load_corpus",
+]

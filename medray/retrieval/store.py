@@ -1,0 +1,424 @@
+"""Milvus collections for similar cases and the knowledge base (pymilvus ``MilvusClient``).
+
+``cases``: one row per image — CLIP image and text (report) vectors with HNSW indexes,
+report text, labels, modality, split, source, study id; primary key ``sample_id`` so
+upserts never duplicate. ``knowledge``: chunks of the knowledge corpus with a dense
+sentence-embedding vector and a BM25 sparse vector computed by Milvus from the text,
+searched with RRF-fused hybrid search.
+
+The URI comes from settings: the local Milvus Lite server (``medray cluster up``) by
+default, any Milvus server or Zilliz Cloud for scale. Each collection records the model
+that produced its vectors (in the ``medray_collections`` metadata collection), so
+searches embed queries the same way.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+log = logging.getLogger(__name__)
+
+DEFAULT_URI = "http://127.0.0.1:19530"
+URI_ENV = "MEDRAY_MILVUS_URI"
+TOKEN_ENV = "MEDRAY_MILVUS_TOKEN"
+META_COLLECTION = "medray_collections"
+
+
+class RetrievalError(RuntimeError):
+    """Milvus is unreachable, a collection is missing or mismatched, or a query is invalid."""
+
+
+@dataclass(frozen=True)
+class MilvusSettings:
+    """Where Milvus is and how collections are indexed and searched."""
+
+    uri: str = ""  # empty: $MEDRAY_MILVUS_URI, else the local default
+    token: str = ""  # empty: $MEDRAY_MILVUS_TOKEN (Milvus with auth / Zilliz Cloud)
+    cases_collection: str = "cases"
+    knowledge_collection: str = "knowledge"
+    hnsw_m: int = 16
+    hnsw_ef_construction: int = 200
+    ef: int = 64
+    timeout_s: float = 10.0
+
+    def resolved_uri(self) -> str:
+        return self.uri or os.environ.get(URI_ENV) or DEFAULT_URI
+
+    def resolved_token(self) -> str:
+        return self.token or os.environ.get(TOKEN_ENV, "")
+
+
+@dataclass(frozen=True)
+class Hit:
+    """One search result: primary key, similarity score (higher is better), stored fields."""
+
+    id: str
+    score: float
+    payload: dict[str, Any] = field(default_factory=dict)
+
+
+def connect(settings: MilvusSettings):
+    """A ``MilvusClient`` that answered ``list_collections()``; RetrievalError otherwise."""
+    from pymilvus import MilvusClient
+
+    uri = settings.resolved_uri()
+    try:
+        client = MilvusClient(uri=uri, token=settings.resolved_token(), timeout=settings.timeout_s)
+        client.list_collections()
+    except Exception as e:  # pymilvus raises MilvusException, gRPC errors, timeouts...
+        raise RetrievalError(
+            f"cannot reach Milvus at {uri} ({type(e).__name__}: {e}); start the local cluster with "
+            f"`medray cluster up` or point {URI_ENV} / milvus.uri at a running Milvus"
+        ) from None
+    return client
+
+
+def _quote(value: Any) -> str:
+    """A Milvus filter literal; strings are JSON-quoted so they cannot break the expression."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    return json.dumps(str(value))
+
+
+def build_filter(filters: Mapping[str, Any] | None, allowed: Mapping[str, str]) -> str:
+    """Milvus boolean expression from ``{"modality": "X-Ray", "labels": ["effusion"]}``.
+
+    ``allowed`` maps field name to kind: ``scalar`` (equality, or ``in`` for a list) or
+    ``array`` (matches if the array holds any of the values). Unknown fields are refused.
+    """
+    if not filters:
+        return ""
+    parts = []
+    for name, value in filters.items():
+        if name not in allowed:
+            raise RetrievalError(
+                f"cannot filter on {name!r}; filterable fields: {', '.join(sorted(allowed))}"
+            )
+        values = list(value) if isinstance(value, list | tuple | set) else [value]
+        if not values:
+            continue
+        if allowed[name] == "array":
+            parts.append(f"ARRAY_CONTAINS_ANY({name}, [{', '.join(_quote(v) for v in values)}])")
+        elif len(values) == 1:
+            parts.append(f"{name} == {_quote(values[0])}")
+        else:
+            parts.append(f"{name} in [{', '.join(_quote(v) for v in values)}]")
+    return " and ".join(parts)
+
+
+def _vector(vector: Sequence[float], dim: int, what: str) -> list[float]:
+    vec = [float(x) for x in vector]
+    if not vec:
+        raise RetrievalError(f"empty {what} vector")
+    if len(vec) != dim:
+        raise RetrievalError(
+            f"{what} vector has {len(vec)} dimensions, the collection expects {dim}"
+        )
+    return vec
+
+
+def _ensure_loaded(client, name: str) -> None:
+    """After a server restart collections come back released; searches need them loaded."""
+    from pymilvus.client.types import LoadState
+
+    if client.get_load_state(name)["state"] != LoadState.Loaded:
+        client.load_collection(name)
+
+
+class _Collection:
+    """Shared plumbing: existence checks, recorded metadata, loading, flush, count."""
+
+    name: str
+
+    def __init__(self, settings: MilvusSettings, name: str, client=None) -> None:
+        self.settings = settings
+        self.name = name
+        self.client = client or connect(settings)
+        self._loaded = False
+
+    def exists(self) -> bool:
+        return self.client.has_collection(self.name)
+
+    def _require(self) -> dict[str, Any]:
+        if not self.exists():
+            raise RetrievalError(
+                f"collection {self.name!r} does not exist at {self.settings.resolved_uri()}; "
+                "build it with the index job (python -m jobs.index)"
+            )
+        if not self._loaded:
+            _ensure_loaded(self.client, self.name)
+            self._loaded = True
+        return self.metadata()
+
+    def metadata(self) -> dict[str, Any]:
+        """What the index job recorded: the embedding model(s) and dimensions."""
+        if not self.client.has_collection(META_COLLECTION):
+            return {}
+        _ensure_loaded(self.client, META_COLLECTION)
+        rows = self.client.get(META_COLLECTION, ids=[self.name], output_fields=["info"])
+        return json.loads(rows[0]["info"]) if rows else {}
+
+    def _record(self, info: Mapping[str, Any]) -> None:
+        """Keep ``info`` in the metadata collection (Milvus Lite drops collection
+        descriptions on restart; a collection of its own persists like any data)."""
+        from pymilvus import DataType, MilvusClient
+
+        if not self.client.has_collection(META_COLLECTION):
+            schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
+            schema.add_field("name", DataType.VARCHAR, is_primary=True, max_length=256)
+            schema.add_field("info", DataType.VARCHAR, max_length=8192)
+            schema.add_field("unused", DataType.FLOAT_VECTOR, dim=2)  # Milvus needs a vector field
+            params = self.client.prepare_index_params()
+            params.add_index("unused", index_type="FLAT", metric_type="L2")
+            self.client.create_collection(META_COLLECTION, schema=schema, index_params=params)
+        self.client.upsert(META_COLLECTION, [{"name": self.name, "info": json.dumps(dict(info)), "unused": [0.0, 0.0]}])
+        self.client.flush(META_COLLECTION)
+
+    def drop(self) -> None:
+        if self.exists():
+            self.client.drop_collection(self.name)
+        if self.client.has_collection(META_COLLECTION):
+            self.client.delete(META_COLLECTION, ids=[self.name])
+
+    def count(self) -> int:
+        self._require()
+        res = self.client.query(self.name, filter="", output_fields=["count(*)"])
+        return int(res[0]["count(*)"])
+
+    def flush(self) -> None:
+        self.client.flush(self.name)
+
+    def _index(self, params, field_name: str) -> None:
+        params.add_index(
+            field_name,
+            index_type="HNSW",
+            metric_type="COSINE",
+            params={
+                "M": self.settings.hnsw_m,
+                "efConstruction": self.settings.hnsw_ef_construction,
+            },
+        )
+
+    def _hits(self, result, pk: str) -> list[Hit]:
+        return [
+            Hit(
+                id=str(h[pk]) if pk in h else str(h.get("id")),
+                score=float(h["distance"]),
+                payload=dict(h.get("entity", {})),
+            )
+            for h in result[0]
+        ]
+
+
+CASE_FILTERS = {
+    "modality": "scalar",
+    "split": "scalar",
+    "source": "scalar",
+    "labels": "array",
+    "organ": "scalar",
+}
+CASE_OUTPUT = ["report", "labels", "modality", "organ", "split", "source", "study_id"]
+
+
+class CaseStore(_Collection):
+    """Similar cases: CLIP image and text vectors of each image, with its report."""
+
+    def __init__(self, settings: MilvusSettings, client=None) -> None:
+        super().__init__(settings, settings.cases_collection, client)
+
+    def create(self, dim: int, metadata: Mapping[str, Any], *, drop_existing: bool = False) -> None:
+        """Create the collection and its HNSW indexes (no-op if it exists with the same dim)."""
+        from pymilvus import DataType, MilvusClient
+
+        if drop_existing:
+            self.drop()
+        if self.exists():
+            have = self.metadata().get("dim")
+            if have is not None and have != dim:
+                raise RetrievalError(
+                    f"collection {self.name!r} holds {have}-d vectors, not {dim}-d; "
+                    "index into another collection or drop this one (index.drop_existing=true)"
+                )
+            return
+        schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
+        schema.add_field("sample_id", DataType.VARCHAR, is_primary=True, max_length=128)
+        schema.add_field("image_vec", DataType.FLOAT_VECTOR, dim=dim)
+        schema.add_field("text_vec", DataType.FLOAT_VECTOR, dim=dim)
+        schema.add_field("report", DataType.VARCHAR, max_length=8192)
+        schema.add_field(
+            "labels", DataType.ARRAY, element_type=DataType.VARCHAR, max_capacity=32, max_length=64
+        )
+        for name, length in (
+            ("modality", 64),
+            ("organ", 64),
+            ("split", 16),
+            ("source", 64),
+            ("study_id", 128),
+        ):
+            schema.add_field(name, DataType.VARCHAR, max_length=length)
+        params = self.client.prepare_index_params()
+        self._index(params, "image_vec")
+        self._index(params, "text_vec")
+        self.client.create_collection(self.name, schema=schema, index_params=params)
+        self._record({**metadata, "dim": dim})
+
+    def upsert(self, rows: Sequence[Mapping[str, Any]]) -> int:
+        """Insert or replace rows by ``sample_id``; returns the number written."""
+        if not rows:
+            return 0
+        res = self.client.upsert(self.name, [dict(r) for r in rows])
+        return int(res["upsert_count"])
+
+    def search(
+        self,
+        vector: Sequence[float],
+        field: Literal["image", "text"] = "image",
+        k: int = 5,
+        filters: Mapping[str, Any] | None = None,
+        ef: int | None = None,
+    ) -> list[Hit]:
+        """Nearest cases to ``vector`` by their image (``field="image"``) or report vectors."""
+        if field not in ("image", "text"):
+            raise RetrievalError(f"field must be 'image' or 'text', got {field!r}")
+        meta = self._require()
+        vec = _vector(vector, int(meta.get("dim", len(vector))), "query")
+        res = self.client.search(
+            self.name,
+            data=[vec],
+            anns_field=f"{field}_vec",
+            limit=k,
+            filter=build_filter(filters, CASE_FILTERS),
+            output_fields=CASE_OUTPUT,
+            search_params={
+                "metric_type": "COSINE",
+                "params": {"ef": max(ef or self.settings.ef, k)},
+            },
+        )
+        return self._hits(res, "sample_id")
+
+    def warm(self, field: Literal["image", "text"] = "image") -> float:
+        """Flush and run one search so lazy index builds happen now; returns its seconds."""
+        meta = self._require()
+        self.flush()
+        t0 = time.perf_counter()
+        self.search([1.0] + [0.0] * (int(meta["dim"]) - 1), field=field, k=1)
+        return time.perf_counter() - t0
+
+    def get(self, ids: Sequence[str]) -> list[dict[str, Any]]:
+        self._require()
+        return list(self.client.get(self.name, ids=list(ids), output_fields=CASE_OUTPUT))
+
+
+KNOWLEDGE_FILTERS = {"source": "scalar", "topic": "scalar"}
+KNOWLEDGE_OUTPUT = ["text", "title", "heading", "source", "topic", "references"]
+
+
+class KnowledgeStore(_Collection):
+    """Knowledge chunks: dense sentence vectors + BM25 over the text, fused with RRF."""
+
+    def __init__(self, settings: MilvusSettings, client=None) -> None:
+        super().__init__(settings, settings.knowledge_collection, client)
+
+    def create(self, dim: int, metadata: Mapping[str, Any], *, drop_existing: bool = False) -> None:
+        from pymilvus import DataType, Function, FunctionType, MilvusClient
+
+        if drop_existing:
+            self.drop()
+        if self.exists():
+            have = self.metadata().get("dim")
+            if have is not None and have != dim:
+                raise RetrievalError(
+                    f"collection {self.name!r} holds {have}-d vectors, not {dim}-d"
+                )
+            return
+        schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
+        schema.add_field("chunk_id", DataType.VARCHAR, is_primary=True, max_length=64)
+        schema.add_field("text", DataType.VARCHAR, max_length=8192, enable_analyzer=True)
+        schema.add_field("sparse", DataType.SPARSE_FLOAT_VECTOR)
+        schema.add_field("dense", DataType.FLOAT_VECTOR, dim=dim)
+        for name, length in (
+            ("title", 256),
+            ("heading", 512),
+            ("source", 256),
+            ("topic", 64),
+            ("references", 4096),
+        ):
+            schema.add_field(name, DataType.VARCHAR, max_length=length)
+        schema.add_function(
+            Function(
+                name="bm25",
+                function_type=FunctionType.BM25,
+                input_field_names=["text"],
+                output_field_names=["sparse"],
+            )
+        )
+        params = self.client.prepare_index_params()
+        params.add_index("sparse", index_type="SPARSE_INVERTED_INDEX", metric_type="BM25")
+        self._index(params, "dense")
+        self.client.create_collection(self.name, schema=schema, index_params=params)
+        self._record({**metadata, "dim": dim})
+
+    def upsert(self, rows: Sequence[Mapping[str, Any]]) -> int:
+        if not rows:
+            return 0
+        return int(self.client.upsert(self.name, [dict(r) for r in rows])["upsert_count"])
+
+    def hybrid_search(
+        self,
+        query: str,
+        dense_vector: Sequence[float],
+        k: int = 5,
+        filters: Mapping[str, Any] | None = None,
+        rrf_k: int = 60,
+    ) -> list[Hit]:
+        """Dense + BM25 search fused by reciprocal rank (RRF); scores are RRF scores."""
+        from pymilvus import AnnSearchRequest, RRFRanker
+
+        if not query or not query.strip():
+            raise RetrievalError("empty query")
+        meta = self._require()
+        vec = _vector(dense_vector, int(meta.get("dim", len(dense_vector))), "query")
+        expr = build_filter(filters, KNOWLEDGE_FILTERS)
+        reqs = [
+            AnnSearchRequest(
+                data=[vec],
+                anns_field="dense",
+                param={"params": {"ef": max(self.settings.ef, k)}},
+                limit=k * 2,
+                expr=expr,
+            ),
+            # The BM25 leg takes the raw text; Milvus tokenises and scores it.
+            AnnSearchRequest(data=[query], anns_field="sparse", param={}, limit=k * 2, expr=expr),
+        ]
+        res = self.client.hybrid_search(
+            self.name, reqs, ranker=RRFRanker(rrf_k), limit=k, output_fields=KNOWLEDGE_OUTPUT
+        )
+        return self._hits(res, "chunk_id")
+
+    def keyword_search(self, query: str, k: int = 5) -> list[Hit]:
+        """BM25 only."""
+        if not query or not query.strip():
+            raise RetrievalError("empty query")
+        self._require()
+        res = self.client.search(
+            self.name, data=[query], anns_field="sparse", limit=k, output_fields=KNOWLEDGE_OUTPUT
+        )
+        return self._hits(res, "chunk_id")
+
+    def dense_search(self, dense_vector: Sequence[float], k: int = 5) -> list[Hit]:
+        """Dense vector only."""
+        meta = self._require()
+        vec = _vector(dense_vector, int(meta.get("dim", len(dense_vector))), "query")
+        res = self.client.search(
+            self.name, data=[vec], anns_field="dense", limit=k, output_fields=KNOWLEDGE_OUTPUT,
+            search_params={"metric_type": "COSINE", "params": {"ef": max(self.settings.ef, k)}},
+        )  # fmt: skip
+        return self._hits(res, "chunk_id")

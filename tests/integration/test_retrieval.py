@@ -1,0 +1,235 @@
+"""Milvus retrieval against a running Milvus Lite server: stores, the index job, searches."""
+
+from __future__ import annotations
+
+import io
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image, ImageDraw
+
+from medray.config import from_dict, replace
+from medray.paths import repo_root
+from medray.retrieval import CaseStore, KnowledgeStore, MilvusSettings, RetrievalError, load_corpus
+from medray.retrieval.search import Searcher
+
+pytestmark = pytest.mark.integration
+
+LABELS = ["pleural effusion", "cardiomegaly", "pneumothorax", "no finding"]
+
+
+def _image(i: int) -> bytes:
+    """A distinct little picture per row (position and size of a bright disc)."""
+    rng = np.random.default_rng(i)
+    img = Image.new("L", (96, 96), 20)
+    d = ImageDraw.Draw(img)
+    x, y, r = (int(v) for v in rng.integers(10, 80, 3) // [1, 1, 4])
+    d.ellipse([x - r, y - r, x + r, y + r], fill=int(rng.integers(120, 255)))
+    buf = io.BytesIO()
+    img.convert("RGB").save(buf, "JPEG", quality=90)
+    return buf.getvalue()
+
+
+def write_cases(path: Path, n: int, corrupt: int | None = None) -> pd.DataFrame:
+    rows = []
+    for i in range(n):
+        label = LABELS[i % len(LABELS)]
+        rows.append(
+            {
+                "sample_id": f"case-{i:04d}",
+                "image": _image(i) if i != corrupt else b"\xff\xd8\xff\xe0 not really a jpeg",
+                "findings": f"There is {label} on the {'left' if i % 2 else 'right'}.",
+                "impression": label.capitalize() + ".",
+                "labels": [label] if label != "no finding" else [],
+                "modality": "X-Ray" if i % 3 else "CT",
+                "organ": "chest",
+                "split": "test" if i % 5 == 0 else "train",
+                "source": "test-fixture",
+                "study_id": f"s{i:04d}",
+                "task": "report",
+            }
+        )
+    rows.append(
+        {**rows[0], "sample_id": "vqa-0", "task": "vqa"}
+    )  # not a case: filtered out by task
+    df = pd.DataFrame(rows)
+    path.mkdir(parents=True, exist_ok=True)
+    df.to_parquet(path / "part-0.parquet")
+    return df
+
+
+def settings(uri: str, suffix: str) -> MilvusSettings:
+    return MilvusSettings(
+        uri=uri, cases_collection=f"cases_{suffix}", knowledge_collection=f"knowledge_{suffix}"
+    )
+
+
+def test_case_store_upserts_filters_and_errors(milvus_uri):
+    s = settings(milvus_uri, "store")
+    store = CaseStore(s)
+    store.create(8, {"clip_model": "test"}, drop_existing=True)
+    rng = np.random.default_rng(0)
+    vecs = rng.normal(size=(40, 8))
+    vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
+    rows = [
+        {"sample_id": f"s{i}", "image_vec": v.tolist(), "text_vec": v[::-1].tolist(), "report": f"r{i}",
+         "labels": ["effusion"] if i % 2 else [], "modality": "CT" if i % 4 == 0 else "X-Ray", "organ": "chest",
+         "split": "train", "source": "t", "study_id": f"st{i}"}
+        for i, v in enumerate(vecs)
+    ]  # fmt: skip
+    assert store.upsert(rows) == 40
+    store.upsert(rows[:10])  # re-upsert: replaced, not duplicated
+    store.flush()
+    assert store.count() == 40
+    hits = store.search(vecs[7].tolist(), "image", k=3)
+    assert hits[0].id == "s7" and hits[0].score == pytest.approx(1.0, abs=1e-4)
+    assert hits[0].payload["report"] == "r7" and hits[0].payload["labels"] == ["effusion"]
+    filtered = store.search(
+        vecs[7].tolist(), "image", k=10, filters={"labels": ["effusion"], "modality": "X-Ray"}
+    )
+    assert filtered and all(
+        "effusion" in h.payload["labels"] and h.payload["modality"] == "X-Ray" for h in filtered
+    )
+    with pytest.raises(RetrievalError, match="has 3 dimensions, the collection expects 8"):
+        store.search([0.1, 0.2, 0.3])
+    with pytest.raises(RetrievalError, match="empty query vector"):
+        store.search([])
+    with pytest.raises(RetrievalError, match="holds 8-d vectors, not 16-d"):
+        store.create(16, {"clip_model": "test"})
+    missing = CaseStore(settings(milvus_uri, "never_created"))
+    with pytest.raises(RetrievalError, match="does not exist.*index job"):
+        missing.search([0.0] * 8)
+
+
+def test_knowledge_hybrid_search_finds_the_right_topic(milvus_uri):
+    from medray.models.encoders import TextEncoder
+
+    s = settings(milvus_uri, "kb")
+    store = KnowledgeStore(s)
+    encoder = TextEncoder("minilm-l6")
+    store.create(encoder.dim, {"text_model": "minilm-l6"}, drop_existing=True)
+    chunks = load_corpus(repo_root() / "datasets" / "knowledge")
+    dense = encoder.encode([c.text for c in chunks])
+    store.upsert([{**c.to_row(), "dense": v.tolist()} for c, v in zip(chunks, dense, strict=True)])
+    store.flush()
+    assert store.count() == len(chunks)
+    q = "blunting of the costophrenic angle by fluid"
+    hits = store.hybrid_search(q, encoder.encode([q])[0].tolist(), k=3)
+    assert hits[0].payload["topic"] == "pleural-effusion"
+    assert hits[0].payload["references"] and hits[0].payload["title"] == "Pleural effusion"
+    assert store.keyword_search("Kerley B lines", k=1)[0].payload["topic"] == "pulmonary-edema"
+    with pytest.raises(RetrievalError, match="empty query"):
+        store.hybrid_search("   ", [0.0] * encoder.dim)
+
+
+def test_index_job_indexes_once_searches_and_reports_bad_rows(
+    ray_cluster, milvus_uri, tmp_path, tiny_models
+):
+    import jobs.index as index_job
+
+    n = 24
+    df = write_cases(tmp_path / "cases", n, corrupt=5)
+    cfg = from_dict(
+        index_job.IndexConfig,
+        {
+            "run": {"name": "index-test", "storage_path": str(tmp_path / "runs")},
+            "milvus": {
+                "uri": milvus_uri,
+                "cases_collection": "cases_job",
+                "knowledge_collection": "knowledge_job",
+            },
+            "cases": {
+                "input": str(tmp_path / "cases"),
+                "clip_model": "tiny-clip",
+                "drop_existing": True,
+                "batch_size": 8,
+            },
+            "knowledge": {"drop_existing": True},
+        },
+    )
+    first = index_job.main(cfg)
+    c = first["cases"]
+    assert c["rows_in"] == n  # the vqa row is not a case
+    assert c["rows_indexed"] == n - 1 and c["error_count"] == 1
+    assert c["errors"][0]["sample_id"] == "case-0005" and "image" in c["errors"][0]["error"]
+    assert c["collection_rows"] == n - 1
+    assert first["knowledge"]["collection_rows"] == first["knowledge"]["chunks"] > 30
+
+    again = index_job.main(
+        replace(cfg, ["cases.drop_existing=false", "knowledge.drop_existing=false"])
+    )
+    assert again["cases"]["collection_rows"] == n - 1  # upserted by sample_id: no duplicates
+    assert again["knowledge"]["collection_rows"] == first["knowledge"]["collection_rows"]
+
+    searcher = Searcher(cfg.milvus)
+    image0 = df.loc[df.sample_id == "case-0003", "image"].item()
+    assert searcher.image_to_image(image0, k=1)[0].id == "case-0003"
+    assert len(searcher.text_to_image("pleural effusion", k=4)) == 4
+    assert len(searcher.image_to_text(image0, k=2, filters={"split": "train"})) == 2
+    assert (
+        searcher.search_knowledge("air in the pleural space", k=1)[0].payload["topic"]
+        == "pneumothorax"
+    )
+    with pytest.raises(RetrievalError, match="query image: not an image"):
+        searcher.image_to_image(b"GIF89a-but-not-really")
+    with pytest.raises(RetrievalError, match="empty query"):
+        searcher.text_to_image("")
+
+
+def test_milvus_down_gives_a_clear_error():
+    with pytest.raises(
+        RetrievalError, match="cannot reach Milvus at http://127.0.0.1:1.*medray cluster up"
+    ):
+        CaseStore(MilvusSettings(uri="http://127.0.0.1:1", timeout_s=2))
+
+
+def test_vectors_survive_a_milvus_restart(tmp_path):
+    port = 19690 + int(os.environ.get("MEDRAY_TEST_PORT_OFFSET", "0"))
+    data = tmp_path / "milvus"
+    cmd = [
+        str(Path(sys.executable).parent / "milvus-lite"),
+        "server",
+        "--data-dir",
+        str(data),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+    ]
+
+    def start():
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        from medray.cluster.local import milvus_check
+
+        assert milvus_check(f"http://127.0.0.1:{port}", timeout=30) is None
+        return proc
+
+    s = MilvusSettings(uri=f"http://127.0.0.1:{port}", cases_collection="persist")
+    proc = start()
+    try:
+        store = CaseStore(s)
+        store.create(4, {"clip_model": "test"})
+        rows = [{"sample_id": f"p{i}", "image_vec": [1.0, i, 0.0, 0.5], "text_vec": [0.0, 1.0, i, 0.5], "report": "",
+                 "labels": [], "modality": "", "organ": "", "split": "", "source": "", "study_id": ""} for i in range(25)]  # fmt: skip
+        store.upsert(rows)
+        store.flush()
+        before = store.search([1.0, 3.0, 0.0, 0.5], k=1)[0].id
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    time.sleep(0.5)
+    proc = start()
+    try:
+        store = CaseStore(s)
+        assert store.count() == 25
+        assert store.search([1.0, 3.0, 0.0, 0.5], k=1)[0].id == before == "p3"
+        assert store.metadata()["dim"] == 4
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
