@@ -198,6 +198,10 @@ class _BodyTooLarge(Exception):
     pass
 
 
+class _Refused(Exception):
+    """The guard refused an analyze request: skip to the safety report."""
+
+
 class _NullMetrics:
     """Metrics sink that drops everything (the Serve app plugs in Ray's metrics)."""
 
@@ -526,7 +530,7 @@ def create_app(
             if req_report.refused:
                 metrics.count("medray_guard_refusals", {"endpoint": "/v1/analyze"})
                 yield _sse("guard", {"allowed": False, "message": req_report.refusal})
-                return
+                raise _Refused
             yield _sse(
                 "guard",
                 {
@@ -590,6 +594,8 @@ def create_app(
                 backend.check_answer(f"{final.get('text', '')}\n{summary['summary']}")
             )
             reports.append(answer_report)
+        except _Refused:
+            pass  # only the safety report and done follow a refusal
         except asyncio.CancelledError:
             log.info("analyze id=%s: client disconnected", rid)
             raise

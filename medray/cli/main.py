@@ -11,6 +11,7 @@ from medray.cli.cluster import cluster
 from medray.cli.demo import demo
 from medray.cli.job import job
 from medray.cli.models import models
+from medray.cli.serve import serve
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -27,7 +28,7 @@ def cli(verbose: bool) -> None:
     )
 
 
-for command in (cluster, models, job, demo):
+for command in (cluster, models, job, serve, demo):
     cli.add_command(command)
 
 
