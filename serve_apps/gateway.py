@@ -158,18 +158,24 @@ class BodyLimitMiddleware:
                     raise _BodyTooLarge
             return message
 
-        started = False
+        replaced = False
 
-        async def tracking_send(message):
-            nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
+        async def guarded_send(message):
+            # FastAPI turns an exception while reading the body into its own 400; once
+            # the limit was crossed, send the 413 instead of whatever the app answers.
+            nonlocal replaced
+            if too_big:
+                if not replaced:
+                    replaced = True
+                    await self._reject(send, seen)
+                return
             await send(message)
 
         try:
-            await self.app(scope, limited_receive, tracking_send)
+            await self.app(scope, limited_receive, guarded_send)
         except _BodyTooLarge:
-            if not started:
+            if not replaced:
+                replaced = True
                 await self._reject(send, seen)
 
     async def _reject(self, send, size: int) -> None:

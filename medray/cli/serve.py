@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 import click
 
@@ -113,3 +114,59 @@ def status(name, address, as_json) -> None:
             click.echo(f"  {dep:12s} {n} replica(s)")
     if details.get("status") != "RUNNING":
         sys.exit(1)
+
+
+def analyze_once(base_url: str, question: str, headers: dict[str, str] | None = None) -> list[str]:
+    """Send one /v1/analyze request with a generated chest-X-ray-like image; return the
+    event types in the order they arrived."""
+    import base64
+    import io
+
+    import httpx
+    from PIL import Image, ImageDraw
+
+    img = Image.new("L", (224, 224), 25)
+    d = ImageDraw.Draw(img)
+    d.ellipse([40, 30, 104, 190], fill=150)
+    d.ellipse([120, 30, 184, 190], fill=140)
+    buf = io.BytesIO()
+    img.convert("RGB").save(buf, "PNG")
+    body = {"image": base64.b64encode(buf.getvalue()).decode(), "question": question}
+    kinds: list[str] = []
+    with httpx.stream(
+        "POST", f"{base_url}/v1/analyze", json=body, headers=headers or {}, timeout=300
+    ) as resp:
+        if resp.status_code != 200:
+            resp.read()
+            raise click.ClickException(f"analyze returned {resp.status_code}: {resp.text[:500]}")
+        for line in resp.iter_lines():
+            if line.startswith("event: "):
+                kinds.append(line[7:])
+    return kinds
+
+
+def serve_demo(dashboard_url: str, port: int) -> None:
+    """Deploy the app, send one analyze request, print what came back and the URLs,
+    remove the app (used by ``medray demo``)."""
+    from medray.serving.deploy import ServeDeployError, deploy, load_serve_config, remove
+
+    config = load_serve_config(DEFAULT_CONFIG, ["generation.max_new_tokens=32"], port=port)
+    t0 = time.perf_counter()
+    try:
+        deploy(config, dashboard_url, wait_s=600)
+    except ServeDeployError as e:
+        raise click.ClickException(str(e)) from None
+    try:
+        click.echo(f"  Serve app running after {time.perf_counter() - t0:.0f}s; endpoints:")
+        print_urls(config)
+        base = f"http://127.0.0.1:{port}"
+        t1 = time.perf_counter()
+        kinds = analyze_once(base, "Is there a pleural effusion?")
+        counts = {k: kinds.count(k) for k in dict.fromkeys(kinds)}
+        click.echo(
+            f"  POST /v1/analyze -> {len(kinds)} events in {time.perf_counter() - t1:.1f}s: "
+            + ", ".join(f"{k} x{n}" if n > 1 else k for k, n in counts.items())
+        )
+    finally:
+        remove(dashboard_url, config["applications"][0]["name"])
+        click.echo("  Serve app removed.")
