@@ -117,10 +117,26 @@ class ReasonerDeployment:
             if adapter not in self.reasoner.adapter_paths:
                 raise UnknownAdapterError(f"unknown adapter {adapter!r}")
             await self._adapter(adapter)
-        async for ev in iterate_in_thread(
-            lambda: self.reasoner.stream(messages, images, params, adapter)
+        # Events are sent in chunks: one message per chunk of tokens that piled up
+        # while the previous message was in flight (fewer RPCs under load, no added wait).
+        async for chunk in iterate_in_thread(
+            lambda: self.reasoner.stream(messages, images, params, adapter), coalesce=True
         ):
-            yield ev
+            yield chunk
+
+    async def generate(
+        self,
+        messages: Sequence[Mapping[str, Any]],
+        images: Sequence[Any],
+        params: GenerationParams,
+    ) -> dict[str, Any]:
+        """The final event only (for callers that do not stream)."""
+        adapter = serve.get_multiplexed_model_id() or None
+        if adapter is not None:
+            if adapter not in self.reasoner.adapter_paths:
+                raise UnknownAdapterError(f"unknown adapter {adapter!r}")
+            await self._adapter(adapter)
+        return await asyncio.to_thread(self.reasoner.generate, messages, images, params, adapter)
 
     def loaded_adapters(self) -> list[str]:
         return self.reasoner.loaded_adapters()
@@ -244,8 +260,12 @@ class ServeBackend:
     async def reason(self, messages, images, params, adapter):
         handle = self.reasoner.options(stream=True, multiplexed_model_id=adapter or "")
         # A streamed response cannot be handed to another deployment: consume, re-yield.
-        async for ev in handle.stream.remote(list(messages), list(images), params):
-            yield ev
+        async for chunk in handle.stream.remote(list(messages), list(images), params):
+            yield chunk
+
+    async def complete(self, messages, images, params, adapter):
+        handle = self.reasoner.options(multiplexed_model_id=adapter or "")
+        return await handle.generate.remote(list(messages), list(images), params)
 
     async def summarise(self, caption, reasoning, answer):
         return await self.summariser.summarise.remote(caption, list(reasoning), answer)

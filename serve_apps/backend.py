@@ -33,7 +33,20 @@ class Backend(Protocol):
         images: Sequence[Image.Image],
         params: GenerationParams,
         adapter: str | None,
-    ) -> AsyncIterator[dict[str, Any]]: ...
+    ) -> AsyncIterator[list[dict[str, Any]]]:
+        """Reasoner events (``Reasoner.stream``) in chunks: lists of the events produced
+        since the previous chunk, so a slow consumer gets fewer, larger messages."""
+        ...
+
+    async def complete(
+        self,
+        messages: Sequence[Mapping[str, Any]],
+        images: Sequence[Image.Image],
+        params: GenerationParams,
+        adapter: str | None,
+    ) -> dict[str, Any]:
+        """The reasoner's final event without streaming (``Reasoner.generate``)."""
+        ...
 
     async def summarise(
         self, caption: str, reasoning: Sequence[str], answer: str
@@ -89,10 +102,18 @@ class LocalBackend:
                 await asyncio.to_thread(self.adapter_cache.get, adapter)
             else:
                 await asyncio.to_thread(self.reasoner.load_adapter, adapter)
-        async for ev in iterate_in_thread(
-            lambda: self.reasoner.stream(messages, images, params, adapter)
+        async for chunk in iterate_in_thread(
+            lambda: self.reasoner.stream(messages, images, params, adapter), coalesce=True
         ):
-            yield ev
+            yield chunk
+
+    async def complete(self, messages, images, params, adapter):
+        if adapter is not None:
+            if self.adapter_cache is not None:
+                await asyncio.to_thread(self.adapter_cache.get, adapter)
+            else:
+                await asyncio.to_thread(self.reasoner.load_adapter, adapter)
+        return await asyncio.to_thread(self.reasoner.generate, messages, images, params, adapter)
 
     async def summarise(self, caption, reasoning, answer):
         return await asyncio.to_thread(self.summariser.summarise, caption, reasoning, answer)

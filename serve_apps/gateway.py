@@ -474,12 +474,9 @@ def create_app(
             {"role": "user", "content": [{"type": "text", "text": question}]},
         ]
         t0 = time.perf_counter()
-        final: dict[str, Any] = {}
-        async for ev in backend.reason(
+        final = await backend.complete(
             messages, [], GenerationParams(max_new, body.temperature), None
-        ):
-            if ev["type"] == "final":
-                final = ev
+        )
         ms = (time.perf_counter() - t0) * 1000
         text = final.get("text", "")
         if body.use_safety:
@@ -551,14 +548,18 @@ def create_app(
             messages = _reasoner_messages(question)
             final: dict[str, Any] = {}
             t0 = time.perf_counter()
-            async for ev in backend.reason(messages, [image], params, adapter):
-                if ev["type"] == "token":
-                    if args.stream_tokens:
-                        yield _sse("token", {"text": ev["text"]})
-                elif ev["type"] == "step":
-                    yield _sse("step", {k2: v for k2, v in ev.items() if k2 != "type"})
-                elif ev["type"] == "final":
-                    final = ev
+            async for chunk in backend.reason(messages, [image], params, adapter):
+                out = []
+                for ev in chunk:
+                    if ev["type"] == "token":
+                        if args.stream_tokens:
+                            out.append(_sse("token", {"text": ev["text"]}))
+                    elif ev["type"] == "step":
+                        out.append(_sse("step", {k2: v for k2, v in ev.items() if k2 != "type"}))
+                    elif ev["type"] == "final":
+                        final = ev
+                if out:
+                    yield "".join(out)  # one write per chunk of events
             timings["reasoning"] = (time.perf_counter() - t0) * 1000
             parse = final.get("parse", {})
             value = parse.get("value") or {}
@@ -824,10 +825,7 @@ def create_app(
             text, finish, usage = req_report.refusal, "content_filter", (0, 0)
             report = req_report
         else:
-            final: dict[str, Any] = {}
-            async for ev in backend.reason(messages, images, params, adapter):
-                if ev["type"] == "final":
-                    final = ev
+            final = await backend.complete(messages, images, params, adapter)
             text = final.get("text", "")
             finish = final.get("finish_reason", "stop")
             usage = (final.get("prompt_tokens", 0), final.get("completion_tokens", 0))
@@ -875,11 +873,15 @@ def create_app(
             return
         final: dict[str, Any] = {}
         try:
-            async for ev in backend.reason(messages, images, params, adapter):
-                if ev["type"] == "token":
-                    yield chunk({"content": ev["text"]})
-                elif ev["type"] == "final":
-                    final = ev
+            async for events in backend.reason(messages, images, params, adapter):
+                out = []
+                for ev in events:
+                    if ev["type"] == "token":
+                        out.append(chunk({"content": ev["text"]}))
+                    elif ev["type"] == "final":
+                        final = ev
+                if out:
+                    yield "".join(out)  # one write per chunk of tokens
             report = merge(req_report, await backend.check_answer(final.get("text", "")))
             usage = {
                 "prompt_tokens": final.get("prompt_tokens", 0),
