@@ -527,6 +527,7 @@ def create_app(
         timings: dict[str, float] = {}
         reports: list[SafetyReport] = []
         cases_task: asyncio.Task | None = None
+        check_task: asyncio.Task | None = None
         try:
             req_report, timings["guard"] = await timed(backend.check_request(question))
             reports.append(req_report)
@@ -581,6 +582,10 @@ def create_app(
                 )
             )
             yield _sse("summary", {"text": summary["summary"]})
+            # The answer check needs only the generated text: run it beside retrieval.
+            check_task = asyncio.create_task(
+                timed(backend.check_answer(f"{final.get('text', '')}\n{summary['summary']}"))
+            )
             if cases_task is not None:
                 cases, ms = await cases_task
                 timings["similar_cases"] = ms
@@ -597,9 +602,7 @@ def create_app(
                 off = {"hits": [], "error": "retrieval is disabled in this app's config"}
                 yield _sse("similar_cases", off)
                 yield _sse("knowledge", off)
-            answer_report, timings["answer_check"] = await timed(
-                backend.check_answer(f"{final.get('text', '')}\n{summary['summary']}")
-            )
+            answer_report, timings["answer_check"] = await check_task
             reports.append(answer_report)
         except _Refused:
             pass  # only the safety report and done follow a refusal
@@ -612,8 +615,9 @@ def create_app(
                 "error", {"message": f"analysis failed ({type(e).__name__}); request id {rid}"}
             )
         finally:
-            if cases_task is not None and not cases_task.done():
-                cases_task.cancel()
+            for task in (cases_task, check_task):
+                if task is not None and not task.done():
+                    task.cancel()
         yield _sse("safety", report_dict(merge(*reports) if reports else SafetyReport()))
         total = (time.perf_counter() - t_start) * 1000
         yield _sse(

@@ -79,6 +79,65 @@ def make_adapters(root) -> dict[str, str]:
     return out
 
 
+JSON_ANSWER = {
+    "caption": "Frontal chest radiograph.",
+    "reasoning": ["The lungs are clear.", "The heart size is normal."],
+    "boxes": [[0.1, 0.2, 0.5, 0.6]],
+    "answer": "no",
+}
+JSON_QUESTION = "Is there a pleural effusion?"
+
+
+def train_json_adapter(path) -> str:
+    """A real LoRA adapter trained here until the tiny VLM writes one structured answer
+    for one image and question, so step streaming is observable end to end (the untrained
+    model writes no JSON)."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    from medray.models import load_vlm
+    from medray.serving.reasoner import Reasoner
+
+    model, proc = load_vlm("tiny-qwen2-vl")
+    prompt = proc.apply_chat_template(
+        Reasoner.messages_for(JSON_QUESTION, True), add_generation_prompt=True
+    )
+    image = Image.open(io.BytesIO(base64.b64decode(IMAGE.split(",", 1)[1]))).convert("RGB")
+    full = proc(
+        text=[prompt + json.dumps(JSON_ANSWER) + "<|im_end|>"], images=[image], return_tensors="pt"
+    )
+    n_prompt = proc(text=[prompt], images=[image], return_tensors="pt")["input_ids"].shape[1]
+    labels = full["input_ids"].clone()
+    labels[:, :n_prompt] = -100
+    torch.manual_seed(0)
+    peft_model = get_peft_model(
+        model,
+        LoraConfig(
+            r=16,
+            lora_alpha=32,
+            target_modules=[
+                "q_proj",
+                "k_proj",
+                "v_proj",
+                "o_proj",
+                "gate_proj",
+                "up_proj",
+                "down_proj",
+            ],
+        ),
+    )
+    opt = torch.optim.AdamW([p for p in peft_model.parameters() if p.requires_grad], lr=5e-3)
+    for _ in range(300):
+        loss = peft_model(**full, labels=labels).loss
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+        if loss.item() < 0.005:
+            break
+    peft_model.save_pretrained(path)
+    return str(path)
+
+
 def index_collections(uri: str) -> list[str]:
     """Cases and knowledge embedded with the app's own models (tiny-clip, minilm-l6)."""
     from medray.serving.embedder import Embedder
@@ -127,7 +186,9 @@ def served(ray_cluster, tiny_models, milvus_uri, tmp_path_factory):
     """Deploy the app; yield the dashboard URL; remove the app at the end."""
     from medray.serving.deploy import deploy, load_serve_config, remove
 
-    adapters = make_adapters(tmp_path_factory.mktemp("adapters"))
+    root = tmp_path_factory.mktemp("adapters")
+    adapters = make_adapters(root)
+    adapters["lora-json"] = train_json_adapter(root / "lora-json")
     index_collections(milvus_uri)
     overrides = [
         "auth.require=always",
@@ -291,6 +352,33 @@ def test_analyze_streams_events_as_they_happen(client):
     assert t_end - first_token > 0.1, "tokens must stream before the summary and retrieval"
 
 
+def test_analyze_streams_each_reasoning_step_as_it_closes(client):
+    """With an adapter that writes the structured answer, the caption, every reasoning
+    step and the answer arrive as step events before the stream's parsed result."""
+    body = {"image": IMAGE, "question": JSON_QUESTION, "model": "lora-json", "max_new_tokens": 120}
+    with client.stream("POST", "/v1/analyze", json=body) as resp:
+        assert resp.status_code == 200
+        events = list(sse_events(resp))
+    kinds = [e for _, e, _ in events]
+    steps = [d for _, e, d in events if e == "step"]
+    assert [(s["kind"], s["text"]) for s in steps] == [
+        ("caption", JSON_ANSWER["caption"]),
+        ("step", JSON_ANSWER["reasoning"][0]),
+        ("step", JSON_ANSWER["reasoning"][1]),
+        ("answer", JSON_ANSWER["answer"]),
+    ]
+    assert [s.get("index") for s in steps[1:3]] == [0, 1]
+    # Each step comes while tokens are still streaming, before the parsed result.
+    first_step = kinds.index("step")
+    assert "token" in kinds[first_step + 1 :] and kinds.index("reasoning") > first_step
+    t_step = next(t for t, e, _ in events if e == "step")
+    t_reasoning = next(t for t, e, _ in events if e == "reasoning")
+    assert t_step < t_reasoning
+    reasoning = next(d for _, e, d in events if e == "reasoning")
+    assert reasoning["ok"] is True and reasoning["errors"] == []
+    assert reasoning["parsed"] == JSON_ANSWER
+
+
 def test_analyze_refuses_a_non_medical_question(client):
     with client.stream(
         "POST", "/v1/analyze", json={"image": IMAGE, "question": "Who won the football world cup?"}
@@ -334,7 +422,7 @@ def oai(served):
 
 def test_openai_client_lists_models(oai):
     ids = [m.id for m in oai.models.list().data]
-    assert ids == ["medray-reasoner", *ADAPTERS]
+    assert ids == ["medray-reasoner", *ADAPTERS, "lora-json"]
 
 
 def test_openai_client_plain_completion(oai):
