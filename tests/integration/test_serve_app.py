@@ -127,13 +127,10 @@ def train_json_adapter(path) -> str:
         ),
     )
     opt = torch.optim.AdamW([p for p in peft_model.parameters() if p.requires_grad], lr=5e-3)
-    for _ in range(300):
-        loss = peft_model(**full, labels=labels).loss
-        loss.backward()
+    for _ in range(200):  # ~30 s on 2 cores; greedy decoding then reproduces the answer
+        peft_model(**full, labels=labels).loss.backward()
         opt.step()
         opt.zero_grad()
-        if loss.item() < 0.005:
-            break
     peft_model.save_pretrained(path)
     return str(path)
 
