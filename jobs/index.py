@@ -84,66 +84,6 @@ class IndexConfig:
     knowledge: KnowledgeSettings = field(default_factory=KnowledgeSettings)
 
 
-def report_text(findings: str | None, impression: str | None, which: str) -> str:
-    """The text a case is indexed (and retrieved) by."""
-    findings, impression = (findings or "").strip(), (impression or "").strip()
-    if which == "findings":
-        return findings or impression
-    if which == "impression":
-        return impression or findings
-    return " ".join(
-        p
-        for p in (
-            f"FINDINGS: {findings}" if findings else "",
-            f"IMPRESSION: {impression}" if impression else "",
-        )
-        if p
-    )
-
-
-class ClipEmbedder:
-    """Ray Data actor: a batch of case rows (pandas) -> rows with CLIP image/text vectors.
-
-    Rows whose image cannot be decoded are kept with ``error`` set and no vectors, so the
-    job reports them instead of dropping them silently.
-    """
-
-    def __init__(self, clip_model: str, text: str, device: str = "cpu") -> None:
-        from medray.models.encoders import ClipEncoder
-
-        self.encoder = ClipEncoder(clip_model, device=device)
-        self.text = text
-
-    def __call__(self, batch):
-        from medray.imaging import ImageDecodeError, decode_image
-
-        texts = [
-            report_text(f, i, self.text)
-            for f, i in zip(batch["findings"], batch["impression"], strict=True)
-        ]
-        images, errors = [], []
-        for data in batch["image"]:
-            try:
-                images.append(decode_image(bytes(data)) if data is not None else None)
-                errors.append("" if data is not None else "no image")
-            except ImageDecodeError as e:
-                images.append(None)
-                errors.append(str(e))
-        ok = [i for i, im in enumerate(images) if im is not None]
-        dim = self.encoder.dim
-        image_vecs = np.zeros((len(images), dim), dtype=np.float32)
-        text_vecs = np.zeros((len(images), dim), dtype=np.float32)
-        if ok:
-            image_vecs[ok] = self.encoder.encode_images([images[i] for i in ok])
-            text_vecs[ok] = self.encoder.encode_texts([texts[i] for i in ok])
-        out = batch.drop(columns=["image", "findings", "impression"])
-        out["report"] = texts
-        out["image_vec"] = list(image_vecs)
-        out["text_vec"] = list(text_vecs)
-        out["error"] = errors
-        return out
-
-
 class TextEmbedder:
     """Ray Data actor: knowledge chunks (pandas) -> chunks with a dense vector."""
 
@@ -189,7 +129,7 @@ def _make_sink(kind: str, settings: MilvusSettings, columns: list[str]):
 def index_cases(cfg: IndexConfig) -> dict[str, Any]:
     import ray
 
-    from medray.models.encoders import ClipEncoder
+    from medray.models.encoders import ClipBatchEncoder, ClipEncoder
     from medray.retrieval.store import CaseStore
 
     c = cfg.cases
@@ -216,7 +156,7 @@ def index_cases(cfg: IndexConfig) -> dict[str, Any]:
     tasks, splits = set(c.tasks), set(c.splits)
     ds = ds.filter(lambda r: r["task"] in tasks and (not splits or r["split"] in splits))
     embedded = ds.map_batches(
-        ClipEmbedder,
+        ClipBatchEncoder,
         fn_constructor_kwargs={
             "clip_model": clip_model,
             "text": c.text,
@@ -233,7 +173,9 @@ def index_cases(cfg: IndexConfig) -> dict[str, Any]:
         .select_columns(["sample_id", "error"])
         .take_all()
     )
-    good = embedded.filter(lambda r: not r["error"]).drop_columns(["error", "task"])
+    good = embedded.filter(lambda r: not r["error"]).drop_columns(
+        ["error", "task", "findings", "impression"]
+    )
     columns = [
         "sample_id",
         "image_vec",

@@ -11,6 +11,7 @@ from medray.cli.cluster import cluster
 from medray.cli.demo import demo
 from medray.cli.job import job
 from medray.cli.models import models
+from medray.cli.search import search
 from medray.cli.serve import serve
 
 
@@ -28,7 +29,7 @@ def cli(verbose: bool) -> None:
     )
 
 
-for command in (cluster, models, job, serve, demo):
+for command in (cluster, models, job, search, serve, demo):
     cli.add_command(command)
 
 

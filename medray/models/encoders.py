@@ -76,3 +76,63 @@ class TextEncoder:
             ),
             dtype=np.float32,
         )
+
+
+def report_text(findings: str | None, impression: str | None, which: str = "report") -> str:
+    """The text an image-report pair is embedded by: ``report`` (both sections),
+    ``findings`` or ``impression`` (each falling back to the other when empty)."""
+    findings, impression = (findings or "").strip(), (impression or "").strip()
+    if which == "findings":
+        return findings or impression
+    if which == "impression":
+        return impression or findings
+    parts = [
+        f"FINDINGS: {findings}" if findings else "",
+        f"IMPRESSION: {impression}" if impression else "",
+    ]
+    return " ".join(p for p in parts if p)
+
+
+class ClipBatchEncoder:
+    """Ray Data callable class (pandas batches): image bytes + report -> CLIP vectors.
+
+    Adds ``report`` (the embedded text), ``image_vec``, ``text_vec`` and ``error``; drops
+    the image bytes. Rows whose image cannot be decoded keep zero vectors and a specific
+    ``error``, so callers report them instead of losing them.
+    """
+
+    def __init__(self, clip_model: str, text: str = "report", device: str = "cpu") -> None:
+        self.encoder = ClipEncoder(clip_model, device=device)
+        self.text = text
+
+    def __call__(self, batch):
+        from medray.imaging import ImageDecodeError
+
+        texts = [
+            report_text(f, i, self.text)
+            for f, i in zip(batch["findings"], batch["impression"], strict=True)
+        ]
+        images, errors = [], []
+        for data in batch["image"]:
+            if data is None:
+                images.append(None)
+                errors.append("no image")
+                continue
+            try:
+                images.append(decode_image(bytes(data)))
+                errors.append("")
+            except ImageDecodeError as e:
+                images.append(None)
+                errors.append(str(e))
+        ok = [i for i, im in enumerate(images) if im is not None]
+        image_vecs = np.zeros((len(images), self.encoder.dim), dtype=np.float32)
+        text_vecs = np.zeros_like(image_vecs)
+        if ok:
+            image_vecs[ok] = self.encoder.encode_images([images[i] for i in ok])
+            text_vecs[ok] = self.encoder.encode_texts([texts[i] for i in ok])
+        out = batch.drop(columns=["image"])
+        out["report"] = texts
+        out["image_vec"] = list(image_vecs)
+        out["text_vec"] = list(text_vecs)
+        out["error"] = errors
+        return out

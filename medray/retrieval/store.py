@@ -38,7 +38,7 @@ class RetrievalError(RuntimeError):
 class MilvusSettings:
     """Where Milvus is and how collections are indexed and searched."""
 
-    uri: str = ""  # empty: $MEDRAY_MILVUS_URI, else the local default
+    uri: str = ""  # empty: $MEDRAY_MILVUS_URI, else the local cluster's, else the default
     token: str = ""  # empty: $MEDRAY_MILVUS_TOKEN (Milvus with auth / Zilliz Cloud)
     cases_collection: str = "cases"
     knowledge_collection: str = "knowledge"
@@ -48,7 +48,17 @@ class MilvusSettings:
     timeout_s: float = 10.0
 
     def resolved_uri(self) -> str:
-        return self.uri or os.environ.get(URI_ENV) or DEFAULT_URI
+        """``uri``, else ``$MEDRAY_MILVUS_URI``, else the running local cluster's Milvus,
+        else the local default."""
+        if self.uri or os.environ.get(URI_ENV):
+            return self.uri or os.environ[URI_ENV]
+        from medray.cluster.local import ClusterError, read_state
+
+        try:
+            state = read_state()
+        except ClusterError:
+            state = None
+        return state.milvus_uri if state else DEFAULT_URI
 
     def resolved_token(self) -> str:
         return self.token or os.environ.get(TOKEN_ENV, "")
@@ -179,7 +189,10 @@ class _Collection:
             params = self.client.prepare_index_params()
             params.add_index("unused", index_type="FLAT", metric_type="L2")
             self.client.create_collection(META_COLLECTION, schema=schema, index_params=params)
-        self.client.upsert(META_COLLECTION, [{"name": self.name, "info": json.dumps(dict(info)), "unused": [0.0, 0.0]}])
+        self.client.upsert(
+            META_COLLECTION,
+            [{"name": self.name, "info": json.dumps(dict(info)), "unused": [0.0, 0.0]}],
+        )
         self.client.flush(META_COLLECTION)
 
     def drop(self) -> None:

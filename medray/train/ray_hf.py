@@ -20,35 +20,61 @@ from medray.train.settings import DeepSpeedSettings, RunSettings, ScalingSetting
 log = logging.getLogger(__name__)
 
 
-def deepspeed_config(ds: DeepSpeedSettings) -> dict[str, Any] | None:
-    """A DeepSpeed config dict with HF ``"auto"`` fields (filled in by the HF Trainer)."""
+def deepspeed_config(
+    ds: DeepSpeedSettings,
+    *,
+    micro_batch: int | None = None,
+    grad_accum: int = 1,
+    world_size: int = 1,
+    grad_clip: float = 1.0,
+    bf16: bool = False,
+) -> dict[str, Any] | None:
+    """A DeepSpeed config dict.
+
+    Without ``micro_batch`` the batch, clipping and precision fields are ``"auto"`` (the
+    HF Trainer fills them in); with it, they are explicit, for hand-written loops that
+    call ``deepspeed.initialize`` themselves.
+    """
     if not ds.enabled:
         return None
     zero: dict[str, Any] = {
         "stage": ds.zero_stage,
         "overlap_comm": False,
         "contiguous_gradients": True,
-        "reduce_bucket_size": "auto",
+        "reduce_bucket_size": "auto" if micro_batch is None else 5e7,
     }
     if ds.zero_stage == 3:
         zero.update(
-            stage3_prefetch_bucket_size="auto",
-            stage3_param_persistence_threshold="auto",
+            stage3_prefetch_bucket_size="auto" if micro_batch is None else 5e7,
+            stage3_param_persistence_threshold="auto" if micro_batch is None else 1e5,
             stage3_gather_16bit_weights_on_model_save=True,
         )
     if ds.offload_optimizer and ds.zero_stage >= 1:
         zero["offload_optimizer"] = {"device": "cpu", "pin_memory": False}
-    return {
+    config: dict[str, Any] = {
         "zero_optimization": zero,
-        "train_micro_batch_size_per_gpu": "auto",
-        "train_batch_size": "auto",
-        "gradient_accumulation_steps": "auto",
-        "gradient_clipping": "auto",
-        "bf16": {"enabled": "auto"},
-        "fp16": {"enabled": "auto"},
-        # The HF Trainer builds a torch AdamW; DeepSpeed's fused Adam needs CUDA.
+        # Trainers pass a torch optimizer; DeepSpeed's fused Adam needs CUDA.
         "zero_allow_untested_optimizer": True,
     }
+    if micro_batch is None:
+        config.update(
+            train_micro_batch_size_per_gpu="auto",
+            train_batch_size="auto",
+            gradient_accumulation_steps="auto",
+            gradient_clipping="auto",
+            bf16={"enabled": "auto"},
+            fp16={"enabled": "auto"},
+        )
+    else:
+        config.update(
+            train_micro_batch_size_per_gpu=micro_batch,
+            gradient_accumulation_steps=grad_accum,
+            train_batch_size=micro_batch * grad_accum * world_size,
+            gradient_clipping=grad_clip,
+            bf16={"enabled": bf16},
+            steps_per_print=10**9,
+        )
+    return config
 
 
 def scaling_config(s: ScalingSettings):

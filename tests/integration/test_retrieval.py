@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import os
 import subprocess
 import sys
@@ -180,6 +181,38 @@ def test_index_job_indexes_once_searches_and_reports_bad_rows(
         searcher.image_to_image(b"GIF89a-but-not-really")
     with pytest.raises(RetrievalError, match="empty query"):
         searcher.text_to_image("")
+
+    # The same searches from the command line.
+    base = [sys.executable, "-m", "medray.cli.main", "search", "--milvus-uri", milvus_uri,
+            "--cases", "cases_job", "--knowledge", "knowledge_job"]  # fmt: skip
+    res = subprocess.run(
+        [*base, "--json", "knowledge", "air in the pleural space", "-k", "2"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert res.returncode == 0, res.stderr
+    assert json.loads(res.stdout)[0]["topic"] == "pneumothorax"
+    (tmp_path / "q.jpg").write_bytes(image0)
+    res = subprocess.run(
+        [*base, "image", str(tmp_path / "q.jpg"), "-k", "1"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert res.returncode == 0 and "case-0003" in res.stdout
+    (tmp_path / "bad.jpg").write_bytes(b"not an image at all")
+    res = subprocess.run(
+        [*base, "image", str(tmp_path / "bad.jpg")], capture_output=True, text=True, timeout=120
+    )
+    assert res.returncode == 1 and "query image: not an image" in res.stderr
+    res = subprocess.run(
+        [*base, "text", "effusion", "--filter", "patient=1"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert res.returncode == 1 and "cannot filter on 'patient'" in res.stderr
 
 
 def test_milvus_down_gives_a_clear_error():

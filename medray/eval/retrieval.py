@@ -1,0 +1,68 @@
+"""Cross-modal retrieval metrics (image <-> report).
+
+Reports are often identical across images (templated findings), so documents are the
+*unique* texts: an image query is relevant to the one text it was paired with; a text
+query is relevant to every image paired with it. ``R@K`` is the hit rate (some relevant
+item is in the top K), the usual CLIP retrieval metric; for image->text, where each query
+has one relevant text, it equals recall@K. Computed with numpy (ranx takes ~30 s to JIT
+per process); ``tests/unit/test_eval_retrieval.py`` checks it against ranx.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+
+def _unique_docs(
+    text_emb: np.ndarray, texts: Sequence[str]
+) -> tuple[list[str], np.ndarray, np.ndarray]:
+    unique = list(dict.fromkeys(texts))
+    index = {t: i for i, t in enumerate(unique)}
+    docs = text_emb[[list(texts).index(t) for t in unique]]
+    return unique, docs, np.array([index[t] for t in texts])
+
+
+def retrieval_metrics(
+    image_emb: np.ndarray,
+    text_emb: np.ndarray,
+    texts: Sequence[str],
+    ks: Sequence[int] = (1, 5, 10),
+) -> dict[str, float]:
+    """Image->text and text->image R@K (hit rate) for paired, L2-normalised embeddings.
+
+    Args:
+        image_emb: (n, d) image embeddings.
+        text_emb: (n, d) embeddings of each image's paired text.
+        texts: the n paired texts (identical texts are one document).
+        ks: cut-offs.
+
+    Returns:
+        ``{"i2t_R@1": ..., "t2i_R@1": ..., ...}`` plus ``n_images`` and ``n_texts``.
+    """
+    if not len(image_emb) == len(text_emb) == len(texts):
+        raise ValueError("image_emb, text_emb and texts must have the same length")
+    if len(texts) == 0:
+        raise ValueError("no pairs to evaluate")
+    unique, docs, doc_of = _unique_docs(text_emb, texts)
+    scores = image_emb @ docs.T  # (n_images, n_texts)
+    n = np.arange(len(texts))
+    # Rank of each image's own text: how many texts score strictly higher.
+    i2t_rank = (scores > scores[n, doc_of][:, None]).sum(axis=1)
+    # For each text, the best rank any of its images reaches among all images.
+    by_text = scores.T  # (n_texts, n_images)
+    t2i_rank = np.full(len(unique), np.inf)
+    for d in range(len(unique)):
+        own = by_text[d, doc_of == d]
+        t2i_rank[d] = (by_text[d][None, :] > own[:, None]).sum(axis=1).min()
+    out = {f"i2t_R@{k}": float(np.mean(i2t_rank < k)) for k in ks}
+    out |= {f"t2i_R@{k}": float(np.mean(t2i_rank < k)) for k in ks}
+    return out | {"n_images": len(texts), "n_texts": len(unique)}
+
+
+def image_to_text_accuracy(
+    image_emb: np.ndarray, text_emb: np.ndarray, texts: Sequence[str]
+) -> float:
+    """Fraction of images whose most similar text (among the unique texts) is their own."""
+    return retrieval_metrics(image_emb, text_emb, texts, ks=(1,))["i2t_R@1"]
