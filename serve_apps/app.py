@@ -29,7 +29,7 @@ from ray.serve.handle import DeploymentHandle
 
 from medray.config import ConfigError, from_dict
 from medray.serving.aio import iterate_in_thread
-from medray.serving.reasoner import GenerationParams, UnknownAdapterError
+from medray.serving.reasoner import GenerationParams, GenRequest, UnknownAdapterError
 from medray.serving.retriever import RetrievalUnavailable
 from serve_apps.settings import AppArgs
 
@@ -105,24 +105,34 @@ class ReasonerDeployment:
             load_adapter
         )
 
+    def reconfigure(self, config: Mapping[str, Any]) -> None:
+        """Apply ``user_config``: ``max_batch_size`` and ``batch_wait_timeout_s``."""
+        self._batched.set_max_batch_size(int(config.get("max_batch_size", 8)))
+        self._batched.set_batch_wait_timeout_s(float(config.get("batch_wait_timeout_s", 0.01)))
+
+    async def _resolve_adapter(self) -> str | None:
+        adapter = serve.get_multiplexed_model_id() or None
+        if adapter is not None:
+            if adapter not in self.reasoner.adapter_paths:
+                raise UnknownAdapterError(f"unknown adapter {adapter!r}")
+            await self._adapter(adapter)
+        return adapter
+
     async def stream(
         self,
         messages: Sequence[Mapping[str, Any]],
         images: Sequence[Any],
         params: GenerationParams,
     ):
-        """Generator of reasoner events (see ``Reasoner.stream``)."""
-        adapter = serve.get_multiplexed_model_id() or None
-        if adapter is not None:
-            if adapter not in self.reasoner.adapter_paths:
-                raise UnknownAdapterError(f"unknown adapter {adapter!r}")
-            await self._adapter(adapter)
-        # Events are sent in chunks: one message per chunk of tokens that piled up
-        # while the previous message was in flight (fewer RPCs under load, no added wait).
-        async for chunk in iterate_in_thread(
-            lambda: self.reasoner.stream(messages, images, params, adapter), coalesce=True
-        ):
-            yield chunk
+        """Generator of reasoner event chunks (lists of ``Reasoner.stream`` events).
+
+        Concurrent requests are decoded together (``@serve.batch`` over
+        ``Reasoner.stream_many``): one forward pass per step for the whole batch.
+        """
+        adapter = await self._resolve_adapter()
+        async for events in self._batched(GenRequest(messages, images, params, adapter)):
+            if events:
+                yield events
 
     async def generate(
         self,
@@ -130,13 +140,40 @@ class ReasonerDeployment:
         images: Sequence[Any],
         params: GenerationParams,
     ) -> dict[str, Any]:
-        """The final event only (for callers that do not stream)."""
-        adapter = serve.get_multiplexed_model_id() or None
-        if adapter is not None:
-            if adapter not in self.reasoner.adapter_paths:
-                raise UnknownAdapterError(f"unknown adapter {adapter!r}")
-            await self._adapter(adapter)
-        return await asyncio.to_thread(self.reasoner.generate, messages, images, params, adapter)
+        """The final event only (for callers that do not stream), plus the step events."""
+        adapter = await self._resolve_adapter()
+        final: dict[str, Any] = {}
+        steps: list[dict[str, Any]] = []
+        async for events in self._batched(GenRequest(messages, images, params, adapter)):
+            for ev in events:
+                if ev["type"] == "final":
+                    final = ev
+                elif ev["type"] == "step":
+                    steps.append(ev)
+        return {**final, "steps": steps}
+
+    @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.01)
+    async def _batched(self, requests: list[GenRequest]):
+        """One batched generation; yields, per chunk of decoding steps, each request's
+        events (``StopIteration`` once a request has had its final event)."""
+        finished = [False] * len(requests)
+        # Steps that piled up while the previous chunk was being sent go out together.
+        async for steps in iterate_in_thread(
+            lambda: self.reasoner.stream_many(requests), coalesce=True
+        ):
+            out: list[Any] = []
+            ended = []
+            for i in range(len(requests)):
+                if finished[i]:
+                    out.append(StopIteration)
+                    continue
+                events = [ev for step in steps for ev in step[i]]
+                if any(ev["type"] == "final" for ev in events):
+                    ended.append(i)
+                out.append(events)
+            yield out
+            for i in ended:
+                finished[i] = True
 
     def loaded_adapters(self) -> list[str]:
         return self.reasoner.loaded_adapters()

@@ -249,6 +249,125 @@ class Reasoner:
                 "finish_reason": "length" if n >= params.max_new_tokens else "stop",
             }
 
+    def stream_many(self, requests: Sequence[GenRequest]) -> Iterator[list[list[dict[str, Any]]]]:
+        """Generate answers for several requests in batched forward passes.
+
+        Yields, for every decoding step, one list per request with the events that step
+        produced for it (``token`` and ``step`` events, then its ``final`` event once it
+        is finished; possibly empty). Requests that share an adapter and sampling
+        settings run as one padded batch; different ones run one group after another.
+        Greedy answers equal those of :meth:`stream` for the same request.
+        """
+        groups: dict[tuple, list[int]] = {}
+        for i, r in enumerate(requests):
+            key = (r.adapter, r.params.temperature, r.params.top_p)
+            groups.setdefault(key, []).append(i)
+        for (adapter, _, _), idx in groups.items():
+            if adapter is not None and adapter not in self._loaded:
+                self.load_adapter(adapter)
+            for step in self._generate_group([requests[i] for i in idx], adapter):
+                out: list[list[dict[str, Any]]] = [[] for _ in requests]
+                for j, events in zip(idx, step, strict=True):
+                    out[j] = events
+                yield out
+
+    def _generate_group(
+        self, reqs: Sequence[GenRequest], adapter: str | None
+    ) -> Iterator[list[list[dict[str, Any]]]]:
+        from transformers import StoppingCriteriaList
+
+        tok = self.processor.tokenizer
+        params = reqs[0].params
+        limit = max(r.params.max_new_tokens for r in reqs)
+        eos_ids = self.base.generation_config.eos_token_id
+        eos = set(eos_ids if isinstance(eos_ids, list) else [eos_ids]) - {None}
+        with self._lock:
+            prompts = [
+                self.processor.apply_chat_template(list(r.messages), add_generation_prompt=True)
+                for r in reqs
+            ]
+            images = [im for r in reqs for im in r.images]
+            side = tok.padding_side
+            tok.padding_side = "left"  # decoder-only batches pad on the left
+            try:
+                kwargs: dict[str, Any] = {"text": prompts, "return_tensors": "pt", "padding": True}
+                if images:
+                    kwargs["images"] = images
+                inputs = self.processor(**kwargs).to(self.device)
+            finally:
+                tok.padding_side = side
+            lengths = inputs["attention_mask"].sum(dim=1).tolist()
+            states = [
+                _SeqState(tok, eos, r.params.max_new_tokens, r.images[0].size if r.images else None)
+                for r in reqs
+            ]
+            streamer = _BatchStreamer()
+            stop = _StopFlag()
+
+            def all_done(input_ids, scores, **kw):
+                import torch
+
+                done = stop.event.is_set() or all(st.done for st in states)
+                return torch.full((input_ids.shape[0],), done, dtype=torch.bool)
+
+            gen_kwargs: dict[str, Any] = dict(
+                **inputs,
+                streamer=streamer,
+                max_new_tokens=limit,
+                stopping_criteria=StoppingCriteriaList([all_done]),
+            )
+            if params.temperature > 0:
+                gen_kwargs.update(
+                    do_sample=True, temperature=params.temperature, top_p=params.top_p
+                )
+            else:
+                gen_kwargs.update(do_sample=False)
+            model = self._select(adapter)
+            error: list[BaseException] = []
+
+            def run() -> None:
+                import torch
+
+                try:
+                    with torch.inference_mode():
+                        if adapter is None and self._peft is not None:
+                            with self._peft.disable_adapter():
+                                model.generate(**gen_kwargs)
+                        else:
+                            model.generate(**gen_kwargs)
+                except BaseException as e:
+                    error.append(e)
+                    streamer.end()
+
+            thread = threading.Thread(target=run, name="medray-reasoner-batch", daemon=True)
+            thread.start()
+            try:
+                while True:
+                    step = streamer.queue.get()
+                    if step is None:
+                        break
+                    yield [st.add(t) for st, t in zip(states, step, strict=True)]
+            finally:
+                stop.event.set()
+                thread.join()
+            if error:
+                raise error[0]
+            finals = []
+            for st, n_prompt in zip(states, lengths, strict=True):
+                events = [] if st.done else st._flush(final=True)
+                events.append(
+                    {
+                        "type": "final",
+                        "text": st.text,
+                        "parse": st.steps.finish().to_dict(),
+                        "prompt_tokens": int(n_prompt),
+                        "completion_tokens": len(st.ids),
+                        "finish_reason": st.finish_reason if st.done else "length",
+                    }
+                )
+                finals.append(events)
+            yield finals
+
     def _select(self, adapter: str | None):
         if adapter is None:
             return self._peft if self._peft is not None else self.base
@@ -271,6 +390,75 @@ class Reasoner:
             elif ev["type"] == "final":
                 final = ev
         return {**final, "steps": steps}
+
+
+@dataclass(frozen=True)
+class GenRequest:
+    """One request of a batch for :meth:`Reasoner.stream_many`."""
+
+    messages: Sequence[Mapping[str, Any]]
+    images: Sequence[Image.Image] = ()
+    params: GenerationParams = GenerationParams()
+    adapter: str | None = None
+
+
+class _BatchStreamer:
+    """``generate`` streamer that hands each step's token ids (one per sequence) to a queue."""
+
+    def __init__(self) -> None:
+        import queue
+
+        self.queue: queue.Queue = queue.Queue()
+        self._prompt_seen = False
+
+    def put(self, value) -> None:
+        if not self._prompt_seen:  # the first call carries the prompts
+            self._prompt_seen = True
+            return
+        self.queue.put(value.reshape(-1).tolist())
+
+    def end(self) -> None:
+        self.queue.put(None)
+
+
+class _SeqState:
+    """Incremental decoding of one sequence of a batch."""
+
+    def __init__(self, tokenizer, eos: set[int], limit: int, image_size) -> None:
+        self.tokenizer = tokenizer
+        self.eos = eos
+        self.limit = limit
+        self.ids: list[int] = []
+        self.text = ""
+        self.steps = StepStreamer(image_size=image_size)
+        self.done = False
+        self.finish_reason = "stop"
+
+    def add(self, token: int) -> list[dict[str, Any]]:
+        if self.done:
+            return []
+        if token in self.eos:
+            self.done = True
+            return self._flush(final=True)
+        self.ids.append(token)
+        if len(self.ids) >= self.limit:
+            self.done = True
+            self.finish_reason = "length"
+            return self._flush(final=True)
+        return self._flush(final=False)
+
+    def _flush(self, final: bool) -> list[dict[str, Any]]:
+        text = self.tokenizer.decode(self.ids, skip_special_tokens=True)
+        # Hold back an incomplete multi-byte character until its next token arrives.
+        if not final and text.endswith("\ufffd"):
+            return []
+        piece = text[len(self.text) :] if text.startswith(self.text) else text
+        self.text = text
+        events: list[dict[str, Any]] = []
+        if piece:
+            events.append({"type": "token", "text": piece})
+            events += [{"type": "step", **ev.to_dict()} for ev in self.steps.feed(piece)]
+        return events
 
 
 class AdapterCache:

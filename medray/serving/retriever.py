@@ -10,6 +10,7 @@ would return nonsense, so a mismatch is reported instead.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 from collections.abc import Mapping, Sequence
@@ -52,13 +53,39 @@ class Retriever:
     def _stores(self) -> tuple[CaseStore, KnowledgeStore]:
         with self._lock:
             if self._cases is None or self._knowledge is None:
-                client = connect(self.settings)
+                client = self._connect()
                 self._cases = CaseStore(self.settings, client)
                 self._knowledge = KnowledgeStore(self.settings, client)
             return self._cases, self._knowledge
 
+    def _connect(self):
+        """A client with a connection of its own.
+
+        pymilvus shares one gRPC connection per address in a process; once the server
+        drops it (e.g. a GOAWAY for keep-alive pings) and recovery fails, every new
+        shared client gets the broken one. A long-lived replica must be able to
+        reconnect, so it uses a dedicated connection and makes a new one after a failure.
+        """
+        from pymilvus import MilvusClient
+
+        uri = self.settings.resolved_uri()
+        try:
+            client = MilvusClient(
+                uri=uri,
+                token=self.settings.resolved_token(),
+                timeout=self.settings.timeout_s,
+                dedicated=True,
+            )
+            client.list_collections()
+        except Exception:
+            return connect(self.settings)  # raises RetrievalError with the reason
+        return client
+
     def _reset(self) -> None:
         with self._lock:
+            if self._cases is not None:
+                with contextlib.suppress(Exception):
+                    self._cases.client.close()
             self._cases = self._knowledge = None
 
     @staticmethod

@@ -13,7 +13,10 @@ import contextlib
 import io
 import json
 import os
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import httpx
 import numpy as np
@@ -21,10 +24,11 @@ import pytest
 from PIL import Image, ImageDraw
 
 from medray import DISCLAIMER
-from medray.retrieval import CaseStore, KnowledgeStore, MilvusSettings, RetrievalError, load_corpus
+from medray.retrieval import CaseStore, KnowledgeStore, MilvusSettings, load_corpus
 
 pytestmark = pytest.mark.integration
 
+REPO = Path(__file__).resolve().parents[2]
 PORT_OFFSET = int(os.environ.get("MEDRAY_TEST_PORT_OFFSET", "0"))
 SERVE_PORT = 8050 + PORT_OFFSET
 BASE = f"http://127.0.0.1:{SERVE_PORT}"
@@ -178,6 +182,23 @@ def index_collections(uri: str) -> list[str]:
     return [f"case-{i}" for i in range(8)]
 
 
+def in_subprocess(call: str) -> None:
+    """Run ``call`` (a function of this module) in a fresh Python process.
+
+    pymilvus keeps one shared connection per address and process; when Milvus Lite drops
+    it (GOAWAY "too_many_pings" after a long test session) every later client in that
+    process gets the broken one. A fresh process always starts with a fresh connection.
+    """
+    code = (
+        f"import sys; sys.path.insert(0, 'tests/integration'); import test_serve_app as t; t.{call}"
+    )
+    subprocess.run([sys.executable, "-c", code], cwd=REPO, env=os.environ, check=True, timeout=600)
+
+
+def drop_knowledge(uri: str) -> None:
+    KnowledgeStore(MilvusSettings(uri=uri, knowledge_collection=KNOWLEDGE)).drop()
+
+
 @pytest.fixture(scope="module")
 def served(ray_cluster, tiny_models, milvus_uri, tmp_path_factory):
     """Deploy the app; yield the dashboard URL; remove the app at the end."""
@@ -186,7 +207,7 @@ def served(ray_cluster, tiny_models, milvus_uri, tmp_path_factory):
     root = tmp_path_factory.mktemp("adapters")
     adapters = make_adapters(root)
     adapters["lora-json"] = train_json_adapter(root / "lora-json")
-    index_collections(milvus_uri)
+    in_subprocess(f"index_collections({milvus_uri!r})")
     overrides = [
         "auth.require=always",
         f"auth.api_keys=[{KEY}]",
@@ -728,15 +749,7 @@ def test_prometheus_metrics_through_ray(client, ray_cluster):
 
 def test_zz_missing_collection_degrades_to_a_clear_event(client, milvus_uri):
     """Runs last: drops the knowledge collection under the running app."""
-    settings = MilvusSettings(uri=milvus_uri, knowledge_collection=KNOWLEDGE, timeout_s=30)
-    for attempt in range(3):  # Milvus Lite may refuse a new connection while it is busy
-        try:
-            KnowledgeStore(settings).drop()
-            break
-        except RetrievalError:
-            if attempt == 2:
-                raise
-            time.sleep(5)
+    in_subprocess(f"drop_knowledge({milvus_uri!r})")
     with client.stream("POST", "/v1/analyze", json={"image": IMAGE, "max_new_tokens": 4}) as resp:
         assert resp.status_code == 200
         data = {e: d for _, e, d in sse_events(resp)}
