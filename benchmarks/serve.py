@@ -171,22 +171,25 @@ class ReplicaSampler(threading.Thread):
 # ---------------------------------------------------------------------------- load
 
 
-async def _analyze_once(client, headers, image: str, max_new: int) -> bool:
+async def _analyze_once(client, headers, image: str, max_new: int, stages: list) -> bool:
     body = {"image": image, "question": QUESTION, "k": 3, "max_new_tokens": max_new}
     async with client.stream("POST", "/v1/analyze", json=body, headers=headers) as resp:
         if resp.status_code != 200:
             await resp.aread()
             return False
         done = error = False
+        event = ""
         async for line in resp.aiter_lines():
-            if line == "event: error":
-                error = True
-            elif line == "event: done":
+            if line.startswith("event: "):
+                event = line[7:]
+                error |= event == "error"
+            elif event == "done" and line.startswith("data: "):
                 done = True
+                stages.append(json.loads(line[6:]).get("timings_ms", {}))
         return done and not error
 
 
-async def _chat_once(client, headers, image: str, max_new: int) -> bool:
+async def _chat_once(client, headers, image: str, max_new: int, stages: list) -> bool:
     body = {
         "model": "medray-reasoner",
         "max_tokens": max_new,
@@ -213,6 +216,7 @@ async def run_load(base: str, endpoint: str, concurrency: int, duration: float, 
     images = [_png_b64(i) for i in range(8)]
     latencies: list[float] = []
     errors: list[str] = []
+    stages: list[dict[str, float]] = []  # server-side stage timings of /v1/analyze
     sent = 0
     deadline = time.perf_counter() + duration
     limits = httpx.Limits(
@@ -228,7 +232,7 @@ async def run_load(base: str, endpoint: str, concurrency: int, duration: float, 
                 sent += 1
                 t0 = time.perf_counter()
                 try:
-                    ok = await once(client, {}, images[i % len(images)], max_new)
+                    ok = await once(client, {}, images[i % len(images)], max_new, stages)
                 except Exception as e:
                     ok = False
                     errors.append(type(e).__name__)
@@ -250,6 +254,16 @@ async def run_load(base: str, endpoint: str, concurrency: int, duration: float, 
         "p95_ms": round(float(np.percentile(lat, 95)), 1) if len(lat) else None,
         "throughput_rps": round((len(latencies) - len(errors)) / wall, 3),
         "wall_s": round(wall, 1),
+        **(
+            {
+                "mean_stage_ms": {
+                    k: round(float(np.mean([st[k] for st in stages if k in st])), 1)
+                    for k in sorted({k for st in stages for k in st})
+                }
+            }
+            if stages
+            else {}
+        ),
     }
 
 

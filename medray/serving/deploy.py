@@ -91,11 +91,28 @@ def endpoint_urls(config: Mapping[str, Any]) -> dict[str, str]:
     }
 
 
+def _auth_headers() -> dict[str, str]:
+    """Ray's token as a header, if this machine has one.
+
+    Passed explicitly: Ray reads ``RAY_AUTH_MODE`` once, when it is first imported,
+    which in a CLI process may be before the cluster's environment is known.
+    """
+    import os
+
+    from medray.cluster.local import auth_token_path
+
+    token = os.environ.get("RAY_AUTH_TOKEN", "")
+    path = auth_token_path()
+    if not token and path.is_file():
+        token = path.read_text().strip()
+    return {"Authorization": f"Bearer {token}"} if token else {}
+
+
 def _client(dashboard_url: str):
     from ray.dashboard.modules.serve.sdk import ServeSubmissionClient
 
     try:
-        return ServeSubmissionClient(dashboard_url)
+        return ServeSubmissionClient(dashboard_url, headers=_auth_headers())
     except Exception as e:
         raise ServeDeployError(
             f"cannot reach the Ray dashboard at {dashboard_url} ({type(e).__name__}: {e}); "
