@@ -277,31 +277,56 @@ REPORT_TEXT = (
 )
 
 
-async def embedder_throughput(
-    app: str, batched: bool, concurrency: int, duration: float, text: str
+def embedder_throughput(
+    app: str, batched: bool, concurrency: int, duration: float, text: str, generators: int = 4
 ) -> dict:
-    """Requests/s of single-text embedding calls through the Embedder's handle."""
+    """Requests/s of single-text embedding calls through the Embedder's handle.
+
+    The calls come from ``generators`` Ray actors (``concurrency`` in flight in total),
+    so one client process's handle overhead does not cap what the replica can do.
+    """
+    import ray
     from ray import serve
 
-    handle = serve.get_deployment_handle("Embedder", app_name=app)
-    method = handle.text if batched else handle.text_unbatched
+    @ray.remote(num_cpus=0)
+    class Load:
+        async def run(self, batched: bool, conc: int, duration: float, texts: list[str]) -> int:
+            handle = serve.get_deployment_handle("Embedder", app_name=app)
+            method = handle.text if batched else handle.text_unbatched
+            done = 0
+            deadline = time.perf_counter() + duration
+
+            async def worker(w: int) -> None:
+                nonlocal done
+                i = w
+                while time.perf_counter() < deadline and done < MAX_REQUESTS_PER_RUN:
+                    await method.remote(texts[i % len(texts)])
+                    done += 1
+                    i += conc
+
+            await method.remote("warm-up")
+            await asyncio.gather(*(worker(w) for w in range(conc)))
+            return done
+
     texts = [text.format(i=i) for i in range(64)]
-    done = 0
-    deadline = time.perf_counter() + duration
-
-    async def worker(w: int) -> None:
-        nonlocal done
-        i = w
-        while time.perf_counter() < deadline and done < MAX_REQUESTS_PER_RUN:
-            await method.remote(texts[i % len(texts)])
-            done += 1
-            i += concurrency
-
-    await method.remote("warm-up")
+    per = max(1, concurrency // generators)
+    actors = [Load.remote() for _ in range(generators)]
+    ray.get([a.__ray_ready__.remote() for a in actors])
+    stats = serve.get_deployment_handle("Embedder", app_name=app).batch_stats
+    stats.remote(reset=True).result()
     t0 = time.perf_counter()
-    await asyncio.gather(*(worker(w) for w in range(concurrency)))
+    done = sum(ray.get([a.run.remote(batched, per, duration, texts) for a in actors]))
     wall = time.perf_counter() - t0
-    return {"requests": done, "throughput_rps": round(done / wall, 2), "wall_s": round(wall, 1)}
+    seen = stats.remote(reset=True).result()  # one replica's view (min_replicas is 1)
+    for a in actors:
+        ray.kill(a)
+    return {
+        "requests": done,
+        "throughput_rps": round(done / wall, 2),
+        "wall_s": round(wall, 1),
+        "load_generators": generators,
+        "replica_batches": seen,
+    }
 
 
 # ---------------------------------------------------------------------------- main
@@ -312,7 +337,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--duration", type=float, default=20, help="seconds per load run")
     p.add_argument("--soak", type=float, default=60, help="seconds of the graph's c=32 analyze run")
     p.add_argument("--concurrency", default="1,8,32")
-    p.add_argument("--endpoints", default="analyze,chat")
+    p.add_argument("--endpoints", default="analyze,chat", help='"none": embedder only')
     p.add_argument("--max-new-tokens", type=int, default=32)
     p.add_argument("--serve-port", type=int, default=8000)
     p.add_argument("--baseline-port", type=int, default=8600)
@@ -326,12 +351,20 @@ def main(argv: list[str] | None = None) -> int:
         default=0,
         help="shift every port (cluster started here, Serve, baseline) to share a machine",
     )
+    p.add_argument(
+        "--worker-niceness",
+        type=int,
+        default=None,
+        help="niceness of Ray workers (Serve replicas) in a cluster started here; Ray's "
+        "default is 15, which starves the graph when other work shares the machine "
+        "(the baseline always gets the replicas' niceness)",
+    )
     p.add_argument("--keep-up", action="store_true", help="leave the app and cluster running")
     ns = p.parse_args(argv)
     concurrencies = [int(c) for c in ns.concurrency.split(",")]
     ns.serve_port += ns.port_offset
     ns.baseline_port += ns.port_offset
-    endpoints = ns.endpoints.split(",")
+    endpoints = [e for e in ns.endpoints.split(",") if e and e != "none"]
 
     from medray.cluster import local
 
@@ -339,6 +372,8 @@ def main(argv: list[str] | None = None) -> int:
     started = False
     if state is None or not local.status(state)["healthy"]:
         print("starting a local cluster (medray cluster up) ...", file=sys.stderr)
+        if ns.worker_niceness is not None:
+            os.environ["RAY_worker_niceness"] = str(ns.worker_niceness)  # noqa: SIM112 (Ray reads this exact name)
         d = local.LocalClusterConfig()
         state, started = local.up(
             local.LocalClusterConfig(
@@ -431,9 +466,7 @@ def main(argv: list[str] | None = None) -> int:
         emb: dict[tuple[str, bool], dict] = {}
         for kind, text in (("report", REPORT_TEXT), ("short", SHORT_TEXT)):
             for batched in (False, True):
-                r = asyncio.run(
-                    embedder_throughput("medray", batched, 32, ns.embedder_duration, text)
-                )
+                r = embedder_throughput("medray", batched, 32, ns.embedder_duration, text)
                 emb[(kind, batched)] = r
                 emit(
                     {

@@ -213,6 +213,18 @@ class EmbedderDeployment:
         from medray.serving.embedder import Embedder
 
         self.embedder = Embedder(args.models.clip, args.models.text_embedder, args.models.device)
+        self._batches: list[int] = []  # sizes of the text batches run (observability)
+
+    def batch_stats(self, reset: bool = False) -> dict[str, float]:
+        """Count and mean size of the ``text`` batches this replica ran."""
+        sizes = self._batches
+        out = {
+            "batches": len(sizes),
+            "mean_size": round(sum(sizes) / len(sizes), 2) if sizes else 0.0,
+        }
+        if reset:
+            self._batches = []
+        return out
 
     def reconfigure(self, config: Mapping[str, Any]) -> None:
         """Apply ``user_config``: ``max_batch_size`` and ``batch_wait_timeout_s``."""
@@ -232,9 +244,11 @@ class EmbedderDeployment:
 
     @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.01)
     async def text(self, texts: list[str]) -> list[list[float]]:
+        self._batches.append(len(texts))
         return (await asyncio.to_thread(self.embedder.texts, texts)).tolist()
 
     async def text_unbatched(self, text: str) -> list[float]:
+        self._batches.append(1)
         return (await asyncio.to_thread(self.embedder.texts, [text]))[0].tolist()
 
     async def clip_image_unbatched(self, image: Any) -> list[float]:
