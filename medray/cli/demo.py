@@ -16,6 +16,14 @@ from medray.paths import repo_root, runs_dir
 )
 @click.option("--keep-up", is_flag=True, help="Leave the cluster running afterwards.")
 @click.option(
+    "--serve-port",
+    type=int,
+    default=8000,
+    show_default=True,
+    help="HTTP port of the Serve app the demo starts.",
+)
+@click.option("--no-serve", is_flag=True, help="Skip starting the Serve app.")
+@click.option(
     "--config",
     "config_file",
     default="jobs/configs/pipeline_tiny.yaml",
@@ -23,9 +31,17 @@ from medray.paths import repo_root, runs_dir
     help="Pipeline config (relative to the repo).",
 )
 @click.argument("overrides", nargs=-1)
-def demo(nodes: int, keep_up: bool, config_file: str, overrides: tuple[str, ...]) -> None:
+def demo(
+    nodes: int,
+    keep_up: bool,
+    serve_port: int,
+    no_serve: bool,
+    config_file: str,
+    overrides: tuple[str, ...],
+) -> None:
     """Bring a local cluster up, build the tiny models, run the pipeline job through
-    `ray job submit`, print where the results are, and bring the cluster down.
+    `ray job submit`, start the Serve app and send it one analyze request, print where
+    the results are, and bring the cluster down.
 
     OVERRIDES are key=value pairs for the pipeline config (e.g. sft.optim.max_steps=20).
     """
@@ -42,21 +58,21 @@ def demo(nodes: int, keep_up: bool, config_file: str, overrides: tuple[str, ...]
         click.echo("Using the local cluster that is already running.")
     else:
         cfg = cluster_config(None, {"nodes": nodes})
-        click.echo(f"[1/4] Starting a local cluster: {cfg.nodes} Ray nodes + Milvus Lite ...")
+        click.echo(f"[1/5] Starting a local cluster: {cfg.nodes} Ray nodes + Milvus Lite ...")
         try:
             state, _ = local.up(cfg)
         except local.ClusterError as e:
             raise click.ClickException(f"{e}\nNothing was left running.") from None
     print_endpoints(state)
     try:
-        click.echo("[2/4] Building tiny model presets (cached after the first run) ...")
+        click.echo("[2/5] Building tiny model presets (cached after the first run) ...")
         for p in PRESETS.values():
             if p.source == "tiny":
                 t = time.perf_counter()
                 ensure_built(p)
                 click.echo(f"  {p.name:16s} {time.perf_counter() - t:5.1f}s")
         run_name = time.strftime("demo-%Y%m%d-%H%M%S")
-        click.echo(f"[3/4] Submitting the pipeline job ({run_name}) with ray job submit ...")
+        click.echo(f"[3/5] Submitting the pipeline job ({run_name}) with ray job submit ...")
         entry = [
             "python",
             "-m",
@@ -71,9 +87,14 @@ def demo(nodes: int, keep_up: bool, config_file: str, overrides: tuple[str, ...]
             raise click.ClickException(f"the pipeline job failed (exit {rc}); its log is above")
         summary_path = runs_dir() / run_name / "summary.json"
         summary = json.loads(summary_path.read_text())
+        if not no_serve:
+            from medray.cli.serve import serve_demo
+
+            click.echo("[4/5] Starting the Serve app and sending one analyze request ...")
+            serve_demo(state.dashboard_url, serve_port)
     finally:
         if not reuse and not keep_up:
-            click.echo("[4/4] Stopping the local cluster ...")
+            click.echo("[5/5] Stopping the local cluster ...")
             stopped = local.down()
             click.echo(f"  stopped {len(stopped)} processes")
     t = summary["train"]

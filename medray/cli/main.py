@@ -13,6 +13,7 @@ from medray.cli.demo import demo
 from medray.cli.job import job
 from medray.cli.models import models
 from medray.cli.search import search
+from medray.cli.serve import serve
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -29,7 +30,7 @@ def cli(verbose: bool) -> None:
     )
 
 
-for command in (cluster, models, job, data, search, demo):
+for command in (cluster, models, job, data, search, serve, demo):
     cli.add_command(command)
 
 

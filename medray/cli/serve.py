@@ -1,0 +1,172 @@
+"""``medray serve up | down | status``: the MedRay Serve app on the local cluster."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import click
+
+from medray.serving.deploy import DEFAULT_CONFIG
+
+
+def _dashboard(address: str | None) -> str:
+    if address:
+        return address
+    from medray.cli.cluster import require_state
+
+    return require_state().dashboard_url
+
+
+def print_urls(config) -> None:
+    """Print the app's endpoint URLs."""
+    from medray.serving.deploy import endpoint_urls
+
+    for name, url in endpoint_urls(config).items():
+        click.echo(f"  {name:15s} {url}")
+
+
+@click.group()
+def serve() -> None:
+    """The MedRay Ray Serve application (gateway, guard, reasoner, summariser, embedder,
+    retriever) on the running local cluster."""
+
+
+@serve.command()
+@click.option(
+    "--config",
+    "config_file",
+    default=DEFAULT_CONFIG,
+    show_default=True,
+    help="Serve config file (relative to the repo).",
+)
+@click.option("--host", default=None, help="HTTP host [default: from the config, 127.0.0.1].")
+@click.option("--port", type=int, default=None, help="HTTP port [default: from the config, 8000].")
+@click.option(
+    "--address",
+    default=None,
+    help="Ray dashboard URL [default: the `medray cluster up` cluster's].",
+)
+@click.option(
+    "--timeout", type=float, default=600, show_default=True, help="Seconds to wait for RUNNING."
+)
+@click.argument("overrides", nargs=-1)
+def up(config_file, host, port, address, timeout, overrides) -> None:
+    """Deploy the app (this repo as working dir), wait until it runs, print the URLs.
+
+    OVERRIDES are key=value pairs for the app args, e.g. generation.max_new_tokens=32
+    or retrieval.enabled=false. Listening beyond 127.0.0.1 requires API keys
+    (MEDRAY_API_KEYS in the cluster's environment, or auth.api_keys=[...]).
+    """
+    from medray.config import ConfigError
+    from medray.serving.deploy import ServeDeployError, deploy, load_serve_config
+
+    try:
+        config = load_serve_config(config_file, overrides, host=host, port=port)
+    except ConfigError as e:
+        raise click.UsageError(str(e)) from None
+    dashboard = _dashboard(address)
+    name = config["applications"][0]["name"]
+    click.echo(f"Deploying Serve app {name!r} from {config_file} to {dashboard} ...")
+    try:
+        deploy(config, dashboard, wait_s=timeout)
+    except ServeDeployError as e:
+        raise click.ClickException(str(e)) from None
+    click.echo(f"Serve app {name!r} is running. Endpoints:")
+    print_urls(config)
+
+
+@serve.command()
+@click.option("--name", default="medray", show_default=True, help="Serve application name.")
+@click.option("--address", default=None, help="Ray dashboard URL [default: the local cluster's].")
+def down(name, address) -> None:
+    """Remove the app (Serve shuts down when it was the only app)."""
+    from medray.serving.deploy import ServeDeployError, remove
+
+    try:
+        removed = remove(_dashboard(address), name)
+    except ServeDeployError as e:
+        raise click.ClickException(str(e)) from None
+    click.echo(f"Removed Serve app {name!r}." if removed else f"No Serve app {name!r} is running.")
+
+
+@serve.command()
+@click.option("--name", default="medray", show_default=True, help="Serve application name.")
+@click.option("--address", default=None, help="Ray dashboard URL [default: the local cluster's].")
+@click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
+def status(name, address, as_json) -> None:
+    """App status and running replicas per deployment; exit 1 unless RUNNING."""
+    import sys
+
+    from medray.serving.deploy import app_details, replica_counts
+
+    dashboard = _dashboard(address)
+    details = app_details(dashboard, name)
+    if details is None:
+        click.echo(f"No Serve app {name!r} is running.")
+        sys.exit(1)
+    replicas = replica_counts(dashboard, name)
+    if as_json:
+        click.echo(json.dumps({"status": details.get("status"), "replicas": replicas}, indent=2))
+    else:
+        click.echo(f"App {name!r}: {details.get('status')}")
+        for dep, n in replicas.items():
+            click.echo(f"  {dep:12s} {n} replica(s)")
+    if details.get("status") != "RUNNING":
+        sys.exit(1)
+
+
+def analyze_once(base_url: str, question: str, headers: dict[str, str] | None = None) -> list[str]:
+    """Send one /v1/analyze request with a generated chest-X-ray-like image; return the
+    event types in the order they arrived."""
+    import base64
+    import io
+
+    import httpx
+    from PIL import Image, ImageDraw
+
+    img = Image.new("L", (224, 224), 25)
+    d = ImageDraw.Draw(img)
+    d.ellipse([40, 30, 104, 190], fill=150)
+    d.ellipse([120, 30, 184, 190], fill=140)
+    buf = io.BytesIO()
+    img.convert("RGB").save(buf, "PNG")
+    body = {"image": base64.b64encode(buf.getvalue()).decode(), "question": question}
+    kinds: list[str] = []
+    with httpx.stream(
+        "POST", f"{base_url}/v1/analyze", json=body, headers=headers or {}, timeout=300
+    ) as resp:
+        if resp.status_code != 200:
+            resp.read()
+            raise click.ClickException(f"analyze returned {resp.status_code}: {resp.text[:500]}")
+        for line in resp.iter_lines():
+            if line.startswith("event: "):
+                kinds.append(line[7:])
+    return kinds
+
+
+def serve_demo(dashboard_url: str, port: int) -> None:
+    """Deploy the app, send one analyze request, print what came back and the URLs,
+    remove the app (used by ``medray demo``)."""
+    from medray.serving.deploy import ServeDeployError, deploy, load_serve_config, remove
+
+    config = load_serve_config(DEFAULT_CONFIG, ["generation.max_new_tokens=32"], port=port)
+    t0 = time.perf_counter()
+    try:
+        deploy(config, dashboard_url, wait_s=600)
+    except ServeDeployError as e:
+        raise click.ClickException(str(e)) from None
+    try:
+        click.echo(f"  Serve app running after {time.perf_counter() - t0:.0f}s; endpoints:")
+        print_urls(config)
+        base = f"http://127.0.0.1:{port}"
+        t1 = time.perf_counter()
+        kinds = analyze_once(base, "Is there a pleural effusion?")
+        counts = {k: kinds.count(k) for k in dict.fromkeys(kinds)}
+        click.echo(
+            f"  POST /v1/analyze -> {len(kinds)} events in {time.perf_counter() - t1:.1f}s: "
+            + ", ".join(f"{k} x{n}" if n > 1 else k for k, n in counts.items())
+        )
+    finally:
+        remove(dashboard_url, config["applications"][0]["name"])
+        click.echo("  Serve app removed.")

@@ -1,0 +1,43 @@
+"""The safety policy: the few knobs of the guard, as a frozen config."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from medray.config import ConfigError
+
+
+@dataclass(frozen=True)
+class SafetyPolicy:
+    """Settings of the guard (``medray.safety``).
+
+    Attributes:
+        domain_control: refuse requests that are not about medicine or radiology.
+        embedder: sentence-embedder preset for the domain classifier ("" = keyword
+            rules only).
+        domain_margin: a request with no keyword evidence is medical when its best
+            similarity to the medical exemplars exceeds the best similarity to the
+            non-medical ones by at least this much.
+        min_medical_similarity: ... and its best medical similarity is at least this.
+        emergency_detection: add an emergency notice when a request or answer
+            describes a possible emergency.
+        drug_checks: check generated text for known interactions and over-maximum doses.
+        block_on_injection: refuse a request that contains prompt-injection text (by
+            default injection text is only stripped and reported, never obeyed).
+    """
+
+    domain_control: bool = True
+    embedder: str = "minilm-l6"
+    domain_margin: float = 0.05
+    min_medical_similarity: float = 0.25
+    emergency_detection: bool = True
+    drug_checks: bool = True
+    block_on_injection: bool = False
+
+    def __post_init__(self) -> None:
+        if not -1.0 <= self.domain_margin <= 1.0:
+            raise ConfigError(f"domain_margin must lie in [-1, 1], got {self.domain_margin}")
+        if not -1.0 <= self.min_medical_similarity <= 1.0:
+            raise ConfigError(
+                f"min_medical_similarity must lie in [-1, 1], got {self.min_medical_similarity}"
+            )

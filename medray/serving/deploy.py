@@ -1,0 +1,226 @@
+"""Deploy, inspect and remove the MedRay Serve app through Ray's dashboard REST API.
+
+What ``serve deploy`` does, plus what a local cluster needs: the repo is uploaded as the
+app's ``working_dir`` (so every node runs this checkout's code), ``key=value`` overrides
+of the app ``args`` are validated before anything is sent, and ``deploy`` can wait until
+the app runs. Used by ``medray serve up|down``, the demo, the tests and the benchmark.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from medray.config import ConfigError, load_yaml, merge, parse_overrides
+from medray.paths import repo_root
+
+log = logging.getLogger(__name__)
+
+DEFAULT_CONFIG = "serve_apps/configs/local.yaml"
+
+
+class ServeDeployError(RuntimeError):
+    """Deploying or removing the app failed; the message says why and what to do."""
+
+
+def load_serve_config(
+    path: str | Path,
+    overrides: Sequence[str] = (),
+    *,
+    host: str | None = None,
+    port: int | None = None,
+    app_name: str | None = None,
+) -> dict[str, Any]:
+    """Read a Serve config file and apply dotted ``key=value`` overrides to the first
+    application's ``args`` (validated with ``AppArgs``), plus host/port overrides.
+
+    A host override also sets ``auth.listen_host`` so API-key enforcement follows it.
+
+    Raises:
+        ConfigError: the file, an override or the resulting args are invalid.
+    """
+    from ray.serve.schema import ServeDeploySchema
+
+    from serve_apps.app import parse_args
+
+    p = Path(path)
+    if not p.is_absolute() and not p.exists():
+        p = repo_root() / p
+    config = copy.deepcopy(load_yaml(p))
+    apps = config.get("applications") or []
+    if not apps:
+        raise ConfigError(f"{p}: no applications")
+    app = apps[0]
+    args = merge(app.get("args") or {}, parse_overrides(overrides))
+    if host is not None:
+        config.setdefault("http_options", {})["host"] = host
+        args = merge(args, {"auth": {"listen_host": host}})
+    if port is not None:
+        config.setdefault("http_options", {})["port"] = int(port)
+    if app_name:
+        app["name"] = app_name
+    parse_args(args)  # fail here, with the key's name, not in a replica
+    app["args"] = args
+    try:
+        ServeDeploySchema.model_validate(config)
+    except Exception as e:
+        raise ConfigError(f"{p}: not a valid Serve config: {e}") from None
+    return config
+
+
+def endpoint_urls(config: Mapping[str, Any]) -> dict[str, str]:
+    """The HTTP endpoints of the first application, as a client would call them."""
+    http = config.get("http_options") or {}
+    host = http.get("host", "127.0.0.1")
+    host = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+    prefix = (config["applications"][0].get("route_prefix") or "/").rstrip("/")
+    base = f"http://{host}:{http.get('port', 8000)}{prefix}"
+    return {
+        "analyze (SSE)": f"{base}/v1/analyze",
+        "search": f"{base}/v1/search",
+        "chat (OpenAI)": f"{base}/v1/chat/completions",
+        "models": f"{base}/v1/models",
+        "generate": f"{base}/generate",
+        "health": f"{base}/health",
+        "ready": f"{base}/ready",
+        "OpenAPI docs": f"{base}/docs",
+    }
+
+
+def _auth_headers() -> dict[str, str]:
+    """Ray's token as a header, if this machine has one.
+
+    Passed explicitly: Ray reads ``RAY_AUTH_MODE`` once, when it is first imported,
+    which in a CLI process may be before the cluster's environment is known.
+    """
+    import os
+
+    from medray.cluster.local import auth_token_path
+
+    token = os.environ.get("RAY_AUTH_TOKEN", "")
+    path = auth_token_path()
+    if not token and path.is_file():
+        token = path.read_text().strip()
+    return {"Authorization": f"Bearer {token}"} if token else {}
+
+
+def _client(dashboard_url: str):
+    from ray.dashboard.modules.serve.sdk import ServeSubmissionClient
+
+    try:
+        return ServeSubmissionClient(dashboard_url, headers=_auth_headers())
+    except Exception as e:
+        raise ServeDeployError(
+            f"cannot reach the Ray dashboard at {dashboard_url} ({type(e).__name__}: {e}); "
+            "is the cluster up (`medray cluster up`)?"
+        ) from None
+
+
+def deploy(
+    config: Mapping[str, Any],
+    dashboard_url: str,
+    *,
+    working_dir: str | Path | None = None,
+    wait_s: float = 0.0,
+) -> dict[str, Any]:
+    """Send ``config`` to the cluster (declarative: it replaces the cluster's Serve apps).
+
+    Args:
+        config: a Serve config (``load_serve_config``).
+        dashboard_url: e.g. ``http://127.0.0.1:8265``.
+        working_dir: local folder uploaded as every app's ``runtime_env.working_dir``
+            (default: this repo); pass "" to send the config as it is.
+        wait_s: wait up to this long for the first app to be RUNNING (0: do not wait).
+
+    Returns:
+        The app's status details (after waiting) or ``{}``.
+    """
+    cfg = copy.deepcopy(dict(config))
+    client = _client(dashboard_url)
+    wd = repo_root() if working_dir is None else working_dir
+    if wd:
+        for app in cfg["applications"]:
+            env = dict(app.get("runtime_env") or {})
+            env["working_dir"] = str(wd)
+            client._upload_working_dir_if_needed(env)
+            app["runtime_env"] = env
+    try:
+        client.deploy_applications(cfg)
+    except Exception as e:
+        raise ServeDeployError(f"deploy request failed: {e}") from None
+    name = cfg["applications"][0]["name"]
+    return wait_running(dashboard_url, name, wait_s) if wait_s > 0 else {}
+
+
+def app_details(dashboard_url: str, name: str) -> dict[str, Any] | None:
+    """Serve's details of app ``name`` (status, deployments, replicas), or None."""
+    details = _client(dashboard_url).get_serve_details()
+    return (details.get("applications") or {}).get(name)
+
+
+def replica_counts(dashboard_url: str, name: str) -> dict[str, int]:
+    """Running replicas per deployment of app ``name``."""
+    app = app_details(dashboard_url, name) or {}
+    return {
+        dep: sum(1 for r in info.get("replicas", []) if r.get("state") == "RUNNING")
+        for dep, info in (app.get("deployments") or {}).items()
+    }
+
+
+def wait_running(dashboard_url: str, name: str, timeout_s: float) -> dict[str, Any]:
+    """Wait until app ``name`` is RUNNING.
+
+    Raises:
+        ServeDeployError: it failed to deploy (with Serve's message) or timed out.
+    """
+    deadline = time.monotonic() + timeout_s
+    last: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        try:
+            last = app_details(dashboard_url, name) or {}
+        except Exception as e:  # the controller may still be starting
+            log.debug("serve details not available yet: %s", e)
+        status = last.get("status")
+        if status == "RUNNING":
+            return last
+        if status in ("DEPLOY_FAILED", "UNHEALTHY"):
+            raise ServeDeployError(f"app {name!r} {status}: {_failure(last)}")
+        time.sleep(1.0)
+    raise ServeDeployError(
+        f"app {name!r} not running after {timeout_s:.0f}s (status {last.get('status')!r}): "
+        f"{_failure(last)}"
+    )
+
+
+def _failure(app: Mapping[str, Any]) -> str:
+    msgs = [app.get("message") or ""]
+    for dep, info in (app.get("deployments") or {}).items():
+        if info.get("status") not in (None, "HEALTHY") and info.get("message"):
+            msgs.append(f"{dep}: {info['message']}")
+    text = " | ".join(m for m in msgs if m)
+    return text[-3000:] or "no message from Serve"
+
+
+def remove(dashboard_url: str, name: str) -> bool:
+    """Remove app ``name`` (and shut Serve down if it was the only app); True if it existed."""
+    client = _client(dashboard_url)
+    try:
+        details = client.get_serve_details()
+    except Exception as e:
+        raise ServeDeployError(f"cannot read Serve's state: {e}") from None
+    apps = details.get("applications") or {}
+    if name not in apps:
+        return False
+    others = {k: v for k, v in apps.items() if k != name}
+    if not others:
+        client.delete_applications()
+    else:
+        configs = [
+            v["deployed_app_config"] for v in others.values() if v.get("deployed_app_config")
+        ]
+        client.deploy_applications({"applications": configs})
+    return True

@@ -1,0 +1,461 @@
+"""The MedRay Ray Serve application: one deployment per model, a FastAPI gateway.
+
+Graph (``app_builder``)::
+
+    Gateway (FastAPI ingress, serve_apps.gateway)
+      -> Guard       (medray.serving.guard.Guard: domain control, emergencies, drug checks)
+      -> Reasoner    (medray.serving.reasoner.Reasoner: VLM, streams steps; LoRA adapters
+                      through serve.multiplexed, LRU-evicted)
+      -> Summariser  (medray.serving.summariser.Summariser)
+      -> Embedder    (medray.serving.embedder.Embedder: CLIP + sentence vectors,
+                      @serve.batch dynamic batching)
+      -> Retriever   (medray.serving.retriever.Retriever: Milvus cases + knowledge)
+
+Each deployment wraps a plain class that works without Serve. Resources, replicas,
+autoscaling and ``max_ongoing_requests`` come from the Serve config file
+(``serve_apps/configs/*.yaml``), not from this code. Nothing is loaded at import time:
+models load in each replica's constructor.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from ray import serve
+from ray.serve.handle import DeploymentHandle
+
+from medray.config import ConfigError, from_dict
+from medray.serving.aio import iterate_in_thread
+from medray.serving.reasoner import GenerationParams, GenRequest, UnknownAdapterError
+from medray.serving.retriever import RetrievalUnavailable
+from serve_apps.settings import AppArgs
+
+log = logging.getLogger("medray.serve")
+
+APP_NAME = "medray"
+
+
+# --------------------------------------------------------------------------- deployments
+
+
+@serve.deployment(name="Guard")
+class GuardDeployment:
+    """Serve wrapper of :class:`medray.serving.guard.Guard`."""
+
+    def __init__(self, args: AppArgs) -> None:
+        from medray.serving.guard import Guard
+
+        self.guard = Guard(args.safety)
+
+    async def check_request(self, question: str):
+        return await asyncio.to_thread(self.guard.check_request, question)
+
+    async def check_answer(self, text: str):
+        return await asyncio.to_thread(self.guard.check_answer, text)
+
+    def ready(self) -> bool:
+        return True
+
+
+class _AdapterLease:
+    """What ``serve.multiplexed`` caches per adapter; eviction detaches the adapter."""
+
+    def __init__(self, reasoner, name: str) -> None:
+        self.reasoner = reasoner
+        self.name = name
+        self.released = False
+
+    def __del__(self) -> None:
+        # Serve calls this on LRU eviction; garbage collection may call it again later.
+        if not self.released:
+            self.released = True
+            self.reasoner.unload_adapter(self.name)
+
+
+@serve.deployment(name="Reasoner")
+class ReasonerDeployment:
+    """Serve wrapper of :class:`medray.serving.reasoner.Reasoner`.
+
+    The request's multiplexed model id (set by the gateway from the request's ``model``)
+    names a LoRA adapter; ``serve.multiplexed`` loads adapters on demand, keeps
+    ``max_loaded_adapters`` per replica and evicts the least recently used.
+    """
+
+    def __init__(self, args: AppArgs) -> None:
+        from medray.serving.reasoner import Reasoner
+
+        self.reasoner = Reasoner(
+            args.models.reasoner,
+            adapters=args.adapters,
+            default_params=GenerationParams(
+                args.generation.max_new_tokens, args.generation.temperature
+            ),
+            device=args.models.device,
+        )
+
+        async def load_adapter(adapter_id: str) -> _AdapterLease:
+            await asyncio.to_thread(self.reasoner.load_adapter, adapter_id)
+            return _AdapterLease(self.reasoner, adapter_id)
+
+        # Built here, not as a class decorator, so the cache size comes from the config.
+        self._adapter = serve.multiplexed(max_num_models_per_replica=args.max_loaded_adapters)(
+            load_adapter
+        )
+
+    def reconfigure(self, config: Mapping[str, Any]) -> None:
+        """Apply ``user_config``: ``max_batch_size`` and ``batch_wait_timeout_s``."""
+        self._batched.set_max_batch_size(int(config.get("max_batch_size", 8)))
+        self._batched.set_batch_wait_timeout_s(float(config.get("batch_wait_timeout_s", 0.01)))
+
+    async def _resolve_adapter(self) -> str | None:
+        adapter = serve.get_multiplexed_model_id() or None
+        if adapter is not None:
+            if adapter not in self.reasoner.adapter_paths:
+                raise UnknownAdapterError(f"unknown adapter {adapter!r}")
+            await self._adapter(adapter)
+        return adapter
+
+    async def stream(
+        self,
+        messages: Sequence[Mapping[str, Any]],
+        images: Sequence[Any],
+        params: GenerationParams,
+    ):
+        """Generator of reasoner event chunks (lists of ``Reasoner.stream`` events).
+
+        Concurrent requests are decoded together (``@serve.batch`` over
+        ``Reasoner.stream_many``): one forward pass per step for the whole batch.
+        """
+        adapter = await self._resolve_adapter()
+        async for events in self._batched(GenRequest(messages, images, params, adapter)):
+            if events:
+                yield events
+
+    async def generate(
+        self,
+        messages: Sequence[Mapping[str, Any]],
+        images: Sequence[Any],
+        params: GenerationParams,
+    ) -> dict[str, Any]:
+        """The final event only (for callers that do not stream), plus the step events."""
+        adapter = await self._resolve_adapter()
+        final: dict[str, Any] = {}
+        steps: list[dict[str, Any]] = []
+        async for events in self._batched(GenRequest(messages, images, params, adapter)):
+            for ev in events:
+                if ev["type"] == "final":
+                    final = ev
+                elif ev["type"] == "step":
+                    steps.append(ev)
+        return {**final, "steps": steps}
+
+    @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.01)
+    async def _batched(self, requests: list[GenRequest]):
+        """One batched generation; yields, per chunk of decoding steps, each request's
+        events (``StopIteration`` once a request has had its final event)."""
+        finished = [False] * len(requests)
+        # Steps that piled up while the previous chunk was being sent go out together.
+        async for steps in iterate_in_thread(
+            lambda: self.reasoner.stream_many(requests), coalesce=True
+        ):
+            out: list[Any] = []
+            ended = []
+            for i in range(len(requests)):
+                if finished[i]:
+                    out.append(StopIteration)
+                    continue
+                events = [ev for step in steps for ev in step[i]]
+                if any(ev["type"] == "final" for ev in events):
+                    ended.append(i)
+                out.append(events)
+            yield out
+            for i in ended:
+                finished[i] = True
+
+    def loaded_adapters(self) -> list[str]:
+        return self.reasoner.loaded_adapters()
+
+    def ready(self) -> bool:
+        return True
+
+
+@serve.deployment(name="Summariser")
+class SummariserDeployment:
+    """Serve wrapper of :class:`medray.serving.summariser.Summariser`."""
+
+    def __init__(self, args: AppArgs) -> None:
+        from medray.serving.summariser import Summariser
+
+        self.summariser = Summariser(
+            args.models.summariser, args.generation.summary_tokens, args.models.device
+        )
+
+    async def summarise(self, caption: str, reasoning: Sequence[str], answer: str):
+        return await asyncio.to_thread(self.summariser.summarise, caption, reasoning, answer)
+
+    def ready(self) -> bool:
+        return True
+
+
+@serve.deployment(name="Embedder")
+class EmbedderDeployment:
+    """Serve wrapper of :class:`medray.serving.embedder.Embedder` with ``@serve.batch``.
+
+    Concurrent single requests are grouped into one forward pass. Batch size and wait
+    come from ``user_config`` (``max_batch_size``, ``batch_wait_timeout_s``). The
+    ``*_unbatched`` methods skip batching (for the benchmark's comparison).
+    """
+
+    def __init__(self, args: AppArgs) -> None:
+        from medray.serving.embedder import Embedder
+
+        self.embedder = Embedder(args.models.clip, args.models.text_embedder, args.models.device)
+        self._batches: list[int] = []  # sizes of the text batches run (observability)
+
+    def batch_stats(self, reset: bool = False) -> dict[str, float]:
+        """Count and mean size of the ``text`` batches this replica ran."""
+        sizes = self._batches
+        out = {
+            "batches": len(sizes),
+            "mean_size": round(sum(sizes) / len(sizes), 2) if sizes else 0.0,
+        }
+        if reset:
+            self._batches = []
+        return out
+
+    def reconfigure(self, config: Mapping[str, Any]) -> None:
+        """Apply ``user_config``: ``max_batch_size`` and ``batch_wait_timeout_s``."""
+        size = int(config.get("max_batch_size", 16))
+        wait = float(config.get("batch_wait_timeout_s", 0.01))
+        for method in (self.clip_image, self.clip_text, self.text):
+            method.set_max_batch_size(size)
+            method.set_batch_wait_timeout_s(wait)
+
+    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.01)
+    async def clip_image(self, images: list[Any]) -> list[list[float]]:
+        return (await asyncio.to_thread(self.embedder.clip_images, images)).tolist()
+
+    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.01)
+    async def clip_text(self, texts: list[str]) -> list[list[float]]:
+        return (await asyncio.to_thread(self.embedder.clip_texts, texts)).tolist()
+
+    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.01)
+    async def text(self, texts: list[str]) -> list[list[float]]:
+        self._batches.append(len(texts))
+        return (await asyncio.to_thread(self.embedder.texts, texts)).tolist()
+
+    async def text_unbatched(self, text: str) -> list[float]:
+        self._batches.append(1)
+        return (await asyncio.to_thread(self.embedder.texts, [text]))[0].tolist()
+
+    async def clip_image_unbatched(self, image: Any) -> list[float]:
+        return (await asyncio.to_thread(self.embedder.clip_images, [image]))[0].tolist()
+
+    def ready(self) -> bool:
+        return True
+
+
+@serve.deployment(name="Retriever")
+class RetrieverDeployment:
+    """Serve wrapper of :class:`medray.serving.retriever.Retriever`."""
+
+    def __init__(self, args: AppArgs) -> None:
+        from medray.serving.retriever import Retriever
+
+        check = args.retrieval.check_models
+        self.retriever = Retriever(
+            args.retrieval.milvus,
+            clip_model=args.models.clip if check else "",
+            text_model=args.models.text_embedder if check else "",
+        )
+
+    async def similar_cases(self, vector, field, k, filters):
+        return await asyncio.to_thread(self.retriever.similar_cases, vector, field, k, filters)
+
+    async def knowledge(self, query, vector, k):
+        return await asyncio.to_thread(self.retriever.knowledge, query, vector, k)
+
+    async def status(self) -> dict[str, Any]:
+        return await asyncio.to_thread(self.retriever.status)
+
+
+# --------------------------------------------------------------------------- gateway
+
+
+class ServeBackend:
+    """:class:`serve_apps.backend.Backend` over deployment handles."""
+
+    def __init__(
+        self,
+        guard: DeploymentHandle,
+        reasoner: DeploymentHandle,
+        summariser: DeploymentHandle,
+        embedder: DeploymentHandle,
+        retriever: DeploymentHandle | None,
+    ) -> None:
+        self.guard = guard
+        self.reasoner = reasoner
+        self.summariser = summariser
+        self.embedder = embedder
+        self.retriever = retriever
+
+    async def check_request(self, question):
+        return await self.guard.check_request.remote(question)
+
+    async def check_answer(self, text):
+        return await self.guard.check_answer.remote(text)
+
+    async def reason(self, messages, images, params, adapter):
+        handle = self.reasoner.options(stream=True, multiplexed_model_id=adapter or "")
+        # A streamed response cannot be handed to another deployment: consume, re-yield.
+        async for chunk in handle.stream.remote(list(messages), list(images), params):
+            yield chunk
+
+    async def complete(self, messages, images, params, adapter):
+        handle = self.reasoner.options(multiplexed_model_id=adapter or "")
+        return await handle.generate.remote(list(messages), list(images), params)
+
+    async def summarise(self, caption, reasoning, answer):
+        return await self.summariser.summarise.remote(caption, list(reasoning), answer)
+
+    async def clip_image(self, image):
+        return await self.embedder.clip_image.remote(image)
+
+    async def clip_text(self, text):
+        return await self.embedder.clip_text.remote(text)
+
+    async def text_vector(self, text):
+        return await self.embedder.text.remote(text)
+
+    async def _retrieval(self, call):
+        if self.retriever is None:
+            raise RetrievalUnavailable("retrieval is disabled in this app's config")
+        try:
+            return await call
+        except Exception as e:
+            # Errors raised in a replica arrive wrapped (RayTaskError); report the cause.
+            cause = getattr(e, "cause", None) or e
+            if isinstance(cause, RetrievalUnavailable):
+                raise RetrievalUnavailable(str(cause)) from None
+            raise RetrievalUnavailable(
+                f"retriever failed: {type(cause).__name__}: {cause}"
+            ) from None
+
+    async def similar_cases(self, vector, field, k, filters):
+        return await self._retrieval(
+            self.retriever.similar_cases.remote(list(vector), field, k, filters)
+            if self.retriever
+            else None
+        )
+
+    async def knowledge(self, query, vector, k):
+        return await self._retrieval(
+            self.retriever.knowledge.remote(query, list(vector), k) if self.retriever else None
+        )
+
+    async def loaded_adapters(self):
+        return await self.reasoner.loaded_adapters.remote()
+
+    async def readiness(self):
+        names = ("guard", "reasoner", "summariser", "embedder")
+        handles = (self.guard, self.reasoner, self.summariser, self.embedder)
+        results = await asyncio.gather(*(h.ready.remote() for h in handles), return_exceptions=True)
+        status: dict[str, Any] = {n: r is True for n, r in zip(names, results, strict=True)}
+        if self.retriever is not None:
+            try:
+                status["retriever"] = await asyncio.wait_for(self.retriever.status.remote(), 5)
+            except Exception as e:
+                status["retriever"] = {"milvus": f"{type(e).__name__}"}
+        else:
+            status["retriever"] = {"enabled": False}
+        return status
+
+
+class RayMetrics:
+    """Prometheus metrics through Ray's metrics agent (scraped from every node)."""
+
+    def __init__(self) -> None:
+        from ray.serve import metrics
+
+        self.requests = metrics.Counter(
+            "medray_http_requests",
+            description="HTTP requests by endpoint and status.",
+            tag_keys=("endpoint", "status"),
+        )
+        self.latency = metrics.Histogram(
+            "medray_http_request_latency_ms",
+            description="HTTP request latency (ms) by endpoint.",
+            boundaries=[5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000],
+            tag_keys=("endpoint",),
+        )
+        self.events = metrics.Counter(
+            "medray_events",
+            description="Guard refusals and retrieval failures.",
+            tag_keys=("event", "detail"),
+        )
+
+    def observe(self, endpoint: str, status: int, seconds: float) -> None:
+        self.requests.inc(tags={"endpoint": endpoint, "status": str(status)})
+        self.latency.observe(seconds * 1000, tags={"endpoint": endpoint})
+
+    def count(self, name: str, tags: Mapping[str, str]) -> None:
+        self.events.inc(tags={"event": name, "detail": ",".join(tags.values())})
+
+
+@serve.deployment(name="Gateway")
+@serve.ingress()
+class Gateway:
+    """FastAPI ingress: the HTTP API of ``serve_apps.gateway`` over deployment handles."""
+
+    def __init__(
+        self,
+        guard: DeploymentHandle,
+        reasoner: DeploymentHandle,
+        summariser: DeploymentHandle,
+        embedder: DeploymentHandle,
+        retriever: DeploymentHandle | None,
+        args: AppArgs,
+    ) -> None:
+        self.args = args
+        self.backend = ServeBackend(guard, reasoner, summariser, embedder, retriever)
+
+    def __serve_build_asgi_app__(self):
+        from serve_apps.gateway import create_app
+
+        return create_app(self.backend, self.args, RayMetrics())
+
+
+# --------------------------------------------------------------------------- builder
+
+
+def parse_args(args: Mapping[str, Any] | AppArgs | None) -> AppArgs:
+    """Validate the ``args:`` mapping of a Serve config into :class:`AppArgs`."""
+    if isinstance(args, AppArgs):
+        return args
+    try:
+        return from_dict(AppArgs, dict(args or {}))
+    except ConfigError as e:
+        raise ConfigError(f"serve app args: {e}") from None
+
+
+def app_builder(args: dict[str, Any]) -> serve.Application:
+    """Build the MedRay Serve graph from the config's ``args`` (see ``AppArgs``).
+
+    Used as ``import_path: serve_apps.app:app_builder`` in the Serve config files.
+    """
+    cfg = parse_args(args)
+    if cfg.auth.required() and not cfg.auth.keys():
+        log.warning(
+            "API keys are required for host %s; the Gateway reads them from $%s in its replica",
+            cfg.auth.listen_host,
+            cfg.auth.api_keys_env,
+        )
+    guard = GuardDeployment.bind(cfg)
+    reasoner = ReasonerDeployment.bind(cfg)
+    summariser = SummariserDeployment.bind(cfg)
+    embedder = EmbedderDeployment.bind(cfg)
+    retriever = RetrieverDeployment.bind(cfg) if cfg.retrieval.enabled else None
+    return Gateway.bind(guard, reasoner, summariser, embedder, retriever, cfg)

@@ -1,0 +1,157 @@
+"""How the gateway reaches the models: a protocol with two implementations.
+
+``ServeBackend`` (in ``serve_apps.app``) calls Ray Serve deployment handles;
+:class:`LocalBackend` calls the plain classes in this process (threads for blocking
+model code). The HTTP API (``serve_apps.gateway``) is written once against
+:class:`Backend`, so the Serve graph and the single-process baseline serve exactly the
+same API with the same models.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Mapping, Sequence
+from typing import Any, Protocol
+
+from PIL import Image
+
+from medray.safety import SafetyReport
+from medray.serving.aio import iterate_in_thread
+from medray.serving.reasoner import GenerationParams
+
+
+class Backend(Protocol):
+    """What the HTTP API needs from the models."""
+
+    async def check_request(self, question: str) -> SafetyReport: ...
+
+    async def check_answer(self, text: str) -> SafetyReport: ...
+
+    def reason(
+        self,
+        messages: Sequence[Mapping[str, Any]],
+        images: Sequence[Image.Image],
+        params: GenerationParams,
+        adapter: str | None,
+    ) -> AsyncIterator[list[dict[str, Any]]]:
+        """Reasoner events (``Reasoner.stream``) in chunks: lists of the events produced
+        since the previous chunk, so a slow consumer gets fewer, larger messages."""
+        ...
+
+    async def complete(
+        self,
+        messages: Sequence[Mapping[str, Any]],
+        images: Sequence[Image.Image],
+        params: GenerationParams,
+        adapter: str | None,
+    ) -> dict[str, Any]:
+        """The reasoner's final event without streaming (``Reasoner.generate``)."""
+        ...
+
+    async def summarise(
+        self, caption: str, reasoning: Sequence[str], answer: str
+    ) -> dict[str, Any]: ...
+
+    async def clip_image(self, image: Image.Image) -> list[float]: ...
+
+    async def clip_text(self, text: str) -> list[float]: ...
+
+    async def text_vector(self, text: str) -> list[float]: ...
+
+    async def similar_cases(
+        self, vector: Sequence[float], field: str, k: int, filters: Mapping[str, Any] | None
+    ) -> list[dict[str, Any]]: ...
+
+    async def knowledge(
+        self, query: str, vector: Sequence[float], k: int
+    ) -> list[dict[str, Any]]: ...
+
+    async def loaded_adapters(self) -> list[str]: ...
+
+    async def readiness(self) -> dict[str, Any]: ...
+
+
+class LocalBackend:
+    """Calls the plain classes directly (the single-process baseline, and tests).
+
+    Args:
+        guard, reasoner, summariser, embedder, retriever: plain instances
+            (``medray.serving``); ``retriever`` may be None (retrieval disabled).
+        adapter_cache: LRU of attached adapters (``AdapterCache``), or None.
+    """
+
+    def __init__(
+        self, guard, reasoner, summariser, embedder, retriever=None, adapter_cache=None
+    ) -> None:
+        self.guard = guard
+        self.reasoner = reasoner
+        self.summariser = summariser
+        self.embedder = embedder
+        self.retriever = retriever
+        self.adapter_cache = adapter_cache
+
+    async def check_request(self, question: str) -> SafetyReport:
+        return await asyncio.to_thread(self.guard.check_request, question)
+
+    async def check_answer(self, text: str) -> SafetyReport:
+        return await asyncio.to_thread(self.guard.check_answer, text)
+
+    async def reason(self, messages, images, params, adapter):
+        if adapter is not None:
+            if self.adapter_cache is not None:
+                await asyncio.to_thread(self.adapter_cache.get, adapter)
+            else:
+                await asyncio.to_thread(self.reasoner.load_adapter, adapter)
+        async for chunk in iterate_in_thread(
+            lambda: self.reasoner.stream(messages, images, params, adapter), coalesce=True
+        ):
+            yield chunk
+
+    async def complete(self, messages, images, params, adapter):
+        if adapter is not None:
+            if self.adapter_cache is not None:
+                await asyncio.to_thread(self.adapter_cache.get, adapter)
+            else:
+                await asyncio.to_thread(self.reasoner.load_adapter, adapter)
+        return await asyncio.to_thread(self.reasoner.generate, messages, images, params, adapter)
+
+    async def summarise(self, caption, reasoning, answer):
+        return await asyncio.to_thread(self.summariser.summarise, caption, reasoning, answer)
+
+    async def clip_image(self, image):
+        return (await asyncio.to_thread(self.embedder.clip_images, [image]))[0].tolist()
+
+    async def clip_text(self, text):
+        return (await asyncio.to_thread(self.embedder.clip_texts, [text]))[0].tolist()
+
+    async def text_vector(self, text):
+        return (await asyncio.to_thread(self.embedder.texts, [text]))[0].tolist()
+
+    async def similar_cases(self, vector, field, k, filters):
+        if self.retriever is None:
+            from medray.serving.retriever import RetrievalUnavailable
+
+            raise RetrievalUnavailable("retrieval is disabled in this app's config")
+        return await asyncio.to_thread(self.retriever.similar_cases, vector, field, k, filters)
+
+    async def knowledge(self, query, vector, k):
+        if self.retriever is None:
+            from medray.serving.retriever import RetrievalUnavailable
+
+            raise RetrievalUnavailable("retrieval is disabled in this app's config")
+        return await asyncio.to_thread(self.retriever.knowledge, query, vector, k)
+
+    async def loaded_adapters(self) -> list[str]:
+        return self.reasoner.loaded_adapters()
+
+    async def readiness(self) -> dict[str, Any]:
+        status: dict[str, Any] = {
+            "guard": True,
+            "reasoner": True,
+            "summariser": True,
+            "embedder": True,
+        }
+        status["retriever"] = (
+            await asyncio.to_thread(self.retriever.status) if self.retriever else {"enabled": False}
+        )
+        return status

@@ -1,0 +1,118 @@
+"""The HTTP API over the plain classes in this process (no Ray): the single-process
+baseline's app, Milvus being unreachable, key enforcement, streamed body limits."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from medray import DISCLAIMER
+from medray.config import from_dict
+from medray.retrieval import MilvusSettings
+from medray.serving.retriever import RetrievalUnavailable, Retriever
+from serve_apps.settings import AppArgs
+
+pytestmark = pytest.mark.integration
+
+DEAD_MILVUS = "http://127.0.0.1:1"  # nothing listens on port 1
+
+
+def _image() -> str:
+    buf = io.BytesIO()
+    Image.new("RGB", (96, 96), "gray").save(buf, "PNG")
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+@pytest.fixture(scope="module")
+def backend(tiny_models):
+    from medray.serving.embedder import Embedder
+    from medray.serving.guard import Guard
+    from medray.serving.reasoner import Reasoner
+    from medray.serving.summariser import Summariser
+    from serve_apps.backend import LocalBackend
+
+    retriever = Retriever(MilvusSettings(uri=DEAD_MILVUS, timeout_s=2), "tiny-clip", "minilm-l6")
+    return LocalBackend(Guard(), Reasoner(), Summariser(), Embedder(), retriever)
+
+
+def app_with(backend, **args):
+    from serve_apps.gateway import create_app
+
+    return create_app(backend, from_dict(AppArgs, args))
+
+
+def events(resp) -> list[tuple[str, dict]]:
+    out, kind = [], None
+    for line in resp.iter_lines():
+        if line.startswith("event: "):
+            kind = line[7:]
+        elif line.startswith("data: "):
+            out.append((kind, json.loads(line[6:])))
+    return out
+
+
+def test_retriever_reports_milvus_down_instead_of_raising_something_else():
+    r = Retriever(MilvusSettings(uri=DEAD_MILVUS, timeout_s=2))
+    with pytest.raises(RetrievalUnavailable, match="cannot reach Milvus"):
+        r.similar_cases([0.1] * 64)
+    assert r.status()["milvus"] != "ok"
+
+
+def test_milvus_down_degrades_analyze_and_search(backend):
+    client = TestClient(app_with(backend, generation={"max_new_tokens": 4}))
+    with client.stream(
+        "POST", "/v1/analyze", json={"image": _image(), "question": "Is there an effusion?"}
+    ) as r:
+        assert r.status_code == 200
+        ev = dict(events(r))
+    assert (
+        ev["similar_cases"]["hits"] == [] and "cannot reach Milvus" in ev["similar_cases"]["error"]
+    )
+    assert "cannot reach Milvus" in ev["knowledge"]["error"]
+    assert ev["safety"]["disclaimer"] == DISCLAIMER and "done" in ev
+    r = client.post("/v1/search", json={"text": "pleural effusion"})
+    assert r.status_code == 200
+    body = r.json()
+    assert body["available"] is False and "cannot reach Milvus" in body["error"]
+    ready = client.get("/ready")
+    assert ready.status_code == 200 and ready.json()["retriever"]["milvus"] != "ok"
+
+
+def test_keys_are_required_beyond_loopback_and_missing_keys_fail_at_startup(backend, monkeypatch):
+    monkeypatch.delenv("MEDRAY_API_KEYS", raising=False)
+    with pytest.raises(ValueError, match="API keys are required"):
+        app_with(backend, auth={"listen_host": "0.0.0.0"})
+    monkeypatch.setenv("MEDRAY_API_KEYS", "s3cret")
+    client = TestClient(app_with(backend, auth={"listen_host": "0.0.0.0"}))
+    r = client.get("/v1/models")
+    assert r.status_code == 401 and "Authorization: Bearer" in r.json()["error"]["message"]
+    assert client.get("/v1/models", headers={"Authorization": "Bearer s3cret"}).status_code == 200
+    assert client.get("/health").status_code == 200  # probes stay open
+
+
+def test_chunked_body_over_the_limit_is_a_413(backend):
+    client = TestClient(app_with(backend, limits={"max_body_bytes": 1000}))
+    r = client.post(
+        "/generate",
+        content=iter([b'{"question": "', b"x" * 600, b"x" * 600, b'"}']),
+        headers={"content-type": "application/json"},
+    )
+    assert (
+        r.status_code == 413 and "exceeds the limit of 1000 bytes" in r.json()["error"]["message"]
+    )
+
+
+def test_use_safety_false_still_carries_the_disclaimer(backend):
+    client = TestClient(app_with(backend))
+    body = client.post(
+        "/generate",
+        json={"question": "What is the capital of France?", "use_safety": False, "max_length": 3},
+    ).json()
+    assert not body["safety_report"]["refused"]
+    assert body["safety_report"]["disclaimer"] == DISCLAIMER
+    assert "disabled" in body["safety_report"]["warnings"][0]

@@ -1,0 +1,758 @@
+"""The MedRay Serve app on the shared local cluster, driven over real HTTP.
+
+The app is deployed once for this module from ``serve_apps/configs/local.yaml`` (the
+same path as ``medray serve up``: dashboard REST API, this repo uploaded as working dir)
+with API keys required, three real LoRA adapters made here with peft, and small Milvus
+collections indexed here with the same tiny CLIP and MiniLM the app embeds queries with.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import io
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw
+
+from medray import DISCLAIMER
+from medray.retrieval import CaseStore, KnowledgeStore, MilvusSettings, load_corpus
+
+pytestmark = pytest.mark.integration
+
+REPO = Path(__file__).resolve().parents[2]
+PORT_OFFSET = int(os.environ.get("MEDRAY_TEST_PORT_OFFSET", "0"))
+SERVE_PORT = 8050 + PORT_OFFSET
+BASE = f"http://127.0.0.1:{SERVE_PORT}"
+KEY = "test-key-123"
+AUTH = {"Authorization": f"Bearer {KEY}"}
+CASES = "serve_test_cases"
+KNOWLEDGE = "serve_test_knowledge"
+ADAPTERS = ("lora-a", "lora-b", "lora-c")
+
+
+def png(img: Image.Image) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, "PNG")
+    return buf.getvalue()
+
+
+def xray(i: int) -> Image.Image:
+    rng = np.random.default_rng(i)
+    img = Image.new("L", (112, 112), 30)
+    d = ImageDraw.Draw(img)
+    d.ellipse([20, 15, 52, 95], fill=int(rng.integers(90, 200)))
+    d.ellipse([60, 15, 92, 95], fill=int(rng.integers(90, 200)))
+    return img.convert("RGB")
+
+
+def b64(data: bytes) -> str:
+    return "data:image/png;base64," + base64.b64encode(data).decode()
+
+
+IMAGE = b64(png(xray(0)))
+
+
+def make_adapters(root) -> dict[str, str]:
+    """Real peft LoRA adapters on the tiny VLM (random init, distinct seeds)."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    from medray.models import load_vlm
+
+    out = {}
+    for seed, name in enumerate(ADAPTERS, start=1):
+        model, _ = load_vlm("tiny-qwen2-vl")
+        torch.manual_seed(seed)
+        peft_model = get_peft_model(
+            model,
+            LoraConfig(
+                r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], init_lora_weights=False
+            ),
+        )
+        peft_model.save_pretrained(root / name)
+        out[name] = str(root / name)
+    return out
+
+
+JSON_ANSWER = {
+    "caption": "Frontal chest radiograph.",
+    "reasoning": ["The lungs are clear.", "The heart size is normal."],
+    "boxes": [[0.1, 0.2, 0.5, 0.6]],
+    "answer": "no",
+}
+JSON_QUESTION = "Is there a pleural effusion?"
+
+
+def train_json_adapter(path) -> str:
+    """A real LoRA adapter trained here until the tiny VLM writes one structured answer
+    for one image and question, so step streaming is observable end to end (the untrained
+    model writes no JSON)."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    from medray.models import load_vlm
+    from medray.serving.reasoner import Reasoner
+
+    model, proc = load_vlm("tiny-qwen2-vl")
+    prompt = proc.apply_chat_template(
+        Reasoner.messages_for(JSON_QUESTION, True), add_generation_prompt=True
+    )
+    image = Image.open(io.BytesIO(base64.b64decode(IMAGE.split(",", 1)[1]))).convert("RGB")
+    full = proc(
+        text=[prompt + json.dumps(JSON_ANSWER) + "<|im_end|>"], images=[image], return_tensors="pt"
+    )
+    n_prompt = proc(text=[prompt], images=[image], return_tensors="pt")["input_ids"].shape[1]
+    labels = full["input_ids"].clone()
+    labels[:, :n_prompt] = -100
+    torch.manual_seed(0)
+    peft_model = get_peft_model(
+        model,
+        LoraConfig(
+            r=16,
+            lora_alpha=32,
+            target_modules=[
+                "q_proj",
+                "k_proj",
+                "v_proj",
+                "o_proj",
+                "gate_proj",
+                "up_proj",
+                "down_proj",
+            ],
+        ),
+    )
+    opt = torch.optim.AdamW([p for p in peft_model.parameters() if p.requires_grad], lr=5e-3)
+    for _ in range(200):  # ~30 s on 2 cores; greedy decoding then reproduces the answer
+        peft_model(**full, labels=labels).loss.backward()
+        opt.step()
+        opt.zero_grad()
+    peft_model.save_pretrained(path)
+    return str(path)
+
+
+def index_collections(uri: str) -> list[str]:
+    """Cases and knowledge embedded with the app's own models (tiny-clip, minilm-l6)."""
+    from medray.serving.embedder import Embedder
+
+    emb = Embedder("tiny-clip", "minilm-l6")
+    s = MilvusSettings(uri=uri, cases_collection=CASES, knowledge_collection=KNOWLEDGE)
+    cases = CaseStore(s)
+    cases.create(
+        emb.clip_images([xray(0)]).shape[1], {"clip_model": "tiny-clip"}, drop_existing=True
+    )
+    labels = ["pleural effusion", "cardiomegaly", "pneumothorax", "no finding"]
+    images = [xray(i) for i in range(8)]
+    reports = [
+        f"Findings: {labels[i % 4]} on the {'left' if i % 2 else 'right'}." for i in range(8)
+    ]
+    iv, tv = emb.clip_images(images), emb.clip_texts(reports)
+    cases.upsert(
+        [
+            {
+                "sample_id": f"case-{i}",
+                "image_vec": iv[i].tolist(),
+                "text_vec": tv[i].tolist(),
+                "report": reports[i],
+                "labels": [labels[i % 4]],
+                "modality": "X-Ray",
+                "organ": "chest",
+                "split": "test",
+                "source": "serve-test",
+                "study_id": f"s{i}",
+            }
+            for i in range(8)
+        ]
+    )
+    cases.flush()
+    kb = KnowledgeStore(s)
+    chunks = load_corpus(os.path.join(os.path.dirname(__file__), "../../datasets/knowledge"))[:30]
+    dense = emb.texts([c.text for c in chunks])
+    kb.create(dense.shape[1], {"text_model": "minilm-l6"}, drop_existing=True)
+    kb.upsert([{**c.to_row(), "dense": dense[i].tolist()} for i, c in enumerate(chunks)])
+    kb.flush()
+    return [f"case-{i}" for i in range(8)]
+
+
+def in_subprocess(call: str) -> None:
+    """Run ``call`` (a function of this module) in a fresh Python process.
+
+    pymilvus keeps one shared connection per address and process; when Milvus Lite drops
+    it (GOAWAY "too_many_pings" after a long test session) every later client in that
+    process gets the broken one. A fresh process always starts with a fresh connection.
+    """
+    code = (
+        f"import sys; sys.path.insert(0, 'tests/integration'); import test_serve_app as t; t.{call}"
+    )
+    subprocess.run([sys.executable, "-c", code], cwd=REPO, env=os.environ, check=True, timeout=600)
+
+
+def drop_knowledge(uri: str) -> None:
+    KnowledgeStore(MilvusSettings(uri=uri, knowledge_collection=KNOWLEDGE)).drop()
+
+
+@pytest.fixture(scope="module")
+def served(ray_cluster, tiny_models, milvus_uri, tmp_path_factory):
+    """Deploy the app; yield the dashboard URL; remove the app at the end."""
+    from medray.serving.deploy import deploy, load_serve_config, remove
+
+    root = tmp_path_factory.mktemp("adapters")
+    adapters = make_adapters(root)
+    adapters["lora-json"] = train_json_adapter(root / "lora-json")
+    in_subprocess(f"index_collections({milvus_uri!r})")
+    overrides = [
+        "auth.require=always",
+        f"auth.api_keys=[{KEY}]",
+        f"adapters={json.dumps(adapters)}",
+        "max_loaded_adapters=2",
+        "generation.max_new_tokens=24",
+        f"retrieval.milvus.uri={milvus_uri}",
+        f"retrieval.milvus.cases_collection={CASES}",
+        f"retrieval.milvus.knowledge_collection={KNOWLEDGE}",
+    ]
+    config = load_serve_config("serve_apps/configs/local.yaml", overrides, port=SERVE_PORT)
+    dashboard = ray_cluster.dashboard_url
+    t0 = time.perf_counter()
+    deploy(config, dashboard, wait_s=420)
+    print(f"serve app running after {time.perf_counter() - t0:.0f}s")
+    try:
+        yield dashboard
+    finally:
+        remove(dashboard, "medray")
+
+
+@pytest.fixture(scope="module")
+def client(served):
+    with httpx.Client(base_url=BASE, headers=AUTH, timeout=120) as c:
+        yield c
+
+
+def sse_events(resp: httpx.Response):
+    """(arrival time, event, data) for each SSE event of a streamed response."""
+    event = None
+    for line in resp.iter_lines():
+        if line.startswith("event: "):
+            event = line[7:]
+        elif line.startswith("data: "):
+            yield time.perf_counter(), event, json.loads(line[6:])
+
+
+# ------------------------------------------------------------------ health, docs, auth
+
+
+def test_health_and_readiness_need_no_key(client):
+    r = httpx.get(f"{BASE}/health", timeout=30)
+    assert r.status_code == 200 and r.json()["status"] == "healthy"
+    r = httpx.get(f"{BASE}/ready", timeout=30)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["ready"] and body["reasoner"] and body["retriever"]["milvus"] == "ok"
+    assert body["retriever"]["cases"] and body["retriever"]["knowledge"]
+
+
+def test_openapi_schema_documents_every_endpoint(client):
+    paths = client.get("/openapi.json").json()["paths"]
+    for p in ("/v1/analyze", "/v1/search", "/v1/chat/completions", "/v1/models", "/generate",
+              "/health", "/ready"):  # fmt: skip
+        assert p in paths, p
+    assert "text/event-stream" in json.dumps(paths["/v1/analyze"])
+
+
+@pytest.mark.parametrize(
+    "headers,message",
+    [
+        ({}, "missing API key"),
+        ({"Authorization": "Bearer wrong"}, "invalid API key"),
+        ({"Authorization": "Basic abc"}, "expected 'Bearer <key>'"),
+    ],
+)
+def test_api_key_is_required(served, headers, message):
+    r = httpx.post(
+        f"{BASE}/generate", json={"question": "Is there an effusion?"}, headers=headers, timeout=30
+    )
+    assert r.status_code == 401
+    err = r.json()["error"]
+    assert message in err["message"] and err["type"] == "authentication_error"
+
+
+# ------------------------------------------------------------------ /generate
+
+
+def test_generate_contract(client):
+    r = client.post(
+        "/generate",
+        json={
+            "question": "What are the symptoms of diabetes?",
+            "temperature": 0.7,
+            "max_length": 12,
+            "use_safety": True,
+        },
+    )
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert set(body) == {"response", "safety_report", "inference_time_ms"}
+    assert isinstance(body["response"], str) and body["inference_time_ms"] > 0
+    rep = body["safety_report"]
+    assert rep["risk_level"] == 0 and rep["warnings"] == [] and rep["disclaimer"] == DISCLAIMER
+
+
+def test_generate_refuses_a_non_medical_question_with_a_clear_message(client):
+    r = client.post("/generate", json={"question": "What is the capital of France?"})
+    assert r.status_code == 200
+    body = r.json()
+    assert body["response"].startswith("MedRay only answers medical and radiology questions")
+    assert "capital of" in body["response"]
+    assert body["safety_report"]["refused"] and body["safety_report"]["disclaimer"] == DISCLAIMER
+
+
+def test_generate_flags_an_emergency(client):
+    body = client.post(
+        "/generate",
+        json={"question": "I have crushing chest pain, what should I do?", "max_length": 4},
+    ).json()
+    assert body["safety_report"]["risk_level"] == 3
+    assert "emergency number" in body["safety_report"]["notices"][0]
+
+
+# ------------------------------------------------------------------ /v1/analyze
+
+
+def test_analyze_streams_events_as_they_happen(client):
+    t0 = time.perf_counter()
+    with client.stream(
+        "POST",
+        "/v1/analyze",
+        json={
+            "image": IMAGE,
+            "question": "Is there a pleural effusion?",
+            "k": 3,
+            "max_new_tokens": 48,
+        },
+    ) as resp:
+        assert resp.status_code == 200
+        assert resp.headers["content-type"].startswith("text/event-stream")
+        events = list(sse_events(resp))
+    t_end = time.perf_counter()
+    kinds = [e for _, e, _ in events]
+    assert kinds[0] == "guard" and kinds[-2:] == ["safety", "done"]
+    order = [k for k in kinds if k not in ("token", "step")]
+    assert order == [
+        "guard",
+        "reasoning",
+        "summary",
+        "similar_cases",
+        "knowledge",
+        "safety",
+        "done",
+    ]
+    assert kinds.count("token") >= 5
+    data = {e: d for _, e, d in events}
+    assert data["guard"]["allowed"] is True
+    assert set(data["reasoning"]) >= {"text", "parsed", "ok", "repaired", "errors"}
+    # The untrained tiny VLM writes no JSON: the parser says so instead of failing.
+    assert data["reasoning"]["ok"] is False and data["reasoning"]["errors"]
+    assert [h["id"].startswith("case-") for h in data["similar_cases"]["hits"]] == [True] * 3
+    assert len(data["knowledge"]["hits"]) == 3 and "title" in data["knowledge"]["hits"][0]
+    assert data["safety"]["disclaimer"] == DISCLAIMER
+    assert data["done"]["inference_time_ms"] > 0
+    # Events arrive while the request is still running, not all at the end.
+    first, first_token = events[0][0], next(t for t, e, _ in events if e == "token")
+    total = t_end - t0
+    assert first - t0 < 0.5 * total, (first - t0, total)
+    assert t_end - first_token > 0.1, "tokens must stream before the summary and retrieval"
+
+
+def test_analyze_streams_each_reasoning_step_as_it_closes(client):
+    """With an adapter that writes the structured answer, the caption, every reasoning
+    step and the answer arrive as step events before the stream's parsed result."""
+    body = {"image": IMAGE, "question": JSON_QUESTION, "model": "lora-json", "max_new_tokens": 120}
+    with client.stream("POST", "/v1/analyze", json=body) as resp:
+        assert resp.status_code == 200
+        events = list(sse_events(resp))
+    kinds = [e for _, e, _ in events]
+    steps = [d for _, e, d in events if e == "step"]
+    assert [(s["kind"], s["text"]) for s in steps] == [
+        ("caption", JSON_ANSWER["caption"]),
+        ("step", JSON_ANSWER["reasoning"][0]),
+        ("step", JSON_ANSWER["reasoning"][1]),
+        ("answer", JSON_ANSWER["answer"]),
+    ]
+    assert [s.get("index") for s in steps[1:3]] == [0, 1]
+    # Each step comes while tokens are still streaming, before the parsed result.
+    first_step = kinds.index("step")
+    assert "token" in kinds[first_step + 1 :] and kinds.index("reasoning") > first_step
+    t_step = next(t for t, e, _ in events if e == "step")
+    t_reasoning = next(t for t, e, _ in events if e == "reasoning")
+    assert t_step < t_reasoning
+    reasoning = next(d for _, e, d in events if e == "reasoning")
+    assert reasoning["ok"] is True and reasoning["errors"] == []
+    assert reasoning["parsed"] == JSON_ANSWER
+
+
+def test_analyze_refuses_a_non_medical_question(client):
+    with client.stream(
+        "POST", "/v1/analyze", json={"image": IMAGE, "question": "Who won the football world cup?"}
+    ) as resp:
+        assert resp.status_code == 200
+        events = list(sse_events(resp))
+    kinds = [e for _, e, _ in events]
+    assert kinds == ["guard", "safety", "done"]
+    guard = events[0][2]
+    assert guard["allowed"] is False and "only answers medical" in guard["message"]
+    assert events[1][2]["refused"] is True
+
+
+# ------------------------------------------------------------------ /v1/search
+
+
+def test_search_text_to_image_and_image_to_text(client):
+    r = client.post("/v1/search", json={"text": "pleural effusion", "k": 4})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["mode"] == "text_to_image" and body["available"] is True
+    assert len(body["hits"]) == 4 and all(h["id"].startswith("case-") for h in body["hits"])
+    assert body["safety_report"]["disclaimer"] == DISCLAIMER
+    r = client.post(
+        "/v1/search", json={"image": IMAGE, "k": 2, "filters": {"labels": ["cardiomegaly"]}}
+    )
+    body = r.json()
+    assert body["mode"] == "image_to_text" and len(body["hits"]) == 2
+    assert all("cardiomegaly" in h["labels"] for h in body["hits"])
+
+
+# ------------------------------------------------------------------ OpenAI compatibility
+
+
+@pytest.fixture(scope="module")
+def oai(served):
+    from openai import OpenAI
+
+    return OpenAI(base_url=f"{BASE}/v1", api_key=KEY, timeout=120, max_retries=0)
+
+
+def test_openai_client_lists_models(oai):
+    ids = [m.id for m in oai.models.list().data]
+    assert ids == ["medray-reasoner", *ADAPTERS, "lora-json"]
+
+
+def test_openai_client_plain_completion(oai):
+    resp = oai.chat.completions.create(
+        model="medray-reasoner",
+        messages=[
+            {"role": "user", "content": "What does a pleural effusion look like on a chest X-ray?"}
+        ],
+        max_tokens=8,
+    )
+    assert resp.object == "chat.completion" and resp.choices[0].message.role == "assistant"
+    assert resp.choices[0].finish_reason in ("stop", "length")
+    assert resp.usage.completion_tokens <= 8
+    assert resp.model_extra["safety_report"]["disclaimer"] == DISCLAIMER
+
+
+def test_openai_client_streaming_with_an_image(oai):
+    stream = oai.chat.completions.create(
+        model="medray-reasoner",
+        messages=[
+            {
+                "role": "user",
+                "content": [
+                    {"type": "text", "text": "Is the heart enlarged?"},
+                    {"type": "image_url", "image_url": {"url": IMAGE}},
+                ],
+            }
+        ],
+        max_tokens=16,
+        stream=True,
+    )
+    chunks = list(stream)
+    assert len(chunks) >= 3
+    text = "".join(c.choices[0].delta.content or "" for c in chunks)
+    assert chunks[0].choices[0].delta.role == "assistant"
+    assert chunks[-1].choices[0].finish_reason in ("stop", "length")
+    assert chunks[-1].model_extra["safety_report"]["disclaimer"] == DISCLAIMER
+    plain = oai.chat.completions.create(
+        model="medray-reasoner",
+        messages=[
+            {
+                "role": "user",
+                "content": [
+                    {"type": "text", "text": "Is the heart enlarged?"},
+                    {"type": "image_url", "image_url": {"url": IMAGE}},
+                ],
+            }
+        ],
+        max_tokens=16,
+    )
+    assert plain.choices[0].message.content == text  # greedy: same answer either way
+    assert plain.usage.prompt_tokens > 16  # the image's visual tokens are in the prompt
+
+
+def test_openai_client_guard_refusal(oai):
+    resp = oai.chat.completions.create(
+        model="medray-reasoner",
+        messages=[{"role": "user", "content": "Write a poem about the sea."}],
+    )
+    assert resp.choices[0].finish_reason == "content_filter"
+    assert "only answers medical" in resp.choices[0].message.content
+
+
+def test_openai_client_unknown_model_is_a_404(oai):
+    import openai
+
+    with pytest.raises(openai.NotFoundError, match="does not exist"):
+        oai.chat.completions.create(
+            model="gpt-4o", messages=[{"role": "user", "content": "Is there an effusion?"}]
+        )
+
+
+# ------------------------------------------------------------------ LoRA multiplexing
+
+
+def test_adapters_load_on_demand_and_are_evicted_lru(client, oai):
+    def answer(model: str) -> str:
+        return (
+            oai.chat.completions.create(
+                model=model,
+                messages=[{"role": "user", "content": "Is there an effusion?"}],
+                max_tokens=8,
+            )
+            .choices[0]
+            .message.content
+        )
+
+    base = answer("medray-reasoner")
+    outs = {name: answer(name) for name in ADAPTERS[:2]}
+    assert client.get("/v1/adapters").json()["loaded"] == sorted(ADAPTERS[:2])
+    outs[ADAPTERS[2]] = answer(ADAPTERS[2])
+    info = client.get("/v1/adapters").json()
+    # Capacity 2: loading the third evicted the least recently used (the first).
+    assert info["loaded"] == sorted(ADAPTERS[1:]) and info["max_loaded_per_replica"] == 2
+    assert len({base, *outs.values()}) == 4, "each adapter changes the model's output"
+    assert answer(ADAPTERS[0]) == outs[ADAPTERS[0]]  # reloaded on demand, same weights
+    assert answer("medray-reasoner") == base  # the base model is untouched by adapters
+
+
+# ------------------------------------------------------------------ bad input
+
+
+def _truncated_png() -> str:
+    data = png(
+        Image.fromarray(np.random.default_rng(0).integers(0, 255, (112, 112, 3), dtype=np.uint8))
+    )
+    return b64(data[: len(data) // 2])
+
+
+def _huge_png() -> str:
+    return b64(png(Image.new("1", (10_000, 10_000))))
+
+
+BAD = [
+    # (name, method, path, json or raw body, headers, status, phrase)
+    ("not an image", "/v1/analyze", {"image": b64(b"hello, I am text")}, 422, "not an image"),
+    ("truncated image", "/v1/analyze", {"image": _truncated_png()}, 422, "truncated"),
+    ("10000x10000 image", "/v1/analyze", {"image": _huge_png()}, 413, "10000x10000"),
+    ("not base64", "/v1/analyze", {"image": "%%%"}, 422, "not valid base64"),
+    ("remote url", "/v1/analyze", {"image": "https://example.com/x.png"}, 422, "not fetched"),
+    (
+        "missing image",
+        "/v1/analyze",
+        {"question": "Is there an effusion?"},
+        422,
+        "image is required",
+    ),
+    ("missing question", "/generate", {"temperature": 0.5}, 422, "question is required"),
+    (
+        "wrong type question",
+        "/generate",
+        {"question": 42},
+        422,
+        "question should be a valid string",
+    ),
+    (
+        "wrong type temperature",
+        "/generate",
+        {"question": "Is there an effusion?", "temperature": "hot"},
+        422,
+        "temperature",
+    ),
+    (
+        "temperature out of range",
+        "/generate",
+        {"question": "Is there an effusion?", "temperature": 9},
+        422,
+        "less than or equal to 2",
+    ),
+    (
+        "unknown field",
+        "/generate",
+        {"question": "Is there an effusion?", "temprature": 1},
+        422,
+        "temprature is not a known field",
+    ),
+    ("empty question", "/generate", {"question": "   "}, 422, "question is empty"),
+    (
+        "max_length over limit",
+        "/generate",
+        {"question": "Is there an effusion?", "max_length": 100000},
+        422,
+        "over the limit",
+    ),
+    (
+        "too long question",
+        "/generate",
+        {"question": "effusion " * 1000},
+        422,
+        "over the limit of 4000",
+    ),
+    ("invalid json", "/generate", b"{not json", 422, "not valid JSON"),
+    ("json array body", "/generate", [1, 2], 422, "must be a JSON object"),
+    ("unknown model", "/v1/analyze", {"image": IMAGE, "model": "nope"}, 404, "does not exist"),
+    (
+        "unknown adapter (chat)",
+        "/v1/chat/completions",
+        {"model": "lora-z", "messages": [{"role": "user", "content": "Is there an effusion?"}]},
+        404,
+        "lora-z",
+    ),
+    (
+        "chat without messages",
+        "/v1/chat/completions",
+        {"model": "medray-reasoner", "messages": []},
+        422,
+        "messages",
+    ),
+    (
+        "chat bad role",
+        "/v1/chat/completions",
+        {"model": "medray-reasoner", "messages": [{"role": "wizard", "content": "x"}]},
+        422,
+        "role",
+    ),
+    (
+        "chat bad image part",
+        "/v1/chat/completions",
+        {
+            "model": "medray-reasoner",
+            "messages": [
+                {
+                    "role": "user",
+                    "content": [
+                        {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}
+                    ],
+                }
+            ],
+        },
+        422,
+        "not an image",
+    ),
+    (
+        "chat empty user message",
+        "/v1/chat/completions",
+        {"model": "medray-reasoner", "messages": [{"role": "user", "content": ""}]},
+        422,
+        "empty",
+    ),
+    (
+        "search both text and image",
+        "/v1/search",
+        {"text": "effusion", "image": IMAGE},
+        422,
+        "exactly one",
+    ),
+    ("search neither", "/v1/search", {"k": 3}, 422, "exactly one"),
+    (
+        "search bad filter",
+        "/v1/search",
+        {"text": "effusion", "filters": {"colour": "red"}},
+        422,
+        "cannot filter on 'colour'",
+    ),
+    (
+        "search k zero",
+        "/v1/search",
+        {"text": "effusion", "k": 0},
+        422,
+        "k should be greater than or equal to 1",
+    ),
+    ("unknown path", "/v1/nothing", {}, 404, "Not Found"),
+]
+
+
+@pytest.mark.parametrize("name,path,body,status,phrase", BAD, ids=[b[0] for b in BAD])
+def test_bad_input_gets_a_4xx_json_error_naming_the_problem(
+    client, name, path, body, status, phrase
+):
+    if isinstance(body, bytes):
+        r = client.post(path, content=body, headers={"content-type": "application/json"})
+    else:
+        r = client.post(path, json=body)
+    assert r.status_code == status, r.text
+    err = r.json()["error"]
+    assert phrase in err["message"], err
+
+
+def test_oversize_body_is_refused_with_413(client):
+    big = "A" * (9 * 1024 * 1024)
+    r = client.post("/v1/analyze", json={"image": big})
+    assert r.status_code == 413
+    assert "exceeds the limit" in r.json()["error"]["message"]
+    # Without a Content-Length (chunked upload) the limit holds too.
+    r = client.post(
+        "/v1/analyze",
+        content=iter([b'{"image": "'] + [b"A" * (1024 * 1024)] * 9 + [b'"}']),
+        headers={"content-type": "application/json"},
+    )
+    assert r.status_code == 413, r.text
+
+
+def test_the_app_survives_bad_input(client):
+    """After the whole bad-input table the app still answers."""
+    assert (
+        client.post(
+            "/generate", json={"question": "Is there an effusion?", "max_length": 2}
+        ).status_code
+        == 200
+    )
+
+
+# ------------------------------------------------------------------ metrics
+
+
+def test_prometheus_metrics_through_ray(client, ray_cluster):
+    import ray
+
+    ports = [n["MetricsExportPort"] for n in ray.nodes() if n["Alive"]]
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        client.get("/v1/models")
+        text = ""
+        for port in ports:
+            with contextlib.suppress(httpx.HTTPError):
+                text += httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+        if 'endpoint="/v1/models"' in text and "medray_http_request_latency_ms" in text:
+            break
+        time.sleep(3)
+    lines = [ln for ln in text.splitlines() if "medray_http" in ln and not ln.startswith("#")]
+    assert any('endpoint="/v1/models"' in ln and 'status="200"' in ln for ln in lines), lines[:5]
+
+
+# ------------------------------------------------------------------ degraded retrieval
+
+
+def test_zz_missing_collection_degrades_to_a_clear_event(client, milvus_uri):
+    """Runs last: drops the knowledge collection under the running app."""
+    in_subprocess(f"drop_knowledge({milvus_uri!r})")
+    with client.stream("POST", "/v1/analyze", json={"image": IMAGE, "max_new_tokens": 4}) as resp:
+        assert resp.status_code == 200
+        data = {e: d for _, e, d in sse_events(resp)}
+    assert data["knowledge"]["hits"] == [] and "does not exist" in data["knowledge"]["error"]
+    assert len(data["similar_cases"]["hits"]) == 3  # the rest still works
+    assert "done" in data

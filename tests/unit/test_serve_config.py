@@ -1,0 +1,140 @@
+"""Serve app arguments, config loading and request-image decoding (no Ray, no models)."""
+
+from __future__ import annotations
+
+import base64
+import io
+
+import pytest
+from PIL import Image
+
+from medray.config import ConfigError, from_dict
+from medray.serving.deploy import endpoint_urls, load_serve_config
+from medray.serving.images import ImageError, decode_base64, open_image
+from serve_apps.app import app_builder, parse_args
+from serve_apps.settings import AppArgs, AuthSettings
+
+pytestmark = pytest.mark.unit
+
+
+@pytest.mark.parametrize("path", ["serve_apps/configs/local.yaml", "serve_apps/configs/gpu.yaml"])
+def test_serve_config_args_validate(path):
+    config = load_serve_config(path)
+    args = parse_args(config["applications"][0]["args"])
+    assert isinstance(args, AppArgs)
+    names = {d["name"] for d in config["applications"][0]["deployments"]}
+    assert names == {"Gateway", "Guard", "Reasoner", "Summariser", "Embedder", "Retriever"}
+
+
+def test_local_profile_fits_two_cpus_and_gpu_profile_asks_for_gpus():
+    local = load_serve_config("serve_apps/configs/local.yaml")["applications"][0]["deployments"]
+    total = sum(
+        d["ray_actor_options"]["num_cpus"]
+        * (d.get("autoscaling_config", {}).get("max_replicas") or d.get("num_replicas", 1))
+        for d in local
+    )
+    assert total <= 2.0, total
+    gpu = load_serve_config("serve_apps/configs/gpu.yaml")["applications"][0]
+    assert gpu["args"]["models"]["reasoner"] == "qwen2-vl-2b"
+    reasoner = next(d for d in gpu["deployments"] if d["name"] == "Reasoner")
+    assert reasoner["ray_actor_options"]["num_gpus"] == 1
+    assert (
+        reasoner["autoscaling_config"]["max_replicas"]
+        > reasoner["autoscaling_config"]["min_replicas"]
+    )
+    assert parse_args(gpu["args"]).auth.required()  # 0.0.0.0 -> keys required
+
+
+def test_overrides_are_validated_and_host_sets_auth():
+    cfg = load_serve_config(
+        "serve_apps/configs/local.yaml",
+        ["generation.max_new_tokens=7", "adapters={a: /tmp/a}"],
+        host="0.0.0.0",
+        port=9123,
+    )
+    args = parse_args(cfg["applications"][0]["args"])
+    assert args.generation.max_new_tokens == 7 and args.adapters == {"a": "/tmp/a"}
+    assert cfg["http_options"] == {"host": "0.0.0.0", "port": 9123}
+    assert args.auth.listen_host == "0.0.0.0" and args.auth.required()
+    assert endpoint_urls(cfg)["analyze (SSE)"] == "http://127.0.0.1:9123/v1/analyze"
+    with pytest.raises(ConfigError, match="generation.max_new_tokn"):
+        load_serve_config("serve_apps/configs/local.yaml", ["generation.max_new_tokn=7"])
+    with pytest.raises(ConfigError, match="max_new_tokens must lie"):
+        load_serve_config("serve_apps/configs/local.yaml", ["generation.max_new_tokens=100000"])
+
+
+def test_adapter_name_cannot_shadow_the_base_model():
+    with pytest.raises(ConfigError, match="clashes"):
+        from_dict(AppArgs, {"adapters": {"medray-reasoner": "/x"}})
+
+
+@pytest.mark.parametrize(
+    "auth,required",
+    [
+        (AuthSettings(), False),
+        (AuthSettings(listen_host="localhost"), False),
+        (AuthSettings(listen_host="::1"), False),
+        (AuthSettings(listen_host="0.0.0.0"), True),
+        (AuthSettings(listen_host="10.1.2.3"), True),
+        (AuthSettings(listen_host="my-host"), True),
+        (AuthSettings(require="always"), True),
+        (AuthSettings(listen_host="0.0.0.0", require="never"), False),
+    ],
+)
+def test_api_keys_are_required_beyond_loopback(auth, required):
+    assert auth.required() is required
+
+
+def test_keys_come_from_config_and_environment(monkeypatch):
+    monkeypatch.setenv("MEDRAY_API_KEYS", "k2, k3,,")
+    assert AuthSettings(api_keys=("k1", "k2")).keys() == ("k1", "k2", "k3")
+
+
+def test_app_builder_builds_the_graph_without_loading_anything():
+    app = app_builder({"retrieval": {"enabled": False}})
+    assert type(app).__name__ == "Application"
+    with pytest.raises(ConfigError, match="unknown key 'modelz'"):
+        app_builder({"modelz": {}})
+
+
+# ------------------------------------------------------------------ request images
+
+
+def _png(size=(64, 64)) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", size, "gray").save(buf, "PNG")
+    return buf.getvalue()
+
+
+def test_base64_and_data_urls_decode():
+    data = _png()
+    assert decode_base64(base64.b64encode(data).decode()) == data
+    assert decode_base64("data:image/png;base64," + base64.b64encode(data).decode()) == data
+
+
+@pytest.mark.parametrize(
+    "value,message",
+    [
+        ("", "empty"),
+        ("https://x.org/a.png", "not fetched"),
+        ("data:image/png,rawtext", "only base64 data: URLs"),
+        ("@@@", "not valid base64"),
+    ],
+)
+def test_bad_transport_is_explained(value, message):
+    with pytest.raises(ImageError, match=message):
+        decode_base64(value)
+
+
+def test_open_image_limits_and_downscales():
+    img = open_image(_png((2000, 1000)), max_pixels=4_000_000, max_side=512)
+    assert img.size == (512, 256) and img.mode == "RGB"
+    with pytest.raises(ImageError, match="over the limit") as e:
+        open_image(_png((2000, 1000)), max_pixels=1_000_000)
+    assert e.value.code == "image_too_large"
+    data = _png((64, 64))
+    with pytest.raises(ImageError, match="truncated or corrupt") as e:
+        open_image(data[: len(data) // 2], max_pixels=10**6)
+    assert e.value.code == "invalid_image"
+    with pytest.raises(ImageError, match="not an image"):
+        open_image(b"plain text", max_pixels=10**6)
