@@ -11,6 +11,7 @@ from medray.cli.cluster import cluster
 from medray.cli.demo import demo
 from medray.cli.job import job
 from medray.cli.models import models
+from medray.cli.report import report
 from medray.cli.search import search
 
 
@@ -28,7 +29,7 @@ def cli(verbose: bool) -> None:
     )
 
 
-for command in (cluster, models, job, search, demo):
+for command in (cluster, models, job, search, report, demo):
     cli.add_command(command)
 
 
