@@ -158,9 +158,9 @@ def _rows_table(label: str, scored: list[dict[str, Any]]) -> pa.Table:
 
 def main(cfg: EvaluateConfig) -> dict[str, Any]:
     t0 = time.perf_counter()
+    runs = load_runs(cfg)  # refuses before anything is written
     out = output_dir(cfg)
     out.mkdir(parents=True, exist_ok=True)
-    runs = load_runs(cfg)
     labels = _unique_labels(runs)
     aggregate_summary = None
     if cfg.aggregate:

@@ -111,10 +111,11 @@ _MODALITY_QUESTION = re.compile(
     re.IGNORECASE,
 )
 _REFUSAL = re.compile(
-    r"\b(i (cannot|can ?not|can't|am unable|'m unable)|unable to (determine|answer|assess|provide)|"
-    r"(cannot|can't) be (determined|answered)|not possible to (determine|tell)|as an ai|"
-    r"i(?: am|'m) sorry|i don't know|consult (a|your) (doctor|physician|radiologist|"
-    r"healthcare|medical))",
+    r"\b(i(?: cannot| can ?not| can't| am unable|'m unable| am not able|'m not able)"
+    r"|unable to (?:determine|answer|assess|provide|tell)"
+    r"|(?:cannot|can't) be (?:determined|answered)|not possible to (?:determine|tell)"
+    r"|as an ai|i(?: am|'m) sorry|i don't know"
+    r"|consult (?:a|your) (?:doctor|physician|radiologist|healthcare|medical))",
     re.IGNORECASE,
 )
 

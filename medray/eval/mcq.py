@@ -31,15 +31,20 @@ def letter(index: int) -> str:
     return LETTERS[index]
 
 
+def _choice_text(text: str) -> str:
+    # An option can be just "A" or "The": normalisation would erase it (articles).
+    return normalize_answer(text) or " ".join(text.lower().split())
+
+
 def resolve_choice(pred: str | None, choices: Sequence[str]) -> int | None:
     """Index of the option ``pred`` names (by letter or by text), or None.
 
     Text wins over letters when both could apply (an option whose text is ``"A"``).
     """
-    if pred is None or not choices:
+    if pred is None or not pred.strip() or not choices:
         return None
-    norm = normalize_answer(pred)
-    texts = [normalize_answer(c) for c in choices]
+    norm = _choice_text(pred)
+    texts = [_choice_text(c) for c in choices]
     if norm in texts:
         return texts.index(norm)
     m = _LETTER.match(pred.strip())
@@ -48,7 +53,7 @@ def resolve_choice(pred: str | None, choices: Sequence[str]) -> int | None:
         if idx < len(choices):
             rest = pred.strip()[m.end(1) :].lstrip(").]:,- ").strip()
             # "B. <text>" must agree with option B's text when a text follows.
-            if not rest or normalize_answer(rest) == texts[idx]:
+            if not rest or _choice_text(rest) == texts[idx]:
                 return idx
     return None
 
