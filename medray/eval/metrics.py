@@ -49,22 +49,15 @@ def score_rows(
     for row in rows:
         r = dict(row)
         r["correct"], r["recall"] = None, None
-        if r["task"] == "mcq" and r.get("choices"):
-            pred = r.get("mcq_pred") or r.get("pred_answer")
-            gold = mcq.resolve_choice(r.get("answer"), r["choices"])
-            r["correct"] = (
-                not r["error"]
-                and gold is not None
-                and (mcq.resolve_choice(pred, r["choices"]) == gold)
-            )
-        elif r["task"] in ("vqa", "mcq"):
+        if r["task"] in ("vqa", "mcq"):
+            pred = r.get("pred_answer")
+            if r["task"] == "mcq":
+                pred = r.get("mcq_pred") or pred  # the QA model's option letter, if it gave one
             r["correct"] = not r["error"] and vqa.is_correct(
-                r.get("pred_answer"), r.get("answer"), r.get("answer_type"), r.get("choices")
+                pred, r.get("answer"), r.get("answer_type"), r.get("choices")
             )
             if r.get("answer_type") == "open":
-                r["recall"] = (
-                    0.0 if r["error"] else vqa.token_recall(r.get("pred_answer"), r.get("answer"))
-                )
+                r["recall"] = 0.0 if r["error"] else vqa.token_recall(pred, r.get("answer"))
         out.append(r)
     errors.annotate_failures(out, settings.errors)
     return out
@@ -144,7 +137,14 @@ def run_metrics(
         "blank_control": faithfulness.blank_control(vqa_rows),
         "mcq": {
             "n": len(mcq_rows),
-            "accuracy": vqa.accuracy([r["correct"] for r in mcq_rows]) if mcq_rows else None,
+            "accuracy": mcq.mcq_accuracy(
+                [
+                    None if r["error"] else r.get("mcq_pred") or r.get("pred_answer")
+                    for r in mcq_rows
+                ],
+                [r["answer"] for r in mcq_rows],
+                [r["choices"] for r in mcq_rows],
+            ),
             "n_perplexity": len(ppl_rows),
             "perplexity": mcq.perplexity(
                 [r["nll"] for r in ppl_rows], [r["n_tokens"] for r in ppl_rows]

@@ -253,11 +253,18 @@ def write_manifest(
     dataset_fingerprint: str,
     adapter: str | None = None,
     config: Mapping[str, Any] | None = None,
+    verify: bool = True,
 ) -> PredictionManifest:
     """Write ``manifest.json`` into a folder that already holds the Parquet files.
 
     Write it last: a folder without a manifest is refused by :func:`read_predictions`,
-    so an interrupted run never passes for a complete one.
+    so an interrupted run never passes for a complete one. With ``verify`` the folder is
+    read back with :func:`read_predictions` and the manifest removed again if the files
+    break the contract (e.g. a row was dropped), so a folder with a manifest is always a
+    valid predictions folder.
+
+    Raises:
+        PredictionFileError: the manifest values or (with ``verify``) the files are invalid.
     """
     manifest = PredictionManifest(
         model=model,
@@ -279,6 +286,12 @@ def write_manifest(
     else:
         with fs.open_output_stream(f"{path}/{MANIFEST}") as f:  # one PUT: atomic on object stores
             f.write(body)
+    if verify:
+        try:
+            read_predictions(folder)
+        except PredictionFileError:
+            fs.delete_file(f"{path}/{MANIFEST}")
+            raise
     return manifest
 
 
@@ -318,6 +331,12 @@ def write_predictions(
     table = rows if isinstance(rows, pa.Table) else build_table(rows)
     table = _conform(table, str(out))
     _check_values(table, split, str(out))
+    fp = table_fingerprint(table)
+    if dataset_fingerprint and dataset_fingerprint != fp:
+        raise PredictionMismatchError(
+            f"{out}: the {table.num_rows} rows are not the input rows {dataset_fingerprint} "
+            f"(they give {fp}): every input row needs its output row, unreadable ones included"
+        )
     if out.exists() and any(out.iterdir()):
         if not overwrite:
             raise PredictionFileError(
@@ -338,9 +357,10 @@ def write_predictions(
         model_label=model_label,
         dataset=dataset,
         split=split,
-        dataset_fingerprint=dataset_fingerprint or table_fingerprint(table),
+        dataset_fingerprint=fp,
         adapter=adapter,
         config=config,
+        verify=False,  # checked above
     )
 
 
@@ -552,18 +572,8 @@ def _check_values(table: pa.Table, split: str, where: str) -> None:
             f"{where}: rows of split(s) {sorted(splits)} in predictions whose manifest names "
             f"split {split!r}: this file mixes or mislabels splits; re-run batch inference"
         )
-    cols = [
-        "sample_id",
-        "task",
-        "answer_type",
-        "parse_ok",
-        "parsed",
-        "pred_answer",
-        "pred_boxes",
-        "confidence",
-        "latency_ms",
-        "error",
-    ]
+    cols = ["sample_id", "task", "answer", "answer_type", "choices", "parse_ok", "parsed",
+            "pred_answer", "pred_boxes", "confidence", "latency_ms", "error"]  # fmt: skip
     for row in table.select(cols).to_pylist():
         problem = _row_problem(row)
         if problem:
@@ -575,6 +585,10 @@ def _row_problem(row: Mapping[str, Any]) -> str | None:
         return f"task {row['task']!r} is not one of {list(TASKS)}"
     if row["answer_type"] is not None and row["answer_type"] not in ANSWER_TYPES:
         return f"answer_type {row['answer_type']!r} is not one of {list(ANSWER_TYPES)}"
+    if row["answer_type"] == "choice" and (
+        len(row["choices"] or ()) < 2 or row["answer"] not in row["choices"]
+    ):
+        return "a choice question needs at least two choices, the answer one of them"
     c = row["confidence"]
     if c is not None and not (math.isfinite(c) and 0.0 <= c <= 1.0):
         return f"confidence {c} is not in [0, 1]"

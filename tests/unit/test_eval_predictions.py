@@ -141,6 +141,7 @@ def test_refuses_a_column_of_the_wrong_type(tmp_path):
         ({"error": "image: corrupt"}, "must have null predictions"),
         ({"parsed": "not json"}, "parsed is not a JSON object"),
         ({"latency_ms": -1.0}, "latency_ms -1.0"),
+        ({"answer_type": "choice", "choices": ["a", "b"], "answer": "c"}, "answer one of them"),
     ],
 )
 def test_refuses_rows_that_break_a_value_rule(tmp_path, bad, message):
@@ -240,3 +241,34 @@ def test_unreadable_constant_matches_the_helper():
     """The fixture's unreadable row is what unreadable_row produces."""
     made = unreadable_row(row("x"), UNREADABLE["error"])
     assert {k: made[k] for k in UNREADABLE} == {**UNREADABLE, "pred_reasoning": []}
+
+
+def test_write_manifest_verifies_the_files_it_describes(tmp_path):
+    """A writer that drops a row (say an unreadable image) gets an error, not a manifest."""
+    rows = [row("a"), row("b", **UNREADABLE)]
+    input_fp = table_fingerprint(build_table(rows))
+    folder = tmp_path / "p"
+    folder.mkdir()
+    pq.write_table(build_table(rows[:1]), folder / "part-0.parquet")
+    with pytest.raises(PredictionMismatchError, match="rows do not match the manifest"):
+        write_manifest(folder, model="m", model_label="base", dataset=DATASET, split="test",
+                       dataset_fingerprint=input_fp)  # fmt: skip
+    assert not (folder / MANIFEST).exists()
+    from medray.eval.predictions import write_predictions
+
+    with pytest.raises(PredictionMismatchError, match="1 rows are not the input rows"):
+        write_predictions(tmp_path / "q", rows[:1], model="m", model_label="base",
+                          dataset=DATASET, split="test", dataset_fingerprint=input_fp)  # fmt: skip
+    assert not (tmp_path / "q").exists()
+
+
+def test_readme_documents_every_column():
+    """The README's contract table names every column of the contract (kept in step)."""
+    from pathlib import Path
+
+    from medray.eval.predictions import ALL_COLUMNS
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme[readme.index("### The prediction-file contract") : readme.index("### Metrics")]
+    missing = [name for name, *_ in ALL_COLUMNS if f"`{name}`" not in section]
+    assert not missing, f"README's prediction-file contract lacks {missing}"
