@@ -124,14 +124,27 @@ def expected_calibration_error(
     return float(ece)
 
 
+def thin_curve(curve: dict[str, list[float]], max_points: int) -> dict[str, list[float]]:
+    """At most ``max_points`` points of a curve, evenly spaced, first and last kept."""
+    n = len(curve["coverage"])
+    if n <= max_points:
+        return curve
+    idx = np.unique(np.linspace(0, n - 1, max_points).round().astype(int))
+    return {k: [v[i] for i in idx] for k, v in curve.items()}
+
+
 def calibration_metrics(
-    confidence: Sequence[float | None], correct: Sequence[bool], taus: Sequence[float]
+    confidence: Sequence[float | None],
+    correct: Sequence[bool],
+    taus: Sequence[float],
+    max_curve_points: int = 500,
 ) -> dict[str, Any]:
-    """Everything of this module for one run: curve, AURC, thresholds table, ECE."""
+    """Everything of this module for one run: the curve (thinned to ``max_curve_points``
+    for the report; AURC and the thresholds use every row), AURC, thresholds table, ECE."""
     return {
         "n": len(confidence),
         "n_without_confidence": sum(c is None for c in confidence),
-        "curve": risk_coverage(confidence, correct),
+        "curve": thin_curve(risk_coverage(confidence, correct), max_curve_points),
         **aurc(confidence, correct),
         "thresholds": at_thresholds(confidence, correct, taus),
         "ece": expected_calibration_error(confidence, correct),

@@ -6,16 +6,16 @@ the order they are checked:
 ==================  =========================================================================
 unreadable_image    the row's image could not be read (``error`` starts with ``image``)
 inference_error     inference failed for another reason (``error`` says why)
-invalid_json        the output did not parse into the structured answer (not for MCQ rows)
-empty_answer        no answer, or an answer that normalises to nothing
+invalid_json        a VQA output did not parse into the structured answer
+empty_answer        no answer (or no generated text on a generation row)
 refusal             the model declined ("I cannot determine ...", "consult a radiologist")
 not_yes_no          a closed yes/no question answered with neither yes nor no
 verbose_answer      a closed question answered at length: more than ``verbose_min_tokens``
                     tokens and more than ``verbose_ratio`` times the reference's tokens
 wrong_modality      a modality question answered with another modality than the reference's
-hallucinated_boxes  boxes predicted where the reference has none (only for sources that
+hallucinated_boxes  boxes predicted where the reference has none (VQA rows of sources that
                     annotate boxes: elsewhere no box is not evidence of absence)
-missing_boxes       no box predicted where the reference has boxes
+missing_boxes       no box predicted where the reference has boxes (VQA rows)
 malformed_boxes     a box outside [0, 1] or with ``x1 >= x2`` / ``y1 >= y2``
 wrong_answer        a well-formed answer that is wrong (none of the answer kinds above)
 ==================  =========================================================================
@@ -147,6 +147,29 @@ def is_refusal(text: str | None) -> bool:
     return bool(text) and bool(_REFUSAL.search(text.replace("\u2019", "'")))
 
 
+def _answer_kinds(row: Mapping[str, Any], settings: ErrorSettings) -> list[str]:
+    """Failure kinds of a question's answer (VQA and MCQ rows)."""
+    pred, ref = row.get("pred_answer"), row.get("answer")
+    if row.get("task") == "mcq":
+        pred = row.get("mcq_pred") or pred
+    if not re.search(r"\w", pred or ""):
+        return ["refusal" if is_refusal(row.get("raw_text")) else "empty_answer"]
+    if is_refusal(pred):
+        return ["refusal"]
+    kinds = []
+    if row.get("answer_type") == "closed":
+        if is_yes_no(ref) and canonical_yes_no(pred) is None:
+            kinds.append("not_yes_no")
+        n_pred, n_ref = len(tokens(pred)), max(1, len(tokens(ref)))
+        if n_pred > settings.verbose_min_tokens and n_pred > settings.verbose_ratio * n_ref:
+            kinds.append("verbose_answer")
+    if is_modality_question(row):
+        want, got = modalities_named(ref), modalities_named(pred)
+        if want and got and not (want & got):
+            kinds.append("wrong_modality")
+    return kinds
+
+
 def failure_kinds(
     row: Mapping[str, Any], settings: ErrorSettings, source_has_boxes: bool
 ) -> list[str]:
@@ -161,27 +184,21 @@ def failure_kinds(
     if row.get("error"):
         return ["unreadable_image" if row["error"].startswith("image") else "inference_error"]
     kinds: list[str] = []
-    pred, ref = row.get("pred_answer"), row.get("answer")
-    if row.get("task") != "mcq" and not row.get("parse_ok"):
+    task = row.get("task")
+    if task == "vqa" and not row.get("parse_ok"):
         kinds.append("invalid_json")
-    if not normalize_answer(pred) and not (row.get("task") == "mcq" and row.get("mcq_pred")):
-        kinds.append("refusal" if is_refusal(row.get("raw_text")) else "empty_answer")
-    elif is_refusal(pred):
-        kinds.append("refusal")
-    elif row.get("answer_type") == "closed":
-        if is_yes_no(ref) and canonical_yes_no(pred) is None:
-            kinds.append("not_yes_no")
-        n_pred, n_ref = len(tokens(pred)), max(1, len(tokens(ref)))
-        if n_pred > settings.verbose_min_tokens and n_pred > settings.verbose_ratio * n_ref:
-            kinds.append("verbose_answer")
-    if pred and is_modality_question(row):
-        want, got = modalities_named(ref), modalities_named(pred)
-        if want and got and not (want & got):
-            kinds.append("wrong_modality")
+    if task in ("vqa", "mcq"):
+        kinds += _answer_kinds(row, settings)
+    elif row.get("reference_text"):  # a generation row (report, summary)
+        text = row.get("generated_text") or ""
+        if not text.strip():
+            kinds.append("refusal" if is_refusal(row.get("raw_text")) else "empty_answer")
+        elif is_refusal(text):
+            kinds.append("refusal")
     pred_boxes, ref_boxes = row.get("pred_boxes") or [], row.get("boxes") or []
-    if pred_boxes and not ref_boxes and source_has_boxes:
+    if task == "vqa" and pred_boxes and not ref_boxes and source_has_boxes:
         kinds.append("hallucinated_boxes")
-    if ref_boxes and not pred_boxes and row.get("task") != "mcq":
+    if task == "vqa" and ref_boxes and not pred_boxes:
         kinds.append("missing_boxes")
     if any(not box_in_range(b) for b in pred_boxes):
         kinds.append("malformed_boxes")

@@ -7,7 +7,7 @@ dict, and :func:`headline` picks the numbers that go into the summary tables.
 Which rows each metric uses:
 
 * VQA protocol accuracy: ``task == "vqa"`` rows (unreadable ones count as wrong);
-* JSON validity and boxes: every row but ``mcq`` (the text QA model answers with a letter);
+* JSON validity and boxes: ``vqa`` rows (the reasoner's structured answer to a question);
 * risk-coverage and calibration: every row with an answer metric (``vqa`` and ``mcq``);
 * counterfactual flips and the blank control: ``vqa`` rows that have those answers;
 * MCQ accuracy: ``mcq`` rows; perplexity: rows with ``nll`` and ``n_tokens``;
@@ -125,7 +125,7 @@ def run_metrics(
         "tasks": {t: sum(r["task"] == t for r in scored) for t in ("vqa", "report", "mcq")},
         "vqa": vqa.vqa_metrics(vqa_rows) if vqa_rows else None,
         "confusion_yes_no": vqa.yes_no_confusion(vqa_rows),
-        "structure": structure.structure_metrics(r for r in scored if r["task"] != "mcq"),
+        "structure": structure.structure_metrics(vqa_rows) if vqa_rows else None,
         "calibration": calibration.calibration_metrics(
             [r["confidence"] for r in answered],
             [r["correct"] for r in answered],

@@ -117,3 +117,17 @@ def test_bad_input_is_refused():
     m = calibration_metrics([None, 0.5], [False, True], (0.3,))
     assert m["n_without_confidence"] == 1 and m["thresholds"][0]["accuracy"] == 1.0
     assert risk_coverage([], [])["coverage"] == [] and aurc([], [])["aurc"] is None
+
+
+def test_curve_thinned_for_the_report_keeps_its_ends():
+    from medray.eval.calibration import thin_curve
+
+    rng = np.random.default_rng(2)
+    conf = rng.uniform(size=5000).tolist()
+    correct = (rng.uniform(size=5000) < 0.7).tolist()
+    full = risk_coverage(conf, correct)
+    m = calibration_metrics(conf, correct, (0.5,), max_curve_points=100)
+    assert len(m["curve"]["coverage"]) == 100
+    assert m["curve"]["coverage"][0] == full["coverage"][0] and m["curve"]["coverage"][-1] == 1.0
+    assert set(m["curve"]["accuracy"]) <= set(full["accuracy"])
+    assert thin_curve(full, 10**6) == full

@@ -50,6 +50,20 @@ def test_each_kind_on_its_own_row():
     ]
 
 
+def test_mcq_and_generation_rows():
+    mcq = {"task": "mcq", "answer_type": "choice", "choices": ["w", "x"], "answer": "x",
+           "parse_ok": False, "parsed": None, "pred_answer": None}  # fmt: skip
+    assert kinds(row("a", mcq_pred="B", **mcq)) == []  # a letter, no JSON expected
+    assert kinds(row("a", mcq_pred="A", **mcq)) == ["wrong_answer"]
+    assert kinds(row("a", mcq_pred=None, **mcq)) == ["empty_answer"]
+    gen = {"task": "report", "answer": None, "answer_type": None, "pred_answer": None,
+           "reference_text": "No effusion."}  # fmt: skip
+    assert kinds(row("a", generated_text="Small effusion.", **gen)) == []
+    assert kinds(row("a", generated_text=" ", **gen)) == ["empty_answer"]
+    assert kinds(row("a", generated_text="I cannot determine this.", **gen)) == ["refusal"]
+    assert kinds(row("a", pred_answer=".")) == ["empty_answer"]
+
+
 def test_verbose_threshold_and_open_questions():
     long_open = row("a", answer="pleural effusion", answer_type="open",
                     pred_answer="a large pleural effusion at the left base with atelectasis")  # fmt: skip
