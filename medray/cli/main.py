@@ -12,6 +12,7 @@ from medray.cli.data import data
 from medray.cli.demo import demo
 from medray.cli.job import job
 from medray.cli.models import models
+from medray.cli.report import report
 from medray.cli.search import search
 from medray.cli.serve import serve
 
@@ -30,7 +31,7 @@ def cli(verbose: bool) -> None:
     )
 
 
-for command in (cluster, models, job, data, search, serve, demo):
+for command in (cluster, models, job, data, search, serve, report, demo):
     cli.add_command(command)
 
 

@@ -66,3 +66,33 @@ def image_to_text_accuracy(
 ) -> float:
     """Fraction of images whose most similar text (among the unique texts) is their own."""
     return retrieval_metrics(image_emb, text_emb, texts, ks=(1,))["i2t_R@1"]
+
+
+def ranked_metrics(
+    retrieved: Sequence[Sequence[str]],
+    relevant: Sequence[Sequence[str]],
+    ks: Sequence[int] = (1, 5, 10),
+) -> dict[str, float | int]:
+    """Recall@K, hit rate@K and MRR of ranked result lists (e.g. a search run's ids).
+
+    Args:
+        retrieved: per query, the returned ids, best first.
+        relevant: per query, the ids that are relevant; queries with none are skipped.
+        ks: cut-offs.
+
+    Returns:
+        ``R@K`` (mean over queries of the share of relevant ids in the top K), ``hit@K``
+        (some relevant id in the top K), ``MRR`` and ``n_queries``; the same definitions
+        as ranx's ``recall@k``, ``hit_rate@k`` and ``mrr`` (checked in the tests).
+    """
+    if len(retrieved) != len(relevant):
+        raise ValueError("retrieved and relevant must have the same length")
+    queries = [(list(r), set(rel)) for r, rel in zip(retrieved, relevant, strict=True) if rel]
+    if not queries:
+        raise ValueError("no query has a relevant id")
+    out: dict[str, float | int] = {}
+    for k in ks:
+        out[f"R@{k}"] = float(np.mean([len(rel & set(r[:k])) / len(rel) for r, rel in queries]))
+        out[f"hit@{k}"] = float(np.mean([bool(rel & set(r[:k])) for r, rel in queries]))
+    rr = [next((1.0 / (i + 1) for i, d in enumerate(r) if d in rel), 0.0) for r, rel in queries]
+    return out | {"MRR": float(np.mean(rr)), "n_queries": len(queries)}

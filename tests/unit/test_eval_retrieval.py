@@ -67,3 +67,42 @@ def test_agrees_with_ranx_on_random_embeddings():
     for k in (1, 5, 10):
         assert ours[f"i2t_R@{k}"] == pytest.approx(ref_i2t[f"hit_rate@{k}"])
         assert ours[f"t2i_R@{k}"] == pytest.approx(ref_t2i[f"hit_rate@{k}"])
+
+
+def test_ranked_metrics_agree_with_ranx():
+    """Recall@K, hit rate@K and MRR of ranked id lists equal ranx's on random runs."""
+    from ranx import Qrels, Run, evaluate
+
+    from medray.eval.retrieval import ranked_metrics
+
+    rng = np.random.default_rng(1)
+    docs = [f"d{i}" for i in range(30)]
+    retrieved, relevant = [], []
+    for _ in range(40):
+        retrieved.append([str(d) for d in rng.permutation(docs)[:12]])
+        relevant.append(
+            [str(d) for d in rng.choice(docs, size=int(rng.integers(1, 4)), replace=False)]
+        )
+    ours = ranked_metrics(retrieved, relevant, ks=(1, 5, 10))
+    run = {
+        f"q{i}": {d: 1.0 / (r + 1) for r, d in enumerate(ret)} for i, ret in enumerate(retrieved)
+    }
+    qrels = {f"q{i}": dict.fromkeys(rel, 1) for i, rel in enumerate(relevant)}
+    names = ["recall@1", "recall@5", "recall@10", "hit_rate@5", "mrr"]
+    ref = evaluate(Qrels(qrels), Run(run), names)
+    for k in (1, 5, 10):
+        assert ours[f"R@{k}"] == pytest.approx(ref[f"recall@{k}"])
+    assert ours["hit@5"] == pytest.approx(ref["hit_rate@5"])
+    assert ours["MRR"] == pytest.approx(ref["mrr"])
+    assert 0 < ours["R@5"] < 1
+
+
+def test_ranked_metrics_hand_computed():
+    from medray.eval.retrieval import ranked_metrics
+
+    m = ranked_metrics([["a", "b", "c"], ["x", "y"], ["p"]], [["b", "c"], ["z"], []], ks=(1, 2))
+    assert m["n_queries"] == 2  # the query without relevant ids is skipped
+    assert m["R@1"] == 0.0 and m["R@2"] == pytest.approx(0.25)  # (1/2 + 0) / 2
+    assert m["hit@2"] == 0.5 and m["MRR"] == pytest.approx(0.25)
+    with pytest.raises(ValueError, match="no query has a relevant id"):
+        ranked_metrics([["a"]], [[]])

@@ -1,0 +1,134 @@
+"""Two evaluation runs side by side: the headline metrics of each, their difference, who is ahead.
+
+A *run* is one model's column of an evaluation report (``report.json`` of
+``jobs/evaluate.py``); a report with several runs (base, SFT, GRPO) names the one to
+compare by its label. The delta is ``B - A``; ``better`` says which run is ahead on that
+metric (lower is better for AURC, ECE, latency, perplexity, the random-region flip
+rate and unreadable rows; none for the row count and the blank-image accuracy; higher
+for the rest). Comparing runs on different input rows
+is allowed but flagged: their numbers are not comparable.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from medray.eval.metrics import LOWER_IS_BETTER, NO_DIRECTION, headline
+from medray.eval.report import ReportError, fmt, markdown_table
+
+
+def pick_run(report: Mapping[str, Any], label: str | None, where: str) -> Mapping[str, Any]:
+    """The run labelled ``label`` in a report (the first run when ``label`` is None).
+
+    Raises:
+        ReportError: no run with that label (the message lists the labels).
+    """
+    runs = report["runs"]
+    if label is None:
+        return runs[0]
+    for r in runs:
+        if r["label"] == label:
+            return r
+    raise ReportError(f"{where}: no run labelled {label!r}; runs: {[r['label'] for r in runs]}")
+
+
+def compare(
+    report_a: Mapping[str, Any],
+    report_b: Mapping[str, Any],
+    label_a: str | None = None,
+    label_b: str | None = None,
+    where_a: str = "A",
+    where_b: str = "B",
+) -> dict[str, Any]:
+    """Compare one run of ``report_a`` with one run of ``report_b``.
+
+    Returns:
+        ``a`` / ``b`` (where, label, model, dataset, split, fingerprint), ``comparable``
+        (same input rows), ``warnings`` and ``rows``: ``[metric, a, b, delta, better]``.
+    """
+    ra, rb = pick_run(report_a, label_a, where_a), pick_run(report_b, label_b, where_b)
+    ha, hb = headline(ra["metrics"]), headline(rb["metrics"])
+    rows = []
+    for key in list(dict.fromkeys([*ha, *hb])):
+        a, b = ha.get(key), hb.get(key)
+        if a is None and b is None:
+            continue
+        delta = b - a if isinstance(a, int | float) and isinstance(b, int | float) else None
+        better = None
+        if delta is not None and key not in NO_DIRECTION:
+            if abs(delta) < 1e-12:
+                better = "="
+            else:
+                b_ahead = (delta < 0) if key in LOWER_IS_BETTER else (delta > 0)
+                better = "B" if b_ahead else "A"
+        rows.append([key, a, b, delta, better])
+
+    def side(report: Mapping[str, Any], run: Mapping[str, Any], where: str) -> dict[str, Any]:
+        return {
+            "where": where,
+            "label": run["label"],
+            "model": run["manifest"]["model"],
+            "adapter": run["manifest"].get("adapter"),
+            "dataset": report["dataset"],
+            "split": report["split"],
+            "fingerprint": report["fingerprint"],
+        }
+
+    a_side, b_side = side(report_a, ra, where_a), side(report_b, rb, where_b)
+    warnings = []
+    if a_side["fingerprint"] != b_side["fingerprint"]:
+        warnings.append(
+            f"the runs were evaluated on different input rows ({a_side['dataset']} "
+            f"{a_side['split']} vs {b_side['dataset']} {b_side['split']}): the numbers are "
+            "not comparable"
+        )
+    return {
+        "a": a_side,
+        "b": b_side,
+        "comparable": not warnings,
+        "warnings": warnings,
+        "rows": rows,
+    }
+
+
+def render_markdown(result: Mapping[str, Any]) -> str:
+    """The comparison as Markdown (a header per side, warnings, the metric table)."""
+    a, b = result["a"], result["b"]
+    lines = [
+        "# MedRay evaluation: comparison",
+        "",
+        f"- **A** = `{a['label']}` ({a['model']}"
+        + (f" + {a['adapter']}" if a["adapter"] else "")
+        + f") from `{a['where']}`",
+        f"- **B** = `{b['label']}` ({b['model']}"
+        + (f" + {b['adapter']}" if b["adapter"] else "")
+        + f") from `{b['where']}`",
+        "",
+    ]
+    lines += [f"> **Warning:** {w}" for w in result["warnings"]]
+    if result["warnings"]:
+        lines.append("")
+    headers = ["metric", f"A: {a['label']}", f"B: {b['label']}", "B - A", "ahead"]
+    lines.append(markdown_table(headers, result["rows"]))
+    return "\n".join(lines) + "\n"
+
+
+def render_text(result: Mapping[str, Any]) -> str:
+    """The comparison as an aligned plain-text table for the terminal."""
+    a, b = result["a"], result["b"]
+    header = ["metric", f"A: {a['label']}", f"B: {b['label']}", "B - A", "ahead"]
+    cells = [header] + [[fmt(v) for v in row] for row in result["rows"]]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
+    lines = [f"A = {a['label']} ({a['where']}), B = {b['label']} ({b['where']})"]
+    lines += [f"WARNING: {w}" for w in result["warnings"]]
+    for i, r in enumerate(cells):
+        lines.append(
+            "  ".join(
+                c.ljust(w) if j == 0 else c.rjust(w)
+                for j, (c, w) in enumerate(zip(r, widths, strict=True))
+            )
+        )
+        if i == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    return "\n".join(lines)

@@ -1,0 +1,154 @@
+"""The report renders (files, non-blank PNGs, tables), reads back, and compares two runs."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from eval_fixtures import VQA_ROWS, row
+
+from medray.cli.main import cli
+from medray.eval.compare import compare, render_markdown
+from medray.eval.metrics import run_metrics
+from medray.eval.report import (
+    REPORT_FORMAT,
+    ReportError,
+    fmt,
+    load_report,
+    markdown_table,
+    write_report,
+)
+from medray.eval.report import (
+    render_markdown as report_markdown,
+)
+
+pytestmark = pytest.mark.unit
+
+PLOTS = ("risk_coverage.png", "accuracy_by_type.png", "confusion_closed.png", "latency.png")
+
+
+def _improved_rows():
+    rows = [dict(r) for r in VQA_ROWS]
+    for r in rows:
+        if r["sample_id"] in ("q04", "q05"):
+            r["pred_answer"], r["confidence"] = r["answer"], 0.95
+    return rows
+
+
+def _report(runs):
+    out = []
+    for label, rows in runs:
+        metrics, _ = run_metrics(rows)
+        out.append({"label": label, "path": f"/preds/{label}", "metrics": metrics,
+                    "manifest": {"model": "tiny-qwen2-vl", "adapter": None, "model_label": label,
+                                 "created": "2026-01-01T00:00:00+00:00"}})  # fmt: skip
+    return {"format": REPORT_FORMAT, "created": "2026-01-01T00:00:00+00:00", "dataset": "/d",
+            "split": "test", "fingerprint": "sha256:abc", "n_rows": 10, "settings": {},
+            "aggregate": None, "runs": out}  # fmt: skip
+
+
+@pytest.fixture
+def report_dir(tmp_path):
+    write_report(tmp_path / "r", _report([("base", VQA_ROWS), ("sft", _improved_rows())]))
+    return tmp_path / "r"
+
+
+def test_report_files_and_plots_render(report_dir):
+    from PIL import Image
+
+    for name in (*PLOTS, "report.md", "report.json"):
+        assert (report_dir / name).is_file(), name
+    for name in PLOTS:
+        with Image.open(report_dir / name) as im:
+            im.load()
+            pixels = np.asarray(im.convert("L"), dtype=np.float64)
+        assert im.format == "PNG" and min(im.size) > 100
+        assert pixels.var() > 0, f"{name} is blank"
+        assert (pixels < 128).mean() > 0.005, f"{name} has almost nothing drawn"
+    md = (report_dir / "report.md").read_text()
+    for name in PLOTS:
+        assert f"]({name})" in md
+    assert "| accuracy | 0.400 | 0.600 |" in md
+    assert "| τ = 0.5 | 0.500 | 0.600 |" in md  # base coverage/accuracy at τ 0.5
+    assert (
+        "| wrong_modality | a modality question answered with another modality | 1 (10.0%) | 0 |"
+        in md
+    )
+    assert "Research use only" in md
+
+
+def test_report_json_holds_every_figure(report_dir):
+    rep = load_report(report_dir)
+    assert rep["figures"] == {"risk_coverage": "risk_coverage.png", "accuracy_by_type": "accuracy_by_type.png",
+                              "confusion_closed": "confusion_closed.png", "latency": "latency.png"}  # fmt: skip
+    base = rep["runs"][0]["metrics"]
+    assert base["vqa"]["accuracy"] == pytest.approx(0.4)
+    assert base["calibration"]["curve"]["coverage"][-1] == 1.0
+    assert base["confusion_yes_no"]["matrix"] == [[1, 0, 2], [1, 1, 1]]
+    assert sum(base["latency"]["histogram"]["counts"]) == 9
+    # the Markdown is a pure function of the JSON: re-rendering gives the same text
+    assert report_markdown(rep) == (report_dir / "report.md").read_text()
+
+
+def test_plots_without_data_are_left_out(tmp_path):
+    rows = [row("a", task="report", answer=None, answer_type=None, pred_answer=None, parse_ok=False,
+                parsed=None, confidence=None, reference_text="No effusion.", generated_text="No effusion.")]  # fmt: skip
+    files = write_report(tmp_path / "r", _report([("base", rows)]))
+    assert set(files) == {"latency.png", "report.json", "report.md"}
+    md = (tmp_path / "r" / "report.md").read_text()
+    assert "No closed yes/no questions." in md and "No VQA rows." in md
+    assert "Generated text" in md
+
+
+def test_load_report_refuses_other_folders(tmp_path):
+    with pytest.raises(ReportError, match="no report.json"):
+        load_report(tmp_path)
+    (tmp_path / "report.json").write_text(json.dumps({"format": "x"}))
+    with pytest.raises(ReportError, match="format 'x'"):
+        load_report(tmp_path)
+
+
+def test_compare_deltas_and_direction(report_dir):
+    rep = load_report(report_dir)
+    result = compare(rep, rep, "base", "sft")
+    rows = {r[0]: r[1:] for r in result["rows"]}
+    assert rows["accuracy"] == [pytest.approx(0.4), pytest.approx(0.6), pytest.approx(0.2), "B"]
+    a_aurc, b_aurc, delta, ahead = rows["AURC"]
+    assert delta == pytest.approx(b_aurc - a_aurc) and delta < 0 and ahead == "B"  # lower is better
+    assert rows["JSON validity"][3] == "="
+    assert rows["rows"][3] is None and result["comparable"]
+    md = render_markdown(result)
+    assert "| accuracy | 0.400 | 0.600 | 0.200 | B |" in md
+    other = dict(rep, fingerprint="sha256:other")
+    assert not compare(rep, other)["comparable"]
+    with pytest.raises(ReportError, match=r"no run labelled 'grpo'; runs: \['base', 'sft'\]"):
+        compare(rep, rep, "grpo")
+
+
+def test_cli_report_show_and_compare(report_dir, tmp_path):
+    runner = CliRunner()
+    res = runner.invoke(cli, ["report", "show", str(report_dir)])
+    assert res.exit_code == 0, res.output
+    assert "accuracy" in res.output and "0.400" in res.output and "report.md" in res.output
+    res = runner.invoke(cli, ["report", "show", str(report_dir), "--json"])
+    assert json.loads(res.output)["sft"]["accuracy"] == pytest.approx(0.6)
+    out = tmp_path / "cmp"
+    res = runner.invoke(cli, ["report", "compare", str(report_dir), str(report_dir),
+                              "--a-label", "base", "--b-label", "sft", "--out", str(out)])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    assert "accuracy" in res.output and "0.200" in res.output
+    assert "| accuracy | 0.400 | 0.600 | 0.200 | B |" in (out / "compare.md").read_text()
+    assert json.loads((out / "compare.json").read_text())["b"]["label"] == "sft"
+    res = runner.invoke(cli, ["report", "compare", str(report_dir), str(tmp_path)])
+    assert res.exit_code == 1 and "no report.json" in res.output
+
+
+def test_table_formatting():
+    assert (
+        fmt(None) == "-" and fmt(0.12345) == "0.123" and fmt(123.456) == "123.5" and fmt(3) == "3"
+    )
+    assert (
+        markdown_table(["a", "b"], [["x|y", 1.0]]) == "| a | b |\n| --- | --- |\n| x\\|y | 1.000 |"
+    )
