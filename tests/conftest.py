@@ -32,14 +32,14 @@ SHARED_DATA = REPO.parent / "shared" / "data"
 
 # Ports of the shared test cluster: outside Ray's worker range and away from defaults.
 # MEDRAY_TEST_PORT_OFFSET shifts every port a test run uses, so that several checkouts
-# can run their test suites on one machine at once; use multiples of 100 (0-300, so
+# can run their test suites on one machine at once; use multiples of 100 (0-500, so
 # that no port reaches Ray's worker range 20000-29999).
 PORT_OFFSET = int(os.environ.get("MEDRAY_TEST_PORT_OFFSET", "0"))
 TEST_PORTS = {
     "ray_port": 6479 + PORT_OFFSET,
     "dashboard_port": 8365 + PORT_OFFSET,
     "client_port": 10201 + PORT_OFFSET,
-    "milvus_port": 19631 + PORT_OFFSET,
+    "milvus_port": 18631 + PORT_OFFSET,
 }
 
 _CLUSTER_FIXTURES = {"local_cluster", "ray_cluster", "milvus_uri"}

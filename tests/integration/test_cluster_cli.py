@@ -22,7 +22,7 @@ pytestmark = pytest.mark.integration
 # MEDRAY_TEST_PORT_OFFSET lets several test runs share one machine (see conftest).
 OFF = int(os.environ.get("MEDRAY_TEST_PORT_OFFSET", "0"))
 # Offsets are multiples of 100 (conftest); these sit 50 above the shared cluster's ports.
-RAY, DASH, CLIENT, MILVUS = 6529 + OFF, 8415 + OFF, 10251 + OFF, 19681 + OFF
+RAY, DASH, CLIENT, MILVUS = 6529 + OFF, 8415 + OFF, 10251 + OFF, 18681 + OFF
 PORTS = ["--ray-port", str(RAY), "--dashboard-port", str(DASH)]
 PORTS += ["--client-port", str(CLIENT), "--milvus-port", str(MILVUS)]
 MEDRAY = [sys.executable, "-m", "medray.cli.main"]

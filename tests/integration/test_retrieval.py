@@ -223,7 +223,7 @@ def test_milvus_down_gives_a_clear_error():
 
 
 def test_vectors_survive_a_milvus_restart(tmp_path):
-    port = 19690 + int(os.environ.get("MEDRAY_TEST_PORT_OFFSET", "0"))
+    port = 18690 + int(os.environ.get("MEDRAY_TEST_PORT_OFFSET", "0"))
     data = tmp_path / "milvus"
     cmd = [
         str(Path(sys.executable).parent / "milvus-lite"),
