@@ -38,6 +38,7 @@ from PIL import Image
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from medray import DISCLAIMER, __version__
+from medray.agent import AgentInput
 from medray.safety import SafetyReport, merge
 from medray.serving.images import ImageError, decode_base64, open_image
 from medray.serving.reasoner import SYSTEM_PROMPT, GenerationParams
@@ -517,12 +518,16 @@ def create_app(
         rid = request.state.request_id
         log.info("analyze id=%s image=%dx%d question_chars=%d", rid, *image.size, len(question))
         return StreamingResponse(
-            _analyze_stream(rid, image, question, adapter, params, k),
+            _analyze_stream(
+                rid, image, question, adapter, params, k, body.agent and args.agent.enabled
+            ),
             media_type="text/event-stream",
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no", "x-request-id": rid},
         )
 
-    async def _analyze_stream(rid, image, question, adapter, params, k) -> AsyncIterator[str]:
+    async def _analyze_stream(
+        rid, image, question, adapter, params, k, use_agent=False
+    ) -> AsyncIterator[str]:
         t_start = time.perf_counter()
         timings: dict[str, float] = {}
         reports: list[SafetyReport] = []
@@ -599,9 +604,21 @@ def create_app(
                 knowledge, timings["knowledge"] = await timed(_knowledge(query, k))
                 yield _sse("knowledge", knowledge)
             else:
-                off = {"hits": [], "error": "retrieval is disabled in this app's config"}
+                cases = off = {"hits": [], "error": "retrieval is disabled in this app's config"}
                 yield _sse("similar_cases", off)
                 yield _sse("knowledge", off)
+            if use_agent:
+                t0 = time.perf_counter()
+                agent_input = AgentInput(
+                    question=question,
+                    reasoning_text=final.get("text", ""),
+                    parsed=value or None,
+                    summary=summary["summary"],
+                    image_cases=cases.get("hits", []),
+                )
+                async for name, data in _agent_events(rid, agent_input, reports):
+                    yield _sse(name, data)
+                timings["agent"] = (time.perf_counter() - t0) * 1000
             answer_report, timings["answer_check"] = await check_task
             reports.append(answer_report)
         except _Refused:
@@ -628,6 +645,22 @@ def create_app(
                 "inference_time_ms": round(total, 1),
             },
         )
+
+    async def _agent_events(rid, agent_input, reports: list[SafetyReport]):
+        """The agent's events; a failing agent is an ``error`` event, not a failed stream."""
+        try:
+            async for name, data in backend.agent_events(agent_input):
+                if name == "agent_answer":
+                    text = "\n".join(
+                        [*data["findings"], data["most_likely_diagnosis"], *data["next_steps"]]
+                    )
+                    reports.append(await backend.check_answer(text))
+                yield name, data
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:
+            log.error("analyze id=%s: agent failed: %s", rid, type(e).__name__)
+            yield "error", {"message": f"the agent failed ({type(e).__name__}); request id {rid}"}
 
     def _reasoner_messages(question: str) -> list[dict[str, Any]]:
         return [
