@@ -6,7 +6,8 @@ the plain classes. Endpoints:
 
 - ``POST /v1/analyze``: image + optional question, answered as Server-Sent Events
   (``guard``, ``token``, ``step``, ``reasoning``, ``summary``, ``similar_cases``,
-  ``knowledge``, ``safety``, ``done``; ``error`` if something fails mid-stream).
+  ``knowledge``, ``agent_*`` (agentic RAG, ``medray.agent``), ``safety``, ``done``;
+  ``error`` if something fails mid-stream).
 - ``POST /v1/search``: text->image or image->text similar cases.
 - ``POST /v1/chat/completions`` and ``GET /v1/models``: OpenAI-compatible, image content
   parts, ``stream=true``.
@@ -498,15 +499,29 @@ def create_app(
         "/v1/analyze",
         summary="Analyze an image (Server-Sent Events)",
         response_class=StreamingResponse,
-        responses={200: {"content": {"text/event-stream": {}}, "description": "SSE stream"}},
+        responses={
+            200: {
+                "content": {"text/event-stream": {}},
+                "description": "SSE stream: guard, token, step, reasoning, summary, "
+                "similar_cases, knowledge, then the agent's events (agent_diagnoses, "
+                "agent_queries, agent_sources, agent_draft, agent_reflection, agent_revision "
+                "per revision cycle, agent_answer with citations, confidence, safety report, "
+                'disclaimer and trace; skipped with "agent": false), safety, done.',
+            }
+        },
     )
     async def analyze(body: AnalyzeRequest, request: Request):
         """Stream the analysis of one image as Server-Sent Events, in order:
         ``guard`` (allowed or refused), ``token`` (raw reasoning text, if enabled),
         ``step`` (caption / each reasoning step / answer as soon as it is complete),
         ``reasoning`` (the parsed answer with repairs and errors), ``summary``,
-        ``similar_cases``, ``knowledge``, ``safety`` (the report, with the disclaimer)
-        and ``done`` (timings). Input errors are 4xx JSON before the stream starts."""
+        ``similar_cases``, ``knowledge``, the agent's events (``agent_diagnoses``,
+        ``agent_queries``, ``agent_sources``, ``agent_draft``, ``agent_reflection``,
+        ``agent_revision`` for each revision cycle and ``agent_answer``: findings, most
+        likely diagnosis, differential, severity, next steps, citations to retrieved items
+        only, confidence, what is missing, safety report, disclaimer, trace; off with
+        ``"agent": false``), ``safety`` (the report, with the disclaimer) and ``done``
+        (timings). Input errors are 4xx JSON before the stream starts."""
         image = decode(body.image, "image")
         question = check_question(body.question, "question", allow_empty=True)
         adapter = pick_adapter(body.model)
