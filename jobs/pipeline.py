@@ -152,6 +152,7 @@ def stage_preprocess(ctx: Context) -> dict[str, Any]:
     if not pre_cfg.output:
         pre_cfg = dataclasses.replace(pre_cfg, output=str(ctx.out_dir / "data"))
     pre = preprocess.run(pre_cfg)
+    preprocess.print_summary(pre)
     ctx.outputs["data"] = pre["output"]
     c = pre["counts"]
     splits = ", ".join(f"{k} {v}" for k, v in sorted(pre["per_split"].items()))
