@@ -230,7 +230,7 @@ def counterfactual_rewards(
     box_source: str = "predicted",
     details: list[dict[str, Any]] | None = None,
 ) -> list[float | None]:
-    """Counterfactual faithfulness for a batch, with one ``reanswer`` call.
+    """Counterfactual faithfulness for a batch, with exactly one ``reanswer`` call.
 
     For each row with an image and a region (:func:`roi_box`), the image is re-answered
     with that region inpainted and with a random region of the same size inpainted
@@ -273,10 +273,13 @@ def counterfactual_rewards(
         batch_questions += [questions[i], questions[i]]
     out: list[float | None] = [None] * n
     rows = [{"pred_answer": p, "answer_type": t} for p, t in zip(preds, answer_types, strict=True)]
+    # Called exactly once, even with nothing to re-answer: in distributed training the
+    # callable may enter a collective (ZeRO-3 gathers the weights), which every rank
+    # must enter the same number of times.
+    answers = list(reanswer(batch_images, batch_questions))
+    if len(answers) != len(batch_images):
+        raise ValueError(f"reanswer gave {len(answers)} answers for {len(batch_images)} images")
     if jobs:
-        answers = list(reanswer(batch_images, batch_questions))
-        if len(answers) != len(batch_images):
-            raise ValueError(f"reanswer gave {len(answers)} answers for {len(batch_images)} images")
         for k, (i, box, rnd) in enumerate(jobs):
             roi_ans, rnd_ans = answer_of(answers[2 * k]), answer_of(answers[2 * k + 1])
             out[i] = counterfactual_reward(preds[i], roi_ans, rnd_ans, answer_types[i])
