@@ -105,6 +105,12 @@ def _worker(rank: int, world: int, port: int, stage: int, dtype: str, model: str
         LOCAL_RANK="0",
     )
     torch.manual_seed(0)
+    # DeepSpeed JIT-compiles a shared-memory collective op for CPU on first use (minutes,
+    # and it races between processes); it only speeds up CPU collectives and changes no
+    # tensor the benchmark counts, so it is left out.
+    import deepspeed.comm.torch as ds_torch
+
+    ds_torch.build_shm_op = lambda: None
     deepspeed.init_distributed(dist_backend="gloo")
     ds_config: dict[str, Any] = {
         "train_micro_batch_size_per_gpu": 1,

@@ -141,7 +141,7 @@ def check_model(cfg: TrainGRPOConfig) -> tuple[str, str | None]:
     return policy_source(cfg.grpo)
 
 
-def build_trainer(cfg: TrainGRPOConfig, train, max_steps: int):
+def build_trainer(cfg: TrainGRPOConfig, train, max_steps: int, policy: tuple[str, str | None]):
     from ray.train.torch import TorchTrainer
 
     from medray.train.grpo import grpo_loop
@@ -151,6 +151,7 @@ def build_trainer(cfg: TrainGRPOConfig, train, max_steps: int):
         grpo_loop,
         train_loop_config={
             "settings": cfg.grpo,
+            "policy": policy,
             "max_steps": max_steps,
             "use_gpu": cfg.scaling.use_gpu,
         },
@@ -203,7 +204,7 @@ def run(cfg: TrainGRPOConfig) -> dict[str, Any]:
     max_steps = steps_for(
         n_train, type(o)(**{**o.__dict__, "batch_size": prompts_per_step}), cfg.scaling.num_workers
     )
-    result = build_trainer(cfg, train, max_steps).fit()
+    result = build_trainer(cfg, train, max_steps, start_policy).fit()
     final = result.checkpoint.path if result.checkpoint else None
     metrics = result.metrics or {}
     summary: dict[str, Any] = {

@@ -283,7 +283,9 @@ def to_trl_dataset(ds):
 def grpo_loop(config: dict[str, Any]) -> None:
     """Ray Train worker loop.
 
-    ``config``: ``settings`` (GRPOSettings), ``max_steps`` (int), ``use_gpu`` (bool).
+    ``config``: ``settings`` (GRPOSettings), ``policy`` (``(base, adapter)`` from
+    :func:`policy_source`, resolved once on the driver), ``max_steps`` (int), ``use_gpu``
+    (bool).
     """
     import ray.train
     from ray.train.huggingface.transformers import RayTrainReportCallback, prepare_trainer
@@ -310,7 +312,7 @@ def grpo_loop(config: dict[str, Any]) -> None:
             return
         train_ds = to_trl_dataset(dataset_from_ray("train", workdir, columns=COLUMNS))
         args = grpo_args(settings, f"{workdir}/out", config["max_steps"], config["use_gpu"])
-        base, adapter = policy_source(settings)
+        base, adapter = config.get("policy") or policy_source(settings)
         processor = load_processor(base, adapter)
         model = load_policy(base, adapter, trainable=True)
         encoder = TextEncoder(settings.embedder)

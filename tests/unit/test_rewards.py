@@ -184,6 +184,12 @@ def test_counterfactual_rewards_with_a_model_that_looks_at_the_box():
         lambda ims, qs: [_answer("yes")] * len(ims),
     )
     assert blind == [0.5]
+    # Nothing to score: the callable is still called once (a collective under ZeRO-3).
+    calls = []
+    assert counterfactual_rewards(
+        ["broken"], [img], ["q"], ["closed"], [None], lambda ims, qs: calls.append(len(ims)) or []
+    ) == [None]
+    assert calls == [0]
     with pytest.raises(ValueError, match="answers"):
         counterfactual_rewards([_answer()], [img], ["q"], ["closed"], [None], lambda ims, qs: [])
 
