@@ -15,8 +15,9 @@ bytes of the tensors that rank holds:
   partitions under ZeRO-3, the bf16 optimizer's fp32 groups) and their gradients;
 * the optimizer state (Adam's ``exp_avg`` / ``exp_avg_sq``, ``step``).
 
-Tensors are counted once per storage (a master copy that *is* the model parameter counts
-once). This is exact accounting of what DeepSpeed allocates for the model and optimizer,
+Memory is counted by address range (a master copy that *is* the model parameter counts
+once; views into one flat buffer add up). Gradients are counted where they still exist
+after the step (DeepSpeed frees or zeroes most of them). This is exact accounting of what DeepSpeed allocates for the model and optimizer,
 not process RSS (which mixes in libraries, the allocator and activations). Prints one JSON
 line per (stage, dtype) with the largest per-rank total and a final line per dtype with
 the ratio ZeRO-3 / ZeRO-0; the goal is <= 0.55 at 2 ranks.
@@ -43,50 +44,62 @@ def _bytes(t) -> int:
     return t.numel() * t.element_size()
 
 
+class _Memory:
+    """Bytes of distinct memory: tensors are counted by the address range they cover, so
+    views into one flat buffer (ZeRO's partitions) add up and aliases count once."""
+
+    def __init__(self) -> None:
+        self.ranges: list[tuple[int, int, str]] = []
+
+    def add(self, t, kind: str) -> None:
+        import torch
+
+        if isinstance(t, torch.Tensor) and t.numel():
+            start = t.data_ptr()
+            self.ranges.append((start, start + _bytes(t), kind))
+
+    def totals(self) -> dict[str, int]:
+        out = {"params": 0, "grads": 0, "master": 0, "optimizer_state": 0}
+        end = -1
+        for start, stop, kind in sorted(self.ranges):
+            if stop <= end:
+                continue  # already counted (an alias or a view inside a counted range)
+            out[kind] += stop - max(start, end)
+            end = max(end, stop)
+        out["total"] = sum(out.values())
+        return out
+
+
 def _count(engine) -> dict[str, int]:
-    import torch
-
-    seen: set[int] = set()
-
-    def add(t) -> int:
-        if not isinstance(t, torch.Tensor) or t.numel() == 0:
-            return 0
-        key = t.untyped_storage().data_ptr()
-        if key in seen:
-            return 0
-        seen.add(key)
-        return _bytes(t)
-
-    params = grads = master = state = 0
+    mem = _Memory()
     for p in engine.module.parameters():
-        params += add(p.ds_tensor) if hasattr(p, "ds_tensor") else add(p.data)
-        grads += add(p.grad) if p.grad is not None else 0
+        mem.add(p.ds_tensor if hasattr(p, "ds_tensor") else p.data, "params")
+        mem.add(p.grad, "grads")
     opt = engine.optimizer
     base = getattr(opt, "optimizer", opt)
     for group in base.param_groups:
         for p in group["params"]:
-            master += add(p.data)
-            grads += add(p.grad) if p.grad is not None else 0
+            mem.add(p.data, "master")
+            mem.add(p.grad, "grads")
     for st in base.state.values():
         for v in st.values():
-            state += add(v)
-    # ZeRO-3 keeps averaged gradient partitions outside the params' .grad between steps.
-    for name in ("averaged_gradients", "fp32_partitioned_groups_flat"):
+            mem.add(v, "optimizer_state")
+    # DeepSpeed's own flat buffers (fp32 master partitions, bf16 optimizer groups, gradient
+    # accumulators) where the wrapper keeps them outside the base optimizer.
+    for name in (
+        "fp32_partitioned_groups_flat",
+        "fp32_groups_flat_partition",
+        "bf16_groups_flat",
+        "fp32_groups_gradient_flat_partition",
+        "averaged_gradients",
+    ):
         holder = getattr(opt, name, None)
         items = holder.values() if isinstance(holder, dict) else (holder or [])
+        kind = "grads" if "grad" in name else ("params" if name.startswith("bf16") else "master")
         for g in items:
             for t in g if isinstance(g, list | tuple) else [g]:
-                if name == "averaged_gradients":
-                    grads += add(t)
-                else:
-                    master += add(t)
-    return {
-        "params": params,
-        "grads": grads,
-        "master": master,
-        "optimizer_state": state,
-        "total": params + grads + master + state,
-    }
+                mem.add(t, kind)
+    return mem.totals()
 
 
 def _worker(rank: int, world: int, port: int, stage: int, dtype: str, model: str, out: str):

@@ -72,63 +72,58 @@ def build_dataset(cfg: TrainGRPOConfig):
     with images) and the held-out rows on the driver.
 
     Raises:
-        GRPOInputError: no input, a split missing or empty, no reference boxes while the
-            counterfactual reward has weight.
+        GRPOInputError: no input, a split missing or without usable rows, no reference boxes
+            while the counterfactual reward has weight.
     """
-    import ray
+    from medray.data.output import OutputError, read_ray_dataset
 
     d = cfg.data
     if not d.input:
         raise GRPOInputError(
             "data.input is empty: point it at a preprocessed Parquet folder (jobs.preprocess output)"
         )
-    if not Path(d.input).exists() and "://" not in d.input:
-        raise GRPOInputError(f"data.input {d.input!r} does not exist")
     tasks, langs = set(d.tasks), set(d.languages)
-    splits = {d.train_split, d.eval_split}
-    rows = (
-        ray.data.read_parquet(d.input, columns=[*COLUMNS, "split", "task", "language"])
-        .filter(
-            lambda r: (
-                r["task"] in tasks
-                and r["split"] in splits
-                and r["image"] is not None
-                and bool(r["question"])
-                and (not langs or r["language"] in langs)
-            )
-        )
-        .materialize()
-    )
-    counts = {s: 0 for s in splits}
-    boxed = {s: 0 for s in splits}
-    for r in rows.select_columns(["split", "boxes"]).iter_rows():
-        counts[r["split"]] += 1
-        boxed[r["split"]] += bool(r["boxes"])
     what = f"{sorted(tasks)} rows with an image and a question"
-    for name in (d.train_split, d.eval_split):
-        if counts[name] == 0:
+
+    def usable(r) -> bool:
+        return (
+            r["task"] in tasks
+            and r["image"] is not None
+            and bool(r["question"])
+            and (not langs or r["language"] in langs)
+        )
+
+    def split(name: str, limit: int):
+        try:
+            ds = read_ray_dataset(d.input, name)
+        except (OutputError, FileNotFoundError, ValueError) as e:
+            raise GRPOInputError(f"data: split {name!r} of {d.input}: {e}") from None
+        ds = ds.select_columns([*COLUMNS, "task", "language"]).filter(usable)
+        if limit:
+            ds = ds.limit(limit)
+        ds = ds.drop_columns(["task", "language"]).materialize()
+        n = ds.count()
+        if n == 0:
             raise GRPOInputError(
-                f"split {name!r} of {d.input} has no {what}; check data.train_split / "
-                "data.eval_split and data.tasks against the preprocess output"
+                f"data: split {name!r} of {d.input} has no {what}; check data.tasks and "
+                "data.languages against the preprocess output"
             )
-    if cfg.grpo.rewards.counterfactual > 0 and boxed[d.train_split] == 0:
+        boxed = sum(bool(r["boxes"]) for r in ds.select_columns(["boxes"]).iter_rows())
+        return ds, n, boxed
+
+    train, n_train, boxed_train = split(d.train_split, d.max_train_rows)
+    if cfg.grpo.rewards.counterfactual > 0 and boxed_train == 0:
         raise GRPOInputError(
             f"no {what} in split {d.train_split!r} has reference boxes, which the counterfactual "
             "reward needs (a model that does not predict boxes leaves it nothing to inpaint): "
             "use a dataset with boxes (e.g. SLAKE) or set grpo.rewards.counterfactual=0"
         )
-    train = rows.filter(lambda r: r["split"] == d.train_split).drop_columns(
-        ["split", "task", "language"]
-    )
-    if d.max_train_rows:
-        train = train.limit(d.max_train_rows)
-    eval_rows = (
-        rows.filter(lambda r: r["split"] == d.eval_split)
-        .limit(cfg.eval.max_rows)
-        .drop_columns(["split", "task", "language"])
-        .take_all()
-    )
-    return train.materialize(), eval_rows, {"rows": counts, "rows_with_boxes": boxed}
+    held_out, n_eval, boxed_eval = split(d.eval_split, cfg.eval.max_rows)
+    counts = {
+        "rows": {d.train_split: n_train, d.eval_split: n_eval},
+        "rows_with_boxes": {d.train_split: boxed_train, d.eval_split: boxed_eval},
+    }
+    return train, held_out.take_all(), counts
 
 
 def check_model(cfg: TrainGRPOConfig) -> tuple[str, str | None]:
@@ -195,9 +190,7 @@ def run(cfg: TrainGRPOConfig) -> dict[str, Any]:
     out_dir = Path(storage_path(cfg.run)) / cfg.run.name
     out_dir.mkdir(parents=True, exist_ok=True)
     train, eval_rows, counts = build_dataset(cfg)
-    n_train = train.count()
-    if n_train == 0:
-        raise GRPOInputError("the train split is empty after data.max_train_rows")
+    n_train = counts["rows"][cfg.data.train_split]
     # Each optimizer step consumes batch_size / num_generations prompts per worker.
     o = cfg.grpo.optim
     prompts_per_step = max(1, o.batch_size // cfg.grpo.num_generations)

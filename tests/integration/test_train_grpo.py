@@ -48,9 +48,11 @@ def test_bad_input_fails_before_any_worker_starts(ray_cluster, tmp_path):
     write_vqa_boxes(data, {"train": 8, "test": 4})
     with pytest.raises(GRPOInputError, match="split 'heldout'"):
         build_dataset(_cfg(f"data.input={data}", "data.eval_split=heldout"))
-    with pytest.raises(GRPOInputError, match="no \\['mcq'\\] rows"):
+    with pytest.raises(GRPOInputError, match="split 'validation'"):  # no such files
+        build_dataset(_cfg(f"data.input={data}", "data.eval_split=validation"))
+    with pytest.raises(GRPOInputError, match="no \\['mcq'\\] rows"):  # an empty dataset
         build_dataset(_cfg(f"data.input={data}", "data.tasks=[mcq]"))
-    with pytest.raises(GRPOInputError, match="does not exist"):
+    with pytest.raises(GRPOInputError, match="nothing"):
         build_dataset(_cfg(f"data.input={tmp_path / 'nothing'}"))
 
     unboxed = tmp_path / "unboxed"

@@ -7,11 +7,11 @@ inpainting that box removes the evidence and a random region of the same size do
 
 from __future__ import annotations
 
+import hashlib
 import io
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 from PIL import Image, ImageDraw
 
 SIZE = 112
@@ -46,12 +46,30 @@ def write_vqa_boxes(path: Path, counts: dict[str, int], seed: int = 0, boxes: bo
                     "sample_id": f"vqa-{i:05d}", "source": "test-vqa", "split": split, "task": "vqa",
                     "image": image, "question": "Is there a nodule in the lung?",
                     "answer": "yes" if present else "no", "answer_type": "closed", "choices": None,
-                    "boxes": bxs if boxes else [], "modality": "X-Ray", "organ": "Chest",
+                    "boxes": bxs if boxes else [], "modality": "x-ray", "organ": "chest",
                     "content_type": "presence", "language": "en",
                 }
             )  # fmt: skip
             i += 1
-    df = pd.DataFrame(rows)
-    path.mkdir(parents=True, exist_ok=True)
-    df.to_parquet(path / "part-0.parquet")
-    return df
+    import json
+
+    import pyarrow.parquet as pq
+
+    from medray.data.output import FORMAT, SUCCESS
+    from medray.data.schema import SCHEMA_VERSION, table_from_rows
+
+    for r in rows:
+        r.update(
+            original_id=r["sample_id"], image_format="png", image_width=SIZE, image_height=SIZE,
+            source_width=SIZE, source_height=SIZE, image_sha256=hashlib.sha256(r["image"]).hexdigest(),
+        )  # fmt: skip
+    # A committed output (unified schema + manifest), as jobs.preprocess writes it.
+    files = {}
+    for split in counts:
+        (path / split).mkdir(parents=True, exist_ok=True)
+        table = table_from_rows([r for r in rows if r["split"] == split])
+        pq.write_table(table, path / split / "part-0.parquet")
+        files[split] = [f"{split}/part-0.parquet"]
+    manifest = {"format": FORMAT, "schema_version": SCHEMA_VERSION, "data_dir": "", "files": files}
+    (path / SUCCESS).write_text(json.dumps(manifest))
+    return path
