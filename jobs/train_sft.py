@@ -275,13 +275,18 @@ def _print(s: dict[str, Any], out_dir: Path) -> None:
     print(f"RESULTS: {out_dir}/summary.json")
 
 
-def main(argv: list[str] | None = None) -> dict[str, Any]:
-    setup_logging()
-    cfg = parse_args(
-        TrainSFTConfig, argv, prog="python -m jobs.train_sft", default_config=DEFAULT_CONFIG
-    )
+def main(cfg: TrainSFTConfig) -> dict[str, Any]:
+    """The job's entry point (same as :func:`run`)."""
     return run(cfg)
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    setup_logging()
+    main(
+        parse_args(
+            TrainSFTConfig,
+            sys.argv[1:],
+            prog="python -m jobs.train_sft",
+            default_config=DEFAULT_CONFIG,
+        )
+    )
