@@ -92,6 +92,11 @@ class SFTGenerator:
         return batch
 
 
+def _as_list(value: Any) -> list[Any]:
+    """A list column's value as a list (Ray Data may hand back a numpy array or None)."""
+    return [] if value is None else list(value)
+
+
 def majority_rate(answers: Sequence[str]) -> float | None:
     """Share of the most frequent normalised answer (the text-prior baseline)."""
     from medray.eval.vqa import normalize_answer
@@ -133,7 +138,7 @@ def score_reasoner(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
                 "parse_ok": p.ok,
                 "repaired": p.repaired,
                 "pred_boxes": [list(b) for b in p.value.boxes] if p.value else [],
-                "boxes": list(r.get("boxes") or []),
+                "boxes": _as_list(r.get("boxes")),
             }
         )
     v = vqa.vqa_metrics(scored)

@@ -42,7 +42,13 @@ def usable(task: Task, row: Mapping[str, Any]) -> bool:
         return bool(row.get("question")) and bool(str(row.get("answer") or "").strip())
     if task == "summariser":
         return bool(row.get("findings")) and bool(row.get("impression"))
-    return bool(row.get("question")) and bool(row.get("choices")) and bool(row.get("answer"))
+    choices = row.get("choices")
+    return (
+        bool(row.get("question"))
+        and choices is not None
+        and len(choices) > 1
+        and bool(row.get("answer"))
+    )
 
 
 def summary_prompt(findings: str) -> str:

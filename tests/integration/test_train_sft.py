@@ -91,7 +91,7 @@ def test_reasoner_zero2_survives_a_killed_worker_and_resumes(ray_cluster, sft_da
             checkpoints = [p for p in run_dir.glob("checkpoint_*") if p.is_dir()]
             workers = _alive_train_workers()
             # Two checkpoint folders: the first is surely registered with the controller.
-            if 2 <= len(checkpoints) and len(workers) == 2:
+            if len(checkpoints) >= 2 and len(workers) == 2:
                 killed = workers[1]
                 os.kill(killed.pid, signal.SIGKILL)  # a dead worker, mid-training
             time.sleep(0.5)
