@@ -60,6 +60,11 @@ MAX_FINDING_STEPS = 3
 _SENTENCE = re.compile(r"(?<=[.!?])\s+")
 
 
+def _seq(value: Any) -> list[Any]:
+    """A list field as a list (None -> []; Ray Data may hand back a numpy array)."""
+    return [] if value is None else list(value)
+
+
 def _has_image(row: Mapping[str, Any]) -> bool:
     return row.get("image") is not None
 
@@ -105,8 +110,8 @@ def _reasoning(row: Mapping[str, Any]) -> list[str]:
     findings = " ".join((row.get("findings") or "").split())
     if findings:
         steps.extend(s for s in _SENTENCE.split(findings)[:MAX_FINDING_STEPS] if s)
-    elif row.get("labels"):
-        steps.append("Labelled findings: " + ", ".join(row["labels"]) + ".")
+    elif _seq(row.get("labels")):
+        steps.append("Labelled findings: " + ", ".join(_seq(row["labels"])) + ".")
     topic = (row.get("content_type") or "").strip().lower()
     answer = str(row.get("answer") or "").strip()
     about = f"The {topic} question" if topic else "The question"
@@ -116,7 +121,7 @@ def _reasoning(row: Mapping[str, Any]) -> list[str]:
 
 def _boxes(row: Mapping[str, Any]) -> list[list[float]]:
     out = []
-    for b in row.get("boxes") or ():
+    for b in _seq(row.get("boxes")):
         out.append([round(float(b[k]), BOX_DECIMALS) for k in ("x1", "y1", "x2", "y2")])
     return out
 
