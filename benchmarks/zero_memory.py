@@ -61,7 +61,8 @@ class _Memory:
     def totals(self) -> dict[str, int]:
         out = {"params": 0, "grads": 0, "master": 0, "optimizer_state": 0}
         end = -1
-        for start, stop, kind in sorted(self.ranges):
+        order = {k: i for i, k in enumerate(out)}  # an alias counts as the first kind listed
+        for start, stop, kind in sorted(self.ranges, key=lambda r: (r[0], -r[1], order[r[2]])):
             if stop <= end:
                 continue  # already counted (an alias or a view inside a counted range)
             out[kind] += stop - max(start, end)
