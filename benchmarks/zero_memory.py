@@ -122,9 +122,11 @@ def _worker(rank: int, world: int, port: int, stage: int, dtype: str, model: str
     # DeepSpeed JIT-compiles a shared-memory collective op for CPU on first use (minutes,
     # and it races between processes); it only speeds up CPU collectives and changes no
     # tensor the benchmark counts, so it is left out.
-    import deepspeed.comm.torch as ds_torch
+    import sys
 
-    ds_torch.build_shm_op = lambda: None
+    import deepspeed.comm.torch  # the module; the attribute deepspeed.comm.torch is torch
+
+    sys.modules["deepspeed.comm.torch"].build_shm_op = lambda: None
     deepspeed.init_distributed(dist_backend="gloo")
     ds_config: dict[str, Any] = {
         "train_micro_batch_size_per_gpu": 1,
