@@ -112,7 +112,10 @@ def load_processor(base: str, adapter: str | None):
     """The processor saved beside the adapter, else the base model's; left padding."""
     from transformers import AutoProcessor
 
-    where = adapter if adapter and (Path(adapter) / "preprocessor_config.json").is_file() else base
+    saved = adapter and any(
+        (Path(adapter) / f).is_file() for f in ("processor_config.json", "preprocessor_config.json")
+    )
+    where = adapter if saved else base
     processor = AutoProcessor.from_pretrained(where)
     processor.tokenizer.padding_side = "left"
     return processor

@@ -84,7 +84,10 @@ def score_rows(
                 "recall": token_recall(pred, r.get("answer"))
                 if r.get("answer_type") == "open"
                 else None,
-                "blank_answer": R.answer_of(blank_completions[i]) if blank_completions else None,
+                # An unparseable blank-image answer counts (as wrong), not as missing.
+                "blank_answer": (R.answer_of(blank_completions[i]) or "")
+                if blank_completions
+                else None,
                 **{k: v for k, v in details[i].items() if k.startswith("cf_")},
             }
         )
