@@ -316,6 +316,13 @@ def grpo_loop(config: dict[str, Any]) -> None:
         train_ds = to_trl_dataset(dataset_from_ray("train", workdir, columns=COLUMNS))
         args = grpo_args(settings, f"{workdir}/out", config["max_steps"], config["use_gpu"])
         base, adapter = config.get("policy") or policy_source(settings)
+        if settings.deepspeed.enabled and settings.deepspeed.zero_stage == 3:
+            # ZeRO-3 partitions inside from_pretrained (deepspeed.zero.Init), which sizes the
+            # batch by DeepSpeed's own view of the world: without this it sees 1 process
+            # ("train_batch_size ... 8 != 4 * 1 * 1") although Ray started 2.
+            import deepspeed
+
+            deepspeed.init_distributed(dist_backend="nccl" if config["use_gpu"] else "gloo")
         processor = load_processor(base, adapter)
         model = load_policy(base, adapter, trainable=True)
         encoder = TextEncoder(settings.embedder)
