@@ -54,6 +54,9 @@ class LoraSettings:
     alpha: int = 16
     dropout: float = 0.05
     target_modules: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj")
+    # Modules trained in full and saved with the adapter (e.g. a randomly initialised
+    # vision tower: ``visual`` in Qwen2-VL).
+    modules_to_save: tuple[str, ...] = ()
     quantize_4bit: bool = False  # QLoRA (bitsandbytes); only honoured on GPU workers
 
 

@@ -85,6 +85,7 @@ def peft_config(lora: LoraSettings, task_type: str = "CAUSAL_LM"):
         lora_alpha=lora.alpha,
         lora_dropout=lora.dropout,
         target_modules=list(lora.target_modules),
+        modules_to_save=list(lora.modules_to_save) or None,
         task_type=task_type,
     )
 

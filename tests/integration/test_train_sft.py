@@ -1,0 +1,139 @@
+"""jobs/train_sft.py on the shared cluster: the tiny reasoner under ZeRO-2 (a worker killed
+mid-run, resumed from the last checkpoint) and ZeRO-3, adapters that load with peft and
+merge, the text tasks, and an empty dataset refused before any worker starts."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from sft_data import write_sft_data
+
+from jobs.train_sft import SFTInputError, TrainSFTConfig, run
+from medray.config import load_config
+
+pytestmark = pytest.mark.integration
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def sft_data(tmp_path_factory) -> Path:
+    return write_sft_data(tmp_path_factory.mktemp("sft") / "data", n_train=48, n_test=12)
+
+
+def _cfg(name: str, data: Path, run_name: str, *overrides: str) -> TrainSFTConfig:
+    return load_config(
+        TrainSFTConfig,
+        REPO / "jobs" / "configs" / f"{name}.yaml",
+        [f"data.input={data}", f"run.name={run_name}", *overrides],
+    )
+
+
+def _check_adapter(summary: dict) -> None:
+    """The final checkpoint is a peft adapter: it loads, changes the model, and merges."""
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForImageTextToText
+
+    base = AutoModelForImageTextToText.from_pretrained(summary["base_model"])
+    before = {k: v.clone() for k, v in base.state_dict().items()}
+    peft_model = PeftModel.from_pretrained(base, summary["adapter"])
+    merged = peft_model.merge_and_unload()
+    after = merged.state_dict()
+    changed = [k for k in before if k in after and not torch.equal(before[k], after[k])]
+    assert any("visual" in k for k in changed), "the vision tower (modules_to_save) was not saved"
+    assert any("q_proj" in k for k in changed), "the LoRA deltas were not merged"
+
+
+def _alive_train_workers():
+    from ray.util.state import list_actors
+
+    return list_actors(filters=[("class_name", "=", "RayTrainWorker"), ("state", "=", "ALIVE")])
+
+
+def test_reasoner_zero3_two_workers_trains_evaluates_and_saves_a_mergeable_adapter(
+    ray_cluster, sft_data
+):
+    s = run(_cfg("sft_reasoner_tiny", sft_data, "sft-z3", "sft.deepspeed.zero_stage=3"))
+    assert s["steps"] == 8 and len(s["workers"]) == 2
+    assert math.isfinite(s["loss_last"]) and s["loss_last"] < s["loss_first"]
+    ev = s["eval"]
+    assert ev["n"] == 12 and 0.0 <= ev["json_validity"] <= 1.0
+    assert ev["closed_majority_rate"] == 0.5 and ev["closed_accuracy"] is not None
+    _check_adapter(s)
+
+
+def test_reasoner_zero2_survives_a_killed_worker_and_resumes(ray_cluster, sft_data, medray_home):
+    run_name = "sft-kill-test"
+    cmd = [
+        sys.executable, "-m", "medray.cli.main", "job", "submit", "--",
+        "python", "-m", "jobs.train_sft", "--config", "jobs/configs/sft_reasoner_tiny.yaml",
+        f"data.input={sft_data}", f"run.name={run_name}", "run.max_failures=2",
+        "sft.optim.max_steps=16", "sft.optim.save_steps=2", "sft.deepspeed.zero_stage=2",
+        "eval.enabled=false",
+    ]  # fmt: skip
+    proc = subprocess.Popen(
+        cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    run_dir = medray_home / "runs" / run_name
+    killed = None
+    deadline = time.monotonic() + 900
+    try:
+        while killed is None and time.monotonic() < deadline and proc.poll() is None:
+            checkpoints = [p for p in run_dir.glob("checkpoint_*") if p.is_dir()]
+            workers = _alive_train_workers()
+            # Two checkpoint folders: the first is surely registered with the controller.
+            if len(checkpoints) >= 2 and len(workers) == 2:
+                killed = workers[1]
+                os.kill(killed.pid, signal.SIGKILL)  # a dead worker, mid-training
+            time.sleep(0.5)
+        out, _ = proc.communicate(timeout=900)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert killed is not None, "the run ended before a worker could be killed"
+    assert proc.returncode == 0, out[-5000:]
+    s = json.loads((run_dir / "summary.json").read_text())
+    assert s["steps"] == 16
+    assert s["resumed_from_step"] >= 2, "training did not resume from a checkpoint"
+    _check_adapter(s)
+
+
+@pytest.mark.parametrize("name", ["sft_summariser_tiny", "sft_medqa_tiny"])
+def test_text_tasks_train_and_evaluate(ray_cluster, sft_data, name, caplog):
+    s = run(_cfg(name, sft_data, f"{name}-t", "sft.optim.max_steps=6", "scaling.num_workers=1"))
+    assert s["steps"] == 6 and s["loss_last"] < s["loss_first"]
+    assert s["eval"]["n"] == 12
+    if name == "sft_medqa_tiny":
+        assert s["training_mode"] == "LoRA"  # QLoRA asked for, no GPU: plain LoRA
+        assert 0.0 <= s["eval"]["accuracy"] <= 1.0
+    else:
+        assert "rougeL" in s["eval"] or "rouge" in json.dumps(s["eval"])
+
+
+def test_a_dataset_without_rows_for_the_task_is_refused_before_training(ray_cluster, tmp_path):
+    data = write_sft_data(tmp_path / "d", n_train=4, n_test=2)
+    cfg = _cfg("sft_medqa_tiny", data, "sft-empty", "data.limit_train=0")
+    # A preprocessed output holding only VQA rows has nothing for the medical-QA task.
+    import pyarrow.parquet as pq
+
+    for split in ("train", "test"):
+        f = data / split / "part-0.parquet"
+        t = pq.read_table(f)
+        pq.write_table(t.filter(_mask(t, "vqa")), f)
+    with pytest.raises(SFTInputError, match="no usable rows for task 'medqa'"):
+        run(cfg)
+
+
+def _mask(table, task: str):
+    import pyarrow.compute as pc
+
+    return pc.equal(table.column("task"), task)

@@ -1,0 +1,110 @@
+"""The reasoner's prompt and JSON target: built from the row, parsed cleanly by the project parser."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import pytest
+from PIL import Image
+
+from medray.serving.reasoner import SYSTEM_PROMPT
+from medray.structured import parse_answer
+from medray.train.reasoner_format import (
+    build_messages,
+    build_target,
+    row_image,
+    sft_example,
+    target_dict,
+)
+
+pytestmark = pytest.mark.unit
+
+
+def png(color=(120, 40, 200), size=(24, 16)) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", size, color).save(buf, "PNG")
+    return buf.getvalue()
+
+
+ROW = {
+    "sample_id": "vqa-rad:1",
+    "image": png(),
+    "question": "Is there a pleural effusion?",
+    "answer": "Yes",
+    "answer_type": "closed",
+    "modality": "x-ray",
+    "organ": "chest",
+    "content_type": "presence",
+    "findings": "Small left effusion. Heart size normal. Lungs clear. No pneumothorax.",
+    "boxes": [{"label": "effusion", "x1": 0.1, "y1": 0.51234, "x2": 0.4, "y2": 0.9}],
+}
+
+
+def test_target_is_one_json_object_the_parser_accepts_without_repairs():
+    text = build_target(ROW)
+    r = parse_answer(text)
+    assert r.ok and r.repaired == [] and r.errors == []
+    assert json.loads(text) == target_dict(ROW)
+    assert r.value.answer == "Yes"
+    assert r.value.caption == "X-ray image of the chest."
+    assert r.value.boxes == ((0.1, 0.512, 0.4, 0.9),)
+
+
+def test_reasoning_uses_findings_sentences_then_states_the_answer():
+    steps = target_dict(ROW)["reasoning"]
+    assert steps[:3] == ["Small left effusion.", "Heart size normal.", "Lungs clear."]
+    assert len(steps) == 4 and steps[-1].endswith(": Yes.") and "presence" in steps[-1]
+
+
+def test_rows_without_findings_or_boxes_use_labels_and_empty_boxes():
+    row = dict(ROW, findings=None, boxes=None, labels=["Cardiomegaly"], modality=None)
+    d = target_dict(row)
+    assert d["boxes"] == [] and d["caption"] == "Medical image of the chest."
+    assert d["reasoning"][0] == "Labelled findings: Cardiomegaly."
+    bare = dict(ROW, findings=None, boxes=None, modality=None, organ=None, content_type=None)
+    d = target_dict(bare)
+    assert d["caption"] == "Medical image." and d["reasoning"] == [
+        "The question is answered from the image: Yes."
+    ]
+    assert parse_answer(build_target(bare)).ok
+
+
+def test_messages_match_the_serving_prompt_and_carry_the_target():
+    msgs = build_messages(ROW, with_answer=False)
+    assert [m["role"] for m in msgs] == ["system", "user"]
+    assert msgs[0]["content"][0]["text"] == SYSTEM_PROMPT
+    assert msgs[1]["content"] == [
+        {"type": "image"},
+        {"type": "text", "text": ROW["question"]},
+    ]
+    full = build_messages(ROW, with_answer=True)
+    assert full[:2] == msgs and full[2]["role"] == "assistant"
+    assert full[2]["content"][0]["text"] == build_target(ROW)
+    text_only = build_messages(dict(ROW, image=None), with_answer=False)
+    assert text_only[1]["content"] == [{"type": "text", "text": ROW["question"]}]
+
+
+def test_blank_image_keeps_size_and_has_no_content():
+    img = row_image(ROW)
+    blank = row_image(ROW, blank=True)
+    assert img.mode == "RGB" and img.size == blank.size == (24, 16)
+    assert img.getextrema() != ((0, 0), (0, 0), (0, 0))
+    assert blank.getextrema() == ((0, 0), (0, 0), (0, 0))
+    assert row_image(dict(ROW, image=None)) is None
+
+
+def test_sft_example_is_trl_prompt_completion_with_images():
+    ex = sft_example(ROW)
+    assert [m["role"] for m in ex["prompt"]] == ["system", "user"]
+    assert ex["completion"][0]["role"] == "assistant"
+    assert len(ex["images"]) == 1 and ex["images"][0].size == (24, 16)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [({"question": None}, "no question"), ({"answer": " "}, "no answer")],
+)
+def test_rows_missing_question_or_answer_are_refused(change, message):
+    with pytest.raises(ValueError, match=message):
+        build_messages(dict(ROW, **change), with_answer=True)
