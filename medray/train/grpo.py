@@ -303,9 +303,11 @@ def grpo_loop(config: dict[str, Any]) -> None:
         latest_checkpoint,
         report_again,
         report_final,
+        skip_deepspeed_shm_build,
     )
     from medray.train.sft import peft_config
 
+    skip_deepspeed_shm_build()
     settings: GRPOSettings = config["settings"]
     logging.getLogger("dill").setLevel(logging.WARNING)
     with tempfile.TemporaryDirectory(prefix="medray-grpo-") as workdir:
