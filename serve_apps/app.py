@@ -260,7 +260,11 @@ class EmbedderDeployment:
 
 @serve.deployment(name="Retriever")
 class RetrieverDeployment:
-    """Serve wrapper of :class:`medray.serving.retriever.Retriever`."""
+    """Serve wrapper of :class:`medray.serving.retriever.Retriever` with ``@serve.batch``.
+
+    Concurrent searches go to Milvus as one multi-vector search (one round trip and one
+    thread hop for the batch). Batch size and wait come from ``user_config``.
+    """
 
     def __init__(self, args: AppArgs) -> None:
         from medray.serving.retriever import Retriever
@@ -272,14 +276,35 @@ class RetrieverDeployment:
             text_model=args.models.text_embedder if check else "",
         )
 
+    def reconfigure(self, config: Mapping[str, Any]) -> None:
+        """Apply ``user_config``: ``max_batch_size`` and ``batch_wait_timeout_s``."""
+        for method in (self._similar_cases, self._knowledge):
+            method.set_max_batch_size(int(config.get("max_batch_size", 32)))
+            method.set_batch_wait_timeout_s(float(config.get("batch_wait_timeout_s", 0.005)))
+
     async def similar_cases(self, vector, field, k, filters):
-        return await asyncio.to_thread(self.retriever.similar_cases, vector, field, k, filters)
+        return _raise_or_return(await self._similar_cases((vector, field, k, filters)))
 
     async def knowledge(self, query, vector, k):
-        return await asyncio.to_thread(self.retriever.knowledge, query, vector, k)
+        return _raise_or_return(await self._knowledge((query, vector, k)))
+
+    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.005)
+    async def _similar_cases(self, requests: list[tuple]) -> list[Any]:
+        return await asyncio.to_thread(self.retriever.similar_cases_many, requests)
+
+    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.005)
+    async def _knowledge(self, requests: list[tuple]) -> list[Any]:
+        return await asyncio.to_thread(self.retriever.knowledge_many, requests)
 
     async def status(self) -> dict[str, Any]:
         return await asyncio.to_thread(self.retriever.status)
+
+
+def _raise_or_return(result: Any) -> Any:
+    """A batched call's per-request outcome: raise its error, or return its value."""
+    if isinstance(result, Exception):
+        raise result
+    return result
 
 
 # --------------------------------------------------------------------------- gateway
