@@ -18,6 +18,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 from medray.retrieval import CaseStore, Hit, KnowledgeStore, MilvusSettings, RetrievalError, connect
+from medray.retrieval.store import CASE_FILTERS, build_filter
 
 log = logging.getLogger(__name__)
 
@@ -155,6 +156,14 @@ class Retriever:
         out: list[Any] = [None] * len(requests)
         for idx in groups.values():
             _, field, k, filters = requests[idx[0]]
+            try:  # the request's own mistakes: no reconnect, no effect on other groups
+                if field not in ("image", "text"):
+                    raise RetrievalError(f"field must be 'image' or 'text', got {field!r}")
+                build_filter(filters, CASE_FILTERS)
+            except RetrievalError as e:
+                for i in idx:
+                    out[i] = RetrievalUnavailable(f"similar-case search unavailable: {e}")
+                continue
 
             def run(idx=idx, field=field, k=k, filters=filters):
                 cases, _ = self._stores()
