@@ -114,7 +114,13 @@ class Retriever:
                 f"the app embeds queries with {expected!r}; re-index or configure the same model"
             )
 
-    def _call(self, what: str, fn):
+    def _call(self, what: str, fn, retry: bool = True):
+        """``fn()``, with Milvus failures as :class:`RetrievalUnavailable`.
+
+        A pymilvus/gRPC error after a connection was made (a dropped connection, or a
+        collection dropped while its checks were cached) is retried once on a fresh
+        connection with fresh checks, so the client gets the current reason.
+        """
         try:
             return fn()
         except RetrievalUnavailable:
@@ -122,9 +128,11 @@ class Retriever:
         except RetrievalError as e:
             self._reset()
             raise RetrievalUnavailable(f"{what} unavailable: {e}") from None
-        except Exception as e:  # pymilvus/gRPC errors after a connection was made
+        except Exception as e:
             self._reset()
-            log.warning("%s failed: %s", what, type(e).__name__)
+            log.warning("%s failed: %s%s", what, type(e).__name__, "; retrying" if retry else "")
+            if retry:
+                return self._call(what, fn, retry=False)
             raise RetrievalUnavailable(f"{what} unavailable: {type(e).__name__}: {e}") from None
 
     def similar_cases(
