@@ -9,7 +9,8 @@ In one run, on the local cluster (started here unless one is up, and stopped aga
    text) at concurrency 1, 8 and 32: p50 / p95 latency, throughput and errors for both,
    the graph's c=32 analyze run lasting ``--soak`` seconds;
 3. embedder throughput through deployment handles with and without ``@serve.batch`` at
-   c=32;
+   c=32, for report-length texts, short texts (sentence embedder) and images (CLIP),
+   with the replica's model milliseconds per item (the rest is serving overhead);
 4. replicas per deployment before, during and after the load (autoscaling).
 
 Prints one JSON line per result and a summary line with the ratios. Load goes to
