@@ -756,7 +756,7 @@ def test_demo_sends_an_analyze_request_and_prints_live_urls(client, capsys):
 
     kinds = analyze_once(BASE, "Is there a pleural effusion?", AUTH)
     assert kinds[0] == "guard" and kinds[-1] == "done" and "error" not in kinds
-    assert {"step", "reasoning", "summary", "similar_cases", "knowledge", "safety"} <= set(kinds)
+    assert {"reasoning", "summary", "similar_cases", "knowledge", "safety"} <= set(kinds)
     print_urls(load_serve_config("serve_apps/configs/local.yaml", [], port=SERVE_PORT))
     urls = [ln.split()[-1] for ln in capsys.readouterr().out.splitlines() if "http://" in ln]
     assert f"{BASE}/v1/analyze" in urls and len(urls) == 8
