@@ -9,7 +9,8 @@ In one run, on the local cluster (started here unless one is up, and stopped aga
    text) at concurrency 1, 8 and 32: p50 / p95 latency, throughput and errors for both,
    the graph's c=32 analyze run lasting ``--soak`` seconds;
 3. embedder throughput through deployment handles with and without ``@serve.batch`` at
-   c=32;
+   c=32, for report-length texts, short texts (sentence embedder) and images (CLIP),
+   with the replica's model milliseconds per item (the rest is serving overhead);
 4. replicas per deployment before, during and after the load (autoscaling).
 
 Prints one JSON line per result and a summary line with the ratios. Load goes to
@@ -277,22 +278,39 @@ REPORT_TEXT = (
 )
 
 
-def embedder_throughput(
-    app: str, batched: bool, concurrency: int, duration: float, text: str, generators: int = 4
-) -> dict:
-    """Requests/s of single-text embedding calls through the Embedder's handle.
+EMBEDDER_INPUTS = {"report": REPORT_TEXT, "short": SHORT_TEXT, "image": None}
 
-    The calls come from ``generators`` Ray actors (``concurrency`` in flight in total),
-    so one client process's handle overhead does not cap what the replica can do.
+
+def _embedder_inputs(kind: str) -> list:
+    """64 distinct inputs: texts, or 224x224 PIL images (CLIP) for ``kind="image"``."""
+    if kind == "image":
+        from PIL import Image
+
+        return [
+            Image.open(io.BytesIO(base64.b64decode(_png_b64(i).split(",", 1)[1]))).convert("RGB")
+            for i in range(64)
+        ]
+    return [EMBEDDER_INPUTS[kind].format(i=i) for i in range(64)]
+
+
+def embedder_throughput(
+    app: str, batched: bool, concurrency: int, duration: float, kind: str, generators: int = 4
+) -> dict:
+    """Requests/s of single-input embedding calls through the Embedder's handle.
+
+    ``kind``: ``report`` / ``short`` (sentence embedder, ``text``) or ``image`` (CLIP,
+    ``clip_image``); unbatched: the same code on a batch of one (``*_unbatched``). The
+    calls come from ``generators`` Ray actors (``concurrency`` in flight in total), so
+    one client process's handle overhead does not cap what the replica can do.
     """
     import ray
     from ray import serve
 
     @ray.remote(num_cpus=0)
     class Load:
-        async def run(self, batched: bool, conc: int, duration: float, texts: list[str]) -> int:
+        async def run(self, batched: bool, conc: int, duration: float, name: str, inputs) -> int:
             handle = serve.get_deployment_handle("Embedder", app_name=app)
-            method = handle.text if batched else handle.text_unbatched
+            method = getattr(handle, name if batched else f"{name}_unbatched")
             done = 0
             deadline = time.perf_counter() + duration
 
@@ -300,22 +318,23 @@ def embedder_throughput(
                 nonlocal done
                 i = w
                 while time.perf_counter() < deadline and done < MAX_REQUESTS_PER_RUN:
-                    await method.remote(texts[i % len(texts)])
+                    await method.remote(inputs[i % len(inputs)])
                     done += 1
                     i += conc
 
-            await method.remote("warm-up")
+            await method.remote(inputs[0])  # warm-up
             await asyncio.gather(*(worker(w) for w in range(conc)))
             return done
 
-    texts = [text.format(i=i) for i in range(64)]
     per = max(1, concurrency // generators)
+    name = "clip_image" if kind == "image" else "text"
+    inputs = ray.put(_embedder_inputs(kind))
     actors = [Load.remote() for _ in range(generators)]
     ray.get([a.__ray_ready__.remote() for a in actors])
     stats = serve.get_deployment_handle("Embedder", app_name=app).batch_stats
     stats.remote(reset=True).result()
     t0 = time.perf_counter()
-    done = sum(ray.get([a.run.remote(batched, per, duration, texts) for a in actors]))
+    done = sum(ray.get([a.run.remote(batched, per, duration, name, inputs) for a in actors]))
     wall = time.perf_counter() - t0
     seen = stats.remote(reset=True).result()  # one replica's view (min_replicas is 1)
     for a in actors:
@@ -325,7 +344,8 @@ def embedder_throughput(
         "throughput_rps": round(done / wall, 2),
         "wall_s": round(wall, 1),
         "load_generators": generators,
-        "replica_batches": seen,
+        # batches, mean size, model ms per item: the model's share of each request
+        "replica": seen,
     }
 
 
@@ -464,14 +484,15 @@ def main(argv: list[str] | None = None) -> int:
 
         ray.init(address=state.ray_address, log_to_driver=False)
         emb: dict[tuple[str, bool], dict] = {}
-        for kind, text in (("report", REPORT_TEXT), ("short", SHORT_TEXT)):
-            for batched in (False, True):
-                r = embedder_throughput("medray", batched, 32, ns.embedder_duration, text)
+        for kind in EMBEDDER_INPUTS:
+            # Alternate who goes first so slow drift on a shared machine evens out.
+            for batched in (False, True) if kind != "short" else (True, False):
+                r = embedder_throughput("medray", batched, 32, ns.embedder_duration, kind)
                 emb[(kind, batched)] = r
                 emit(
                     {
                         "bench": "embedder",
-                        "text": kind,
+                        "input": kind,
                         "concurrency": 32,
                         "serve_batch": batched,
                         **r,
@@ -508,9 +529,9 @@ def main(argv: list[str] | None = None) -> int:
             g, b = results.get((endpoint, lo, "graph")), results.get((endpoint, lo, "baseline"))
             if g and b and b["p50_ms"]:
                 summary[f"{endpoint}_c{lo}_p50_ratio"] = round(g["p50_ms"] / b["p50_ms"], 2)
-        for kind in ("report", "short"):
+        for kind in EMBEDDER_INPUTS:
             if emb[(kind, False)]["throughput_rps"]:
-                summary[f"embedder_batch_speedup_c32_{kind}_text"] = round(
+                summary[f"embedder_batch_speedup_c32_{kind}"] = round(
                     emb[(kind, True)]["throughput_rps"] / emb[(kind, False)]["throughput_rps"], 2
                 )
         summary["autoscaled_up"] = any(during.get(k, 0) > before.get(k, 0) for k in during)

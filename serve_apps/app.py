@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -206,55 +207,81 @@ class SummariserDeployment:
 class EmbedderDeployment:
     """Serve wrapper of :class:`medray.serving.embedder.Embedder` with ``@serve.batch``.
 
-    Concurrent single requests are grouped into one forward pass. Batch size and wait
-    come from ``user_config`` (``max_batch_size``, ``batch_wait_timeout_s``). The
-    ``*_unbatched`` methods skip batching (for the benchmark's comparison).
+    Concurrent single requests are grouped into one forward pass. ``user_config``:
+    ``max_batch_size``, ``batch_wait_timeout_s`` and ``torch_threads`` (intra-op threads
+    of every forward pass; Ray's default for a fractional-CPU replica is 1). The
+    ``*_unbatched`` methods run the same code on a batch of one per request, each in its
+    own thread (the benchmark's comparison).
     """
 
     def __init__(self, args: AppArgs) -> None:
         from medray.serving.embedder import Embedder
 
         self.embedder = Embedder(args.models.clip, args.models.text_embedder, args.models.device)
-        self._batches: list[int] = []  # sizes of the text batches run (observability)
+        self._stats: dict[str, list[float]] = {}  # method -> [batches, items, model seconds]
 
-    def batch_stats(self, reset: bool = False) -> dict[str, float]:
-        """Count and mean size of the ``text`` batches this replica ran."""
-        sizes = self._batches
+    def batch_stats(self, reset: bool = False) -> dict[str, dict[str, float]]:
+        """Per method: batches run, mean batch size and model milliseconds per item (time
+        inside the model call, so the rest of a request's time is serving overhead)."""
         out = {
-            "batches": len(sizes),
-            "mean_size": round(sum(sizes) / len(sizes), 2) if sizes else 0.0,
+            name: {
+                "batches": int(b),
+                "mean_size": round(n / b, 2) if b else 0.0,
+                "model_ms_per_item": round(1000 * sec / n, 2) if n else 0.0,
+            }
+            for name, (b, n, sec) in self._stats.items()
         }
         if reset:
-            self._batches = []
+            self._stats = {}
+        return out
+
+    async def _run(self, name: str, fn, items: list[Any]):
+        """``fn(items)`` in a worker thread, timed for :meth:`batch_stats`."""
+
+        def timed():
+            t0 = time.perf_counter()
+            out = fn(items)
+            return out, time.perf_counter() - t0
+
+        out, seconds = await asyncio.to_thread(timed)
+        st = self._stats.setdefault(name, [0, 0, 0.0])
+        st[0] += 1
+        st[1] += len(items)
+        st[2] += seconds
         return out
 
     def reconfigure(self, config: Mapping[str, Any]) -> None:
-        """Apply ``user_config``: ``max_batch_size`` and ``batch_wait_timeout_s``."""
+        """Apply ``user_config``: ``max_batch_size``, ``batch_wait_timeout_s``,
+        ``torch_threads``."""
         size = int(config.get("max_batch_size", 16))
         wait = float(config.get("batch_wait_timeout_s", 0.01))
         for method in (self.clip_image, self.clip_text, self.text):
             method.set_max_batch_size(size)
             method.set_batch_wait_timeout_s(wait)
+        if config.get("torch_threads"):
+            import torch
+
+            torch.set_num_threads(int(config["torch_threads"]))
 
     @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.01)
     async def clip_image(self, images: list[Any]) -> list[list[float]]:
-        return (await asyncio.to_thread(self.embedder.clip_images, images)).tolist()
+        return (await self._run("clip_image", self.embedder.clip_images, images)).tolist()
 
     @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.01)
     async def clip_text(self, texts: list[str]) -> list[list[float]]:
-        return (await asyncio.to_thread(self.embedder.clip_texts, texts)).tolist()
+        return (await self._run("clip_text", self.embedder.clip_texts, texts)).tolist()
 
     @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.01)
     async def text(self, texts: list[str]) -> list[list[float]]:
-        self._batches.append(len(texts))
-        return (await asyncio.to_thread(self.embedder.texts, texts)).tolist()
+        return (await self._run("text", self.embedder.texts, texts)).tolist()
 
     async def text_unbatched(self, text: str) -> list[float]:
-        self._batches.append(1)
-        return (await asyncio.to_thread(self.embedder.texts, [text]))[0].tolist()
+        return (await self._run("text_unbatched", self.embedder.texts, [text]))[0].tolist()
 
     async def clip_image_unbatched(self, image: Any) -> list[float]:
-        return (await asyncio.to_thread(self.embedder.clip_images, [image]))[0].tolist()
+        return (await self._run("clip_image_unbatched", self.embedder.clip_images, [image]))[
+            0
+        ].tolist()
 
     def ready(self) -> bool:
         return True
@@ -262,7 +289,11 @@ class EmbedderDeployment:
 
 @serve.deployment(name="Retriever")
 class RetrieverDeployment:
-    """Serve wrapper of :class:`medray.serving.retriever.Retriever`."""
+    """Serve wrapper of :class:`medray.serving.retriever.Retriever` with ``@serve.batch``.
+
+    Concurrent searches go to Milvus as one multi-vector search (one round trip and one
+    thread hop for the batch). Batch size and wait come from ``user_config``.
+    """
 
     def __init__(self, args: AppArgs) -> None:
         from medray.serving.retriever import Retriever
@@ -274,11 +305,25 @@ class RetrieverDeployment:
             text_model=args.models.text_embedder if check else "",
         )
 
+    def reconfigure(self, config: Mapping[str, Any]) -> None:
+        """Apply ``user_config``: ``max_batch_size`` and ``batch_wait_timeout_s``."""
+        for method in (self._similar_cases, self._knowledge):
+            method.set_max_batch_size(int(config.get("max_batch_size", 32)))
+            method.set_batch_wait_timeout_s(float(config.get("batch_wait_timeout_s", 0.005)))
+
     async def similar_cases(self, vector, field, k, filters):
-        return await asyncio.to_thread(self.retriever.similar_cases, vector, field, k, filters)
+        return _raise_or_return(await self._similar_cases((vector, field, k, filters)))
 
     async def knowledge(self, query, vector, k):
-        return await asyncio.to_thread(self.retriever.knowledge, query, vector, k)
+        return _raise_or_return(await self._knowledge((query, vector, k)))
+
+    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.005)
+    async def _similar_cases(self, requests: list[tuple]) -> list[Any]:
+        return await asyncio.to_thread(self.retriever.similar_cases_many, requests)
+
+    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.005)
+    async def _knowledge(self, requests: list[tuple]) -> list[Any]:
+        return await asyncio.to_thread(self.retriever.knowledge_many, requests)
 
     async def status(self) -> dict[str, Any]:
         return await asyncio.to_thread(self.retriever.status)
@@ -309,6 +354,13 @@ class AgentDeployment:
 
     def ready(self) -> bool:
         return True
+
+
+def _raise_or_return(result: Any) -> Any:
+    """A batched call's per-request outcome: raise its error, or return its value."""
+    if isinstance(result, Exception):
+        raise result
+    return result
 
 
 # --------------------------------------------------------------------------- gateway

@@ -163,16 +163,24 @@ class _Collection:
 
     name: str
 
-    def __init__(self, settings: MilvusSettings, name: str, client=None) -> None:
+    def __init__(
+        self, settings: MilvusSettings, name: str, client=None, meta_ttl_s: float = 0.0
+    ) -> None:
         self.settings = settings
         self.name = name
         self.client = client or connect(settings)
         self._loaded = False
+        # Existence + metadata checks cost four round trips; a long-lived server may keep
+        # the result for ``meta_ttl_s`` seconds (0: check before every search).
+        self.meta_ttl_s = meta_ttl_s
+        self._meta: tuple[float, dict[str, Any]] | None = None
 
     def exists(self) -> bool:
         return self.client.has_collection(self.name)
 
     def _require(self) -> dict[str, Any]:
+        if self._meta is not None and time.monotonic() - self._meta[0] < self.meta_ttl_s:
+            return self._meta[1]
         if not self.exists():
             raise RetrievalError(
                 f"collection {self.name!r} does not exist at {self.settings.resolved_uri()}; "
@@ -181,7 +189,10 @@ class _Collection:
         if not self._loaded:
             _ensure_loaded(self.client, self.name)
             self._loaded = True
-        return self.metadata()
+        meta = self.metadata()
+        if self.meta_ttl_s > 0:
+            self._meta = (time.monotonic(), meta)
+        return meta
 
     def metadata(self) -> dict[str, Any]:
         """What the index job recorded: the embedding model(s) and dimensions."""
@@ -204,6 +215,7 @@ class _Collection:
             params = self.client.prepare_index_params()
             params.add_index("unused", index_type="FLAT", metric_type="L2")
             self.client.create_collection(META_COLLECTION, schema=schema, index_params=params)
+        self._meta = None
         self.client.upsert(
             META_COLLECTION,
             [{"name": self.name, "info": json.dumps(dict(info)), "unused": [0.0, 0.0]}],
@@ -211,6 +223,7 @@ class _Collection:
         self.client.flush(META_COLLECTION)
 
     def drop(self) -> None:
+        self._meta = None
         if self.exists():
             self.client.drop_collection(self.name)
         if self.client.has_collection(META_COLLECTION):
@@ -235,15 +248,20 @@ class _Collection:
             },
         )
 
-    def _hits(self, result, pk: str) -> list[Hit]:
+    def _hits(self, result, pk: str, i: int = 0) -> list[Hit]:
         return [
             Hit(
                 id=str(h[pk]) if pk in h else str(h.get("id")),
                 score=float(h["distance"]),
                 payload=dict(h.get("entity", {})),
             )
-            for h in result[0]
+            for h in result[i]
         ]
+
+    def _hits_many(self, result, pk: str, n: int) -> list[list[Hit]]:
+        if len(result) != n:
+            raise RetrievalError(f"Milvus answered {len(result)} result lists for {n} queries")
+        return [self._hits(result, pk, i) for i in range(n)]
 
 
 CASE_FILTERS = {
@@ -259,8 +277,8 @@ CASE_OUTPUT = ["report", "labels", "modality", "organ", "split", "source", "stud
 class CaseStore(_Collection):
     """Similar cases: CLIP image and text vectors of each image, with its report."""
 
-    def __init__(self, settings: MilvusSettings, client=None) -> None:
-        super().__init__(settings, settings.cases_collection, client)
+    def __init__(self, settings: MilvusSettings, client=None, meta_ttl_s: float = 0.0) -> None:
+        super().__init__(settings, settings.cases_collection, client, meta_ttl_s)
 
     def create(self, dim: int, metadata: Mapping[str, Any], *, drop_existing: bool = False) -> None:
         """Create the collection and its HNSW indexes (no-op if it exists with the same dim)."""
@@ -314,13 +332,26 @@ class CaseStore(_Collection):
         ef: int | None = None,
     ) -> list[Hit]:
         """Nearest cases to ``vector`` by their image (``field="image"``) or report vectors."""
+        return self.search_many([vector], field, k, filters, ef)[0]
+
+    def search_many(
+        self,
+        vectors: Sequence[Sequence[float]],
+        field: Literal["image", "text"] = "image",
+        k: int = 5,
+        filters: Mapping[str, Any] | None = None,
+        ef: int | None = None,
+    ) -> list[list[Hit]]:
+        """:meth:`search` for several query vectors in one request (one hit list each)."""
         if field not in ("image", "text"):
             raise RetrievalError(f"field must be 'image' or 'text', got {field!r}")
+        if not vectors:
+            return []
         meta = self._require()
-        vec = _vector(vector, int(meta.get("dim", len(vector))), "query")
+        vecs = [_vector(v, int(meta.get("dim", len(v))), "query") for v in vectors]
         res = self.client.search(
             self.name,
-            data=[vec],
+            data=vecs,
             anns_field=f"{field}_vec",
             limit=k,
             filter=build_filter(filters, CASE_FILTERS),
@@ -330,7 +361,7 @@ class CaseStore(_Collection):
                 "params": {"ef": max(ef or self.settings.ef, k)},
             },
         )
-        return self._hits(res, "sample_id")
+        return self._hits_many(res, "sample_id", len(vecs))
 
     def warm(self, field: Literal["image", "text"] = "image") -> float:
         """Flush and run one search so lazy index builds happen now; returns its seconds."""
@@ -352,8 +383,8 @@ KNOWLEDGE_OUTPUT = ["text", "title", "heading", "source", "topic", "references"]
 class KnowledgeStore(_Collection):
     """Knowledge chunks: dense sentence vectors + BM25 over the text, fused with RRF."""
 
-    def __init__(self, settings: MilvusSettings, client=None) -> None:
-        super().__init__(settings, settings.knowledge_collection, client)
+    def __init__(self, settings: MilvusSettings, client=None, meta_ttl_s: float = 0.0) -> None:
+        super().__init__(settings, settings.knowledge_collection, client, meta_ttl_s)
 
     def create(self, dim: int, metadata: Mapping[str, Any], *, drop_existing: bool = False) -> None:
         from pymilvus import DataType, Function, FunctionType, MilvusClient
@@ -408,28 +439,45 @@ class KnowledgeStore(_Collection):
         rrf_k: int = 60,
     ) -> list[Hit]:
         """Dense + BM25 search fused by reciprocal rank (RRF); scores are RRF scores."""
+        return self.hybrid_search_many([query], [dense_vector], k, filters, rrf_k)[0]
+
+    def hybrid_search_many(
+        self,
+        queries: Sequence[str],
+        dense_vectors: Sequence[Sequence[float]],
+        k: int = 5,
+        filters: Mapping[str, Any] | None = None,
+        rrf_k: int = 60,
+    ) -> list[list[Hit]]:
+        """:meth:`hybrid_search` for several queries in one request (one hit list each)."""
         from pymilvus import AnnSearchRequest, RRFRanker
 
-        if not query or not query.strip():
+        if len(queries) != len(dense_vectors):
+            raise RetrievalError(f"{len(queries)} queries but {len(dense_vectors)} dense vectors")
+        if not queries:
+            return []
+        if any(not q or not q.strip() for q in queries):
             raise RetrievalError("empty query")
         meta = self._require()
-        vec = _vector(dense_vector, int(meta.get("dim", len(dense_vector))), "query")
+        vecs = [_vector(v, int(meta.get("dim", len(v))), "query") for v in dense_vectors]
         expr = build_filter(filters, KNOWLEDGE_FILTERS)
         reqs = [
             AnnSearchRequest(
-                data=[vec],
+                data=vecs,
                 anns_field="dense",
                 param={"params": {"ef": max(self.settings.ef, k)}},
                 limit=k * 2,
                 expr=expr,
             ),
             # The BM25 leg takes the raw text; Milvus tokenises and scores it.
-            AnnSearchRequest(data=[query], anns_field="sparse", param={}, limit=k * 2, expr=expr),
+            AnnSearchRequest(
+                data=list(queries), anns_field="sparse", param={}, limit=k * 2, expr=expr
+            ),
         ]
         res = self.client.hybrid_search(
             self.name, reqs, ranker=RRFRanker(rrf_k), limit=k, output_fields=KNOWLEDGE_OUTPUT
         )
-        return self._hits(res, "chunk_id")
+        return self._hits_many(res, "chunk_id", len(vecs))
 
     def keyword_search(self, query: str, k: int = 5) -> list[Hit]:
         """BM25 only."""

@@ -66,10 +66,16 @@ class Embedder:
         return v.float().cpu().numpy()
 
     def texts(self, texts: Sequence[str]) -> np.ndarray:
-        """L2-normalised sentence vectors (knowledge-base dense search)."""
+        """L2-normalised sentence vectors (knowledge-base dense search).
+
+        Padded to the longest text of each batch (sentence-transformers sorts by length),
+        so a batch of short texts does not pay for the model's maximum length."""
+        import torch
+
         if not texts:
             return np.zeros((0, 0), dtype=np.float32)
-        return np.asarray(
-            self.text_model.encode(list(texts), normalize_embeddings=True, batch_size=64),
-            dtype=np.float32,
-        )
+        with torch.inference_mode():
+            v = self.text_model.encode(
+                list(texts), normalize_embeddings=True, batch_size=64, show_progress_bar=False
+            )
+        return np.asarray(v, dtype=np.float32)

@@ -266,3 +266,63 @@ def test_vectors_survive_a_milvus_restart(tmp_path):
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+def test_retriever_batches_searches_and_keeps_failures_per_request(milvus_uri):
+    """``*_many`` (what the Serve Retriever's ``@serve.batch`` calls): one Milvus search
+    per group gives the same hits as one search per request, a bad request fails alone,
+    and cached collection checks do not hide a collection dropped meanwhile."""
+    from medray.serving.retriever import RetrievalUnavailable, Retriever
+
+    s = settings(milvus_uri, "batched")
+    cases = CaseStore(s)
+    cases.create(8, {"clip_model": "clip-x"}, drop_existing=True)
+    rng = np.random.default_rng(1)
+    vecs = rng.normal(size=(12, 8))
+    vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
+    cases.upsert(
+        [
+            {"sample_id": f"b{i}", "image_vec": v.tolist(), "text_vec": v[::-1].tolist(),
+             "report": f"r{i}", "labels": [], "modality": "X-Ray", "organ": "chest",
+             "split": "test", "source": "t", "study_id": f"st{i}"}
+            for i, v in enumerate(vecs)
+        ]
+    )  # fmt: skip
+    cases.flush()
+    kb = KnowledgeStore(s)
+    kb.create(8, {"text_model": "text-x"}, drop_existing=True)
+    texts = ["pleural effusion blunts the costophrenic angle", "pneumothorax shows a pleural line",
+             "cardiomegaly enlarges the cardiac silhouette"]  # fmt: skip
+    kb.upsert(
+        [
+            {"chunk_id": f"c{i}", "text": t, "dense": vecs[i].tolist(), "title": t[:10],
+             "heading": "", "source": "t", "topic": f"t{i}", "references": ""}
+            for i, t in enumerate(texts)
+        ]
+    )  # fmt: skip
+    kb.flush()
+    r = Retriever(s, clip_model="clip-x", text_model="text-x", meta_ttl_s=60)
+
+    reqs = [(vecs[3], "image", 3, None), (vecs[5], "text", 2, None), (vecs[7], "image", 3, None),
+            (vecs[1], "image", 3, {"colour": "red"}), (vecs[2], "sideways", 3, None)]  # fmt: skip
+    out = r.similar_cases_many(reqs)
+    for (v, field, k, filters), got in zip(reqs[:3], out[:3], strict=True):
+        assert got == r.similar_cases(v, field, k, filters)
+    assert out[0][0]["id"] == "b3" and len(out[1]) == 2 and out[2][0]["id"] == "b7"
+    assert isinstance(out[3], RetrievalUnavailable) and "cannot filter on 'colour'" in str(out[3])
+    assert isinstance(out[4], RetrievalUnavailable) and "'sideways'" in str(out[4])
+
+    kreqs = [("costophrenic angle effusion", vecs[0], 2), ("   ", vecs[1], 2),
+             ("pleural line pneumothorax", vecs[1], 2)]  # fmt: skip
+    kout = r.knowledge_many(kreqs)
+    assert kout[0] == r.knowledge(*kreqs[0]) and kout[0][0]["id"] == "c0"
+    assert isinstance(kout[1], RetrievalUnavailable) and "empty query" in str(kout[1])
+    assert kout[2][0]["id"] == "c1"
+
+    with pytest.raises(RetrievalUnavailable, match="indexed with clip model 'clip-x'"):
+        Retriever(s, clip_model="other-clip").similar_cases(vecs[0], "image", 3)
+
+    cases.drop()  # the cached check still says "exists": the search fails and re-checks
+    with pytest.raises(RetrievalUnavailable, match="does not exist"):
+        r.similar_cases(vecs[0], "image", 3)
+    kb.drop()

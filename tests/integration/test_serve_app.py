@@ -809,6 +809,32 @@ def test_prometheus_metrics_through_ray(client, ray_cluster):
     assert any('endpoint="/v1/models"' in ln and 'status="200"' in ln for ln in lines), lines[:5]
 
 
+# ------------------------------------------------------------------ demo
+
+
+def test_demo_sends_an_analyze_request_and_prints_live_urls(client, capsys):
+    """What ``medray demo`` does once the app runs (``serve_demo``: ``analyze_once`` and
+    ``print_urls``; the deploy/remove around them is the fixture's): every printed URL
+    answers on this app."""
+    from medray.cli.serve import analyze_once, print_urls
+    from medray.serving.deploy import load_serve_config
+
+    kinds = analyze_once(BASE, "Is there a pleural effusion?", AUTH)
+    assert kinds[0] == "guard" and kinds[-1] == "done" and "error" not in kinds
+    assert {"reasoning", "summary", "similar_cases", "knowledge", "safety"} <= set(kinds)
+    print_urls(load_serve_config("serve_apps/configs/local.yaml", [], port=SERVE_PORT))
+    urls = [ln.split()[-1] for ln in capsys.readouterr().out.splitlines() if "http://" in ln]
+    assert f"{BASE}/v1/analyze" in urls and len(urls) == 8
+    for url in urls:
+        path = url.removeprefix(BASE)
+        r = client.get(path) if path in ("/health", "/ready", "/v1/models", "/docs") else None
+        if r is None:
+            r = client.post(path, json={})  # POST endpoints: reachable, input checked
+            assert r.status_code == 422, (url, r.status_code)
+        else:
+            assert r.status_code == 200, (url, r.status_code)
+
+
 # ------------------------------------------------------------------ degraded retrieval
 
 
