@@ -128,5 +128,6 @@ def inpaint(image: Image.Image, boxes: Sequence[Box], margin: float = 0.25) -> I
 
 
 def blank_like(image: Image.Image) -> Image.Image:
-    """A uniform mid-grey image of the same size (the text-prior control)."""
-    return Image.new("RGB", image.size, (128, 128, 128))
+    """A black image of the same size (the text-prior control; the same blank as
+    ``medray.train.reasoner_format.row_image(row, blank=True)`` uses in training)."""
+    return Image.new("RGB", image.size, (0, 0, 0))
