@@ -79,7 +79,11 @@ def preprocessed_rows(
     wanted = {r["sample_id"] for r in rows}
     ds = read_ray_dataset(location, split, validate=validate)
     cols = [*REF_NAMES, "image", "image_width", "image_height", "language"]
-    ds = ds.select_columns(cols).filter(lambda r: r["sample_id"] in wanted)
+    ds = ds.select_columns(cols)
+    if limit:
+        ds = ds.filter(lambda r: r["sample_id"] in wanted)
+    else:  # no id set shipped to every task when the whole split is read
+        ds = ds.filter(lambda r: r["task"] in keep)
     return InputRows(ds, location, split, len(rows), fp)
 
 
