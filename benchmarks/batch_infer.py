@@ -114,10 +114,8 @@ def main() -> None:
     )
     models = resolve_models(cfg)
     inputs = build_inputs(cfg)
-    ds = inputs.dataset.materialize()  # read once: both contenders answer the same blocks
-    n_blocks = ds.num_blocks()
-    if n_blocks < 2 * args.repeats:
-        ds = ds.repartition(max(8, args.rows // args.batch_size)).materialize()
+    # Read once, one block per batch: both contenders answer the same blocks.
+    ds = inputs.dataset.repartition(target_num_rows_per_block=args.batch_size).materialize()
 
     warm = ds.limit(min(args.rows, 2 * args.batch_size)).materialize()
     for actors in (1, 2):

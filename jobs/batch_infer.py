@@ -189,7 +189,10 @@ def predict(cfg: BatchInferConfig, inputs, models: list[dict[str, Any]]):
     from medray.infer.predictor import VQAPredictor
 
     a, c = cfg.actors, cfg.counterfactual
-    return inputs.dataset.map_batches(
+    # One block per batch: a split stored in a few large files would otherwise reach only
+    # as many actors as it has files.
+    ds = inputs.dataset.repartition(target_num_rows_per_block=a.batch_size)
+    return ds.map_batches(
         VQAPredictor,
         fn_constructor_kwargs={
             "models": models,
