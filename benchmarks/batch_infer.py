@@ -31,6 +31,7 @@ import argparse
 import json
 import os
 import time
+from collections import Counter
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -46,9 +47,9 @@ class TimedPredictor(VQAPredictor):
         out = super().__call__(batch)
         t1 = time.time()
         out = out.select(["sample_id", "error", "node"])
-        return out.append_column("t0", pa.array([t0] * out.num_rows)).append_column(
-            "t1", pa.array([t1] * out.num_rows)
-        )
+        n = out.num_rows
+        out = out.append_column("t0", pa.array([t0] * n)).append_column("t1", pa.array([t1] * n))
+        return out.append_column("pid", pa.array([os.getpid()] * n))
 
 
 def timed_run(ds, models, actors: int, args) -> dict:
@@ -76,6 +77,7 @@ def timed_run(ds, models, actors: int, args) -> dict:
         "cpus_per_actor": 1,
         "rows": n,
         "errors": int(pc.sum(pc.not_equal(table["error"], "")).as_py() or 0),
+        "rows_per_actor": sorted(Counter(table["pid"].to_pylist()).values()),
         "rows_per_s": round(n / span, 3),
         "busy_seconds": round(span, 3),
         "wall_seconds": round(wall, 3),
