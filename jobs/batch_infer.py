@@ -190,8 +190,10 @@ def predict(cfg: BatchInferConfig, inputs, models: list[dict[str, Any]]):
 
     a, c = cfg.actors, cfg.counterfactual
     # One block per batch: a split stored in a few large files would otherwise reach only
-    # as many actors as it has files.
-    ds = inputs.dataset.repartition(target_num_rows_per_block=a.batch_size)
+    # as many actors as it has files. Materialized before the actors start: otherwise the
+    # actors can hold every CPU the read tasks need (a node's last half CPU cannot run a
+    # 1-CPU read task) and the job waits forever; Ray spills the rows to disk when large.
+    ds = inputs.dataset.repartition(target_num_rows_per_block=a.batch_size).materialize()
     return ds.map_batches(
         VQAPredictor,
         fn_constructor_kwargs={
