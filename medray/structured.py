@@ -45,6 +45,7 @@ __all__ = [
     "StepEvent",
     "StepStreamer",
     "extract_json_text",
+    "loads_lenient",
     "parse_answer",
 ]
 
@@ -740,3 +741,22 @@ def _decode(raw: str) -> str:
         out.append(ch)
         i += 1
     return "".join(out)
+
+
+def loads_lenient(text: str) -> tuple[Any, list[str]]:
+    """The first JSON value in ``text``, parsed with the same repairs as
+    :func:`parse_answer` but without the reasoner schema (for other structured outputs,
+    e.g. the agent's).
+
+    Returns:
+        ``(value, notes)``; ``value`` is None when no JSON object could be read, and the
+        notes then say why.
+    """
+    json_text, notes = extract_json_text(text or "")
+    if json_text is None:
+        return None, [*notes, "no JSON object in the text"]
+    try:
+        value, more = _lenient_loads(json_text)
+    except _Syntax as e:
+        return None, [*notes, f"unreadable JSON: {e}"]
+    return value, [*notes, *more]

@@ -10,6 +10,8 @@ Graph (``app_builder``)::
       -> Embedder    (medray.serving.embedder.Embedder: CLIP + sentence vectors,
                       @serve.batch dynamic batching)
       -> Retriever   (medray.serving.retriever.Retriever: Milvus cases + knowledge)
+      -> Agent       (medray.agent.RagAgent: agentic RAG over the Reasoner, Embedder,
+                      Retriever and Guard handles, streams agent events)
 
 Each deployment wraps a plain class that works without Serve. Resources, replicas,
 autoscaling and ``max_ongoing_requests`` come from the Serve config file
@@ -282,6 +284,33 @@ class RetrieverDeployment:
         return await asyncio.to_thread(self.retriever.status)
 
 
+@serve.deployment(name="Agent")
+class AgentDeployment:
+    """Serve wrapper of :class:`medray.agent.RagAgent`: its LLM is the Reasoner (through
+    a LangChain chat model over the handle), its tools the Embedder and Retriever."""
+
+    def __init__(
+        self,
+        guard: DeploymentHandle,
+        reasoner: DeploymentHandle,
+        embedder: DeploymentHandle,
+        retriever: DeploymentHandle | None,
+        args: AppArgs,
+    ) -> None:
+        from medray.agent.factory import build_agent
+
+        backend = ServeBackend(guard, reasoner, None, embedder, retriever)
+        self.agent = build_agent(args.agent, backend, args.models.served_name)
+
+    async def events(self, inputs):
+        """Generator of ``(event, data)`` pairs (``RagAgent.events``)."""
+        async for event in self.agent.events(inputs):
+            yield event
+
+    def ready(self) -> bool:
+        return True
+
+
 # --------------------------------------------------------------------------- gateway
 
 
@@ -295,12 +324,14 @@ class ServeBackend:
         summariser: DeploymentHandle,
         embedder: DeploymentHandle,
         retriever: DeploymentHandle | None,
+        agent: DeploymentHandle | None = None,
     ) -> None:
         self.guard = guard
         self.reasoner = reasoner
         self.summariser = summariser
         self.embedder = embedder
         self.retriever = retriever
+        self.agent = agent
 
     async def check_request(self, question):
         return await self.guard.check_request.remote(question)
@@ -358,6 +389,13 @@ class ServeBackend:
 
     async def loaded_adapters(self):
         return await self.reasoner.loaded_adapters.remote()
+
+    async def agent_events(self, inputs):
+        if self.agent is None:
+            raise RuntimeError("the Agent deployment is not part of this app (agent.enabled)")
+        # A streamed response cannot be handed to another deployment: consume, re-yield.
+        async for event in self.agent.options(stream=True).events.remote(inputs):
+            yield event
 
     async def readiness(self):
         names = ("guard", "reasoner", "summariser", "embedder")
@@ -418,9 +456,10 @@ class Gateway:
         embedder: DeploymentHandle,
         retriever: DeploymentHandle | None,
         args: AppArgs,
+        agent: DeploymentHandle | None = None,
     ) -> None:
         self.args = args
-        self.backend = ServeBackend(guard, reasoner, summariser, embedder, retriever)
+        self.backend = ServeBackend(guard, reasoner, summariser, embedder, retriever, agent)
 
     def __serve_build_asgi_app__(self):
         from serve_apps.gateway import create_app
@@ -458,4 +497,9 @@ def app_builder(args: dict[str, Any]) -> serve.Application:
     summariser = SummariserDeployment.bind(cfg)
     embedder = EmbedderDeployment.bind(cfg)
     retriever = RetrieverDeployment.bind(cfg) if cfg.retrieval.enabled else None
-    return Gateway.bind(guard, reasoner, summariser, embedder, retriever, cfg)
+    agent = (
+        AgentDeployment.bind(guard, reasoner, embedder, retriever, cfg)
+        if cfg.agent.enabled
+        else None
+    )
+    return Gateway.bind(guard, reasoner, summariser, embedder, retriever, cfg, agent)

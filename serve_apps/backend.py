@@ -70,6 +70,11 @@ class Backend(Protocol):
 
     async def readiness(self) -> dict[str, Any]: ...
 
+    def agent_events(self, inputs: Any) -> AsyncIterator[tuple[str, dict[str, Any]]]:
+        """The agentic RAG events (``medray.agent.RagAgent.events``) for an
+        :class:`medray.agent.AgentInput`."""
+        ...
+
 
 class LocalBackend:
     """Calls the plain classes directly (the single-process baseline, and tests).
@@ -78,11 +83,27 @@ class LocalBackend:
         guard, reasoner, summariser, embedder, retriever: plain instances
             (``medray.serving``); ``retriever`` may be None (retrieval disabled).
         adapter_cache: LRU of attached adapters (``AdapterCache``), or None.
+        agent: the agent's settings (``medray.agent.AgentSettings``); the agent runs in
+            this process over this backend. None: no agent.
+        served_name: the reasoner's served name (the agent's OpenAI-compatible model).
     """
 
     def __init__(
-        self, guard, reasoner, summariser, embedder, retriever=None, adapter_cache=None
+        self,
+        guard,
+        reasoner,
+        summariser,
+        embedder,
+        retriever=None,
+        adapter_cache=None,
+        agent=None,
+        served_name: str = "medray-reasoner",
     ) -> None:
+        self._agent = None
+        if agent is not None:
+            from medray.agent.factory import build_agent
+
+            self._agent = build_agent(agent, self, served_name)
         self.guard = guard
         self.reasoner = reasoner
         self.summariser = summariser
@@ -155,3 +176,9 @@ class LocalBackend:
             await asyncio.to_thread(self.retriever.status) if self.retriever else {"enabled": False}
         )
         return status
+
+    async def agent_events(self, inputs):
+        if self._agent is None:
+            raise RuntimeError("the agent is not configured in this backend")
+        async for event in self._agent.events(inputs):
+            yield event

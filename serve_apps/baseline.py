@@ -55,6 +55,8 @@ def build_app(config_file: str, overrides: list[str], host: str = "127.0.0.1"):
         Embedder(m.clip, m.text_embedder, m.device),
         retriever,
         AdapterCache(reasoner, args.max_loaded_adapters),
+        agent=args.agent if args.agent.enabled else None,  # runs in this process
+        served_name=m.served_name,
     )
     return create_app(backend, args, title="MedRay (single-process baseline)")
 

@@ -6,7 +6,8 @@ the plain classes. Endpoints:
 
 - ``POST /v1/analyze``: image + optional question, answered as Server-Sent Events
   (``guard``, ``token``, ``step``, ``reasoning``, ``summary``, ``similar_cases``,
-  ``knowledge``, ``safety``, ``done``; ``error`` if something fails mid-stream).
+  ``knowledge``, ``agent_*`` (agentic RAG, ``medray.agent``), ``safety``, ``done``;
+  ``error`` if something fails mid-stream).
 - ``POST /v1/search``: text->image or image->text similar cases.
 - ``POST /v1/chat/completions`` and ``GET /v1/models``: OpenAI-compatible, image content
   parts, ``stream=true``.
@@ -38,6 +39,7 @@ from PIL import Image
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from medray import DISCLAIMER, __version__
+from medray.agent import AgentInput
 from medray.safety import SafetyReport, merge
 from medray.serving.images import ImageError, decode_base64, open_image
 from medray.serving.reasoner import SYSTEM_PROMPT, GenerationParams
@@ -497,15 +499,29 @@ def create_app(
         "/v1/analyze",
         summary="Analyze an image (Server-Sent Events)",
         response_class=StreamingResponse,
-        responses={200: {"content": {"text/event-stream": {}}, "description": "SSE stream"}},
+        responses={
+            200: {
+                "content": {"text/event-stream": {}},
+                "description": "SSE stream: guard, token, step, reasoning, summary, "
+                "similar_cases, knowledge, then the agent's events (agent_diagnoses, "
+                "agent_queries, agent_sources, agent_draft, agent_reflection, agent_revision "
+                "per revision cycle, agent_answer with citations, confidence, safety report, "
+                'disclaimer and trace; skipped with "agent": false), safety, done.',
+            }
+        },
     )
     async def analyze(body: AnalyzeRequest, request: Request):
         """Stream the analysis of one image as Server-Sent Events, in order:
         ``guard`` (allowed or refused), ``token`` (raw reasoning text, if enabled),
         ``step`` (caption / each reasoning step / answer as soon as it is complete),
         ``reasoning`` (the parsed answer with repairs and errors), ``summary``,
-        ``similar_cases``, ``knowledge``, ``safety`` (the report, with the disclaimer)
-        and ``done`` (timings). Input errors are 4xx JSON before the stream starts."""
+        ``similar_cases``, ``knowledge``, the agent's events (``agent_diagnoses``,
+        ``agent_queries``, ``agent_sources``, ``agent_draft``, ``agent_reflection``,
+        ``agent_revision`` for each revision cycle and ``agent_answer``: findings, most
+        likely diagnosis, differential, severity, next steps, citations to retrieved items
+        only, confidence, what is missing, safety report, disclaimer, trace; off with
+        ``"agent": false``), ``safety`` (the report, with the disclaimer) and ``done``
+        (timings). Input errors are 4xx JSON before the stream starts."""
         image = decode(body.image, "image")
         question = check_question(body.question, "question", allow_empty=True)
         adapter = pick_adapter(body.model)
@@ -517,12 +533,16 @@ def create_app(
         rid = request.state.request_id
         log.info("analyze id=%s image=%dx%d question_chars=%d", rid, *image.size, len(question))
         return StreamingResponse(
-            _analyze_stream(rid, image, question, adapter, params, k),
+            _analyze_stream(
+                rid, image, question, adapter, params, k, body.agent and args.agent.enabled
+            ),
             media_type="text/event-stream",
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no", "x-request-id": rid},
         )
 
-    async def _analyze_stream(rid, image, question, adapter, params, k) -> AsyncIterator[str]:
+    async def _analyze_stream(
+        rid, image, question, adapter, params, k, use_agent=False
+    ) -> AsyncIterator[str]:
         t_start = time.perf_counter()
         timings: dict[str, float] = {}
         reports: list[SafetyReport] = []
@@ -599,9 +619,21 @@ def create_app(
                 knowledge, timings["knowledge"] = await timed(_knowledge(query, k))
                 yield _sse("knowledge", knowledge)
             else:
-                off = {"hits": [], "error": "retrieval is disabled in this app's config"}
+                cases = off = {"hits": [], "error": "retrieval is disabled in this app's config"}
                 yield _sse("similar_cases", off)
                 yield _sse("knowledge", off)
+            if use_agent:
+                t0 = time.perf_counter()
+                agent_input = AgentInput(
+                    question=question,
+                    reasoning_text=final.get("text", ""),
+                    parsed=value or None,
+                    summary=summary["summary"],
+                    image_cases=cases.get("hits", []),
+                )
+                async for name, data in _agent_events(rid, agent_input, reports):
+                    yield _sse(name, data)
+                timings["agent"] = (time.perf_counter() - t0) * 1000
             answer_report, timings["answer_check"] = await check_task
             reports.append(answer_report)
         except _Refused:
@@ -628,6 +660,22 @@ def create_app(
                 "inference_time_ms": round(total, 1),
             },
         )
+
+    async def _agent_events(rid, agent_input, reports: list[SafetyReport]):
+        """The agent's events; a failing agent is an ``error`` event, not a failed stream."""
+        try:
+            async for name, data in backend.agent_events(agent_input):
+                if name == "agent_answer":
+                    text = "\n".join(
+                        [*data["findings"], data["most_likely_diagnosis"], *data["next_steps"]]
+                    )
+                    reports.append(await backend.check_answer(text))
+                yield name, data
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:
+            log.error("analyze id=%s: agent failed: %s", rid, type(e).__name__)
+            yield "error", {"message": f"the agent failed ({type(e).__name__}); request id {rid}"}
 
     def _reasoner_messages(question: str) -> list[dict[str, Any]]:
         return [

@@ -33,6 +33,11 @@ class AnalyzeRequest(_Strict):
     k: int = Field(3, ge=1, description="Similar cases and knowledge passages to return.")
     max_new_tokens: int | None = Field(None, ge=1, description="Reasoning length.")
     temperature: float | None = Field(None, ge=0.0, le=2.0)
+    agent: bool = Field(
+        True,
+        description="Run the agentic RAG step (agent_* events before safety/done); false "
+        "turns it off for this request.",
+    )
 
 
 class SearchRequest(_Strict):

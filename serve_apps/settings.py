@@ -12,6 +12,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Literal
 
+from medray.agent.graph import AgentSettings
 from medray.config import ConfigError
 from medray.retrieval import MilvusSettings
 from medray.safety import SafetyPolicy
@@ -119,6 +120,7 @@ class AppArgs:
     safety: SafetyPolicy = field(default_factory=SafetyPolicy)
     retrieval: RetrievalSettings = field(default_factory=RetrievalSettings)
     stream_tokens: bool = True  # /v1/analyze also streams raw token events
+    agent: AgentSettings = field(default_factory=AgentSettings)  # agentic RAG (medray.agent)
 
     def __post_init__(self) -> None:
         if self.max_loaded_adapters < 1:

@@ -43,7 +43,8 @@ def demo(
     `ray job submit`, start the Serve app and send it one analyze request, print where
     the results are, and bring the cluster down.
 
-    OVERRIDES are key=value pairs for the pipeline config (e.g. sft.optim.max_steps=20).
+    OVERRIDES are key=value pairs for the pipeline config (e.g. text_sft.sft.optim.max_steps=20,
+    stages=[preprocess,train_clip,index,search]).
     """
     from medray.cli.cluster import cluster_config, print_endpoints
     from medray.cli.job import submit
@@ -97,23 +98,10 @@ def demo(
             click.echo("[5/5] Stopping the local cluster ...")
             stopped = local.down()
             click.echo(f"  stopped {len(stopped)} processes")
-    t = summary["train"]
     click.echo("")
     click.echo(f"Demo finished in {time.perf_counter() - t0:.0f}s.")
-    pre = summary["preprocess"]
-    c = pre["counts"]
-    click.echo(
-        f"  datasets:   {c['in']} records (synthetic MIMIC-CXR, VQA-RAD, MedMCQA layouts) -> "
-        f"{c['written']} rows in the unified schema, {c['quarantined']} quarantined, "
-        f"{c['duplicates']} duplicates, on {len(pre['nodes_used'])} nodes -> {pre['output']}"
-    )
-    click.echo(
-        f"  records:    {summary['records']['rows']} rows -> {summary['records']['parquet']}"
-    )
-    click.echo(
-        f"  training:   loss {t['loss_first']:.3f} -> {t['loss_last']:.3f} in {t['steps']} steps on "
-        f"{len(set(t['worker_nodes']))} nodes"
-    )
+    width = max((len(n) for n in summary["stages"]), default=0)
+    for name, stage in summary["stages"].items():
+        click.echo(f"  {name:<{width}}  {stage['line']}")
     click.echo(f"  nodes used: {len(summary['nodes_used'])} of {summary['cluster_nodes']}")
-    click.echo(f"  checkpoint: {t['checkpoint']}")
     click.echo(f"Results: {summary['output_dir']}  (summary: {summary_path})")

@@ -142,7 +142,31 @@ def analyze_once(base_url: str, question: str, headers: dict[str, str] | None = 
         for line in resp.iter_lines():
             if line.startswith("event: "):
                 kinds.append(line[7:])
+            elif line.startswith("data: ") and kinds and kinds[-1].startswith("agent_"):
+                _echo_agent_event(kinds[-1], json.loads(line[6:]))
     return kinds
+
+
+def _echo_agent_event(kind: str, data: dict) -> None:
+    """One line per agent event; the final structured answer in full (without the trace)."""
+    if kind == "agent_queries":
+        click.echo(f"    agent queries: {data['queries']}")
+    elif kind == "agent_sources":
+        labels = [f"{s['label']}={s['title'] or s['id']}"[:60] for s in data["sources"]]
+        click.echo(f"    agent sources (cycle {data['cycle']}): {labels} {data['errors'] or ''}")
+    elif kind == "agent_reflection":
+        click.echo(
+            f"    agent reflection: confidence {data['confidence']} "
+            f"(threshold {data['threshold']}) -> {data['reason']}"
+        )
+    elif kind == "agent_revision":
+        click.echo(f"    agent revision {data['cycle']}: new queries {data['queries']}")
+    elif kind == "agent_answer":
+        answer = {k: v for k, v in data.items() if k != "trace"}
+        answer["citations"] = [f"{c['label']}: {c['title'] or c['id']}" for c in data["citations"]]
+        answer["safety_report"] = {"risk_level": data["safety_report"]["risk_level"]}
+        click.echo("    agent answer (structured; the trace has every step's input and output):")
+        click.echo("      " + json.dumps(answer, indent=2).replace("\n", "\n      "))
 
 
 def serve_demo(dashboard_url: str, port: int) -> None:

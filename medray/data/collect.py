@@ -37,7 +37,7 @@ def source_root(spec: SourceSpec) -> str:
     return io.resolve_location(spec.path)
 
 
-def prepare_synthetic(spec: SourceSpec, root: str, image_size: int | None = None) -> bool:
+def prepare_synthetic(spec: SourceSpec, root: str) -> bool:
     """Generate a source's synthetic data first when it asks for it (``synth_n``)."""
     if not spec.synth_n:
         return False
@@ -47,7 +47,9 @@ def prepare_synthetic(spec: SourceSpec, root: str, image_size: int | None = None
         )
     from medray.data.synth import ensure_synthetic
 
-    return ensure_synthetic(spec.kind, root, spec.synth_n, spec.synth_seed, image_size)
+    return ensure_synthetic(
+        spec.kind, root, spec.synth_n, spec.synth_seed, spec.synth_image_size or None
+    )
 
 
 def collect_records(cfg: PreprocessConfig) -> Collected:

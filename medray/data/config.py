@@ -58,6 +58,7 @@ class SourceSpec:
     limit: int = 0  # keep the first N records (0: all)
     synth_n: int = 0  # generate N synthetic samples at path first if it is missing
     synth_seed: int = 0
+    synth_image_size: int = 0  # edge of the generated images (0: the generator's default)
 
     def __post_init__(self) -> None:
         if not self.path:
@@ -82,8 +83,8 @@ class SourceSpec:
                 f"source {self.source_name!r}: no synthetic generator for {self.kind!r} "
                 f"(have {list(SYNTH_KINDS)})"
             )
-        if self.limit < 0 or self.synth_n < 0:
-            raise ConfigError("limit and synth_n must be >= 0")
+        if self.limit < 0 or self.synth_n < 0 or self.synth_image_size < 0:
+            raise ConfigError("limit, synth_n and synth_image_size must be >= 0")
 
     @property
     def source_name(self) -> str:

@@ -81,7 +81,9 @@ class TextEncoder:
 def report_text(findings: str | None, impression: str | None, which: str = "report") -> str:
     """The text an image-report pair is embedded by: ``report`` (both sections),
     ``findings`` or ``impression`` (each falling back to the other when empty)."""
-    findings, impression = (findings or "").strip(), (impression or "").strip()
+    # Parquet nulls arrive as None, NaN or pandas.NA (which refuses ``or``): all are "empty".
+    findings = findings.strip() if isinstance(findings, str) else ""
+    impression = impression.strip() if isinstance(impression, str) else ""
     if which == "findings":
         return findings or impression
     if which == "impression":

@@ -232,8 +232,14 @@ def clip_train_loop(config: dict[str, Any]) -> None:
 
     from medray.eval.retrieval import image_to_text_accuracy
     from medray.models.loading import load_clip
-    from medray.train.ray_hf import InjectedFailure, deepspeed_config, gather_workers
+    from medray.train.ray_hf import (
+        InjectedFailure,
+        deepspeed_config,
+        gather_workers,
+        skip_deepspeed_shm_build,
+    )
 
+    skip_deepspeed_shm_build()
     s: ClipTrainSettings = config["settings"]
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()

@@ -19,6 +19,21 @@ from medray.train.settings import DeepSpeedSettings, RunSettings, ScalingSetting
 log = logging.getLogger(__name__)
 
 
+def skip_deepspeed_shm_build() -> None:
+    """Stop DeepSpeed from JIT-compiling its shared-memory comm op in this process.
+
+    On CPU, ``deepspeed.comm``'s torch backend compiles ``deepspeed_shm_comm`` (a C++
+    extension, minutes of ``cc1plus`` and >1 GB of RAM per compile on a fresh machine)
+    on every ``init_distributed``; the op is only used by ``inference_all_reduce``, never by
+    training, whose collectives go through the process group (gloo / NCCL). Marking it
+    incompatible makes DeepSpeed skip the build. Call it in each training worker before
+    DeepSpeed initialises.
+    """
+    import deepspeed.ops
+
+    deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
+
+
 def deepspeed_config(
     ds: DeepSpeedSettings,
     *,

@@ -106,8 +106,10 @@ def text_sft_loop(config: dict[str, Any]) -> None:
         latest_checkpoint,
         report_again,
         report_final,
+        skip_deepspeed_shm_build,
     )
 
+    skip_deepspeed_shm_build()
     settings: TextSFTSettings = config["settings"]
     logging.getLogger("dill").setLevel(logging.WARNING)  # datasets' hashing is chatty at INFO
     # Everything this worker writes locally (data, HF checkpoints, the final model) lives

@@ -30,6 +30,7 @@ def _image() -> str:
 
 @pytest.fixture(scope="module")
 def backend(tiny_models):
+    from medray.agent import AgentSettings
     from medray.serving.embedder import Embedder
     from medray.serving.guard import Guard
     from medray.serving.reasoner import Reasoner
@@ -37,7 +38,8 @@ def backend(tiny_models):
     from serve_apps.backend import LocalBackend
 
     retriever = Retriever(MilvusSettings(uri=DEAD_MILVUS, timeout_s=2), "tiny-clip", "minilm-l6")
-    return LocalBackend(Guard(), Reasoner(), Summariser(), Embedder(), retriever)
+    agent = AgentSettings(max_cycles=0, max_queries=1, max_new_tokens=4)
+    return LocalBackend(Guard(), Reasoner(), Summariser(), Embedder(), retriever, agent=agent)
 
 
 def app_with(backend, **args):
@@ -74,6 +76,11 @@ def test_milvus_down_degrades_analyze_and_search(backend):
         ev["similar_cases"]["hits"] == [] and "cannot reach Milvus" in ev["similar_cases"]["error"]
     )
     assert "cannot reach Milvus" in ev["knowledge"]["error"]
+    # The agent (in this process, as in the baseline) still answers and says what is missing.
+    answer = ev["agent_answer"]
+    assert any("knowledge search failed" in m for m in answer["missing"]), answer["missing"]
+    assert answer["citations"] == [] and answer["disclaimer"] == DISCLAIMER
+    assert "error" not in ev
     assert ev["safety"]["disclaimer"] == DISCLAIMER and "done" in ev
     r = client.post("/v1/search", json={"text": "pleural effusion"})
     assert r.status_code == 200

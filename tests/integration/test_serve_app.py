@@ -217,6 +217,12 @@ def served(ray_cluster, tiny_models, milvus_uri, tmp_path_factory):
         f"retrieval.milvus.uri={milvus_uri}",
         f"retrieval.milvus.cases_collection={CASES}",
         f"retrieval.milvus.knowledge_collection={KNOWLEDGE}",
+        # The tiny reasoner writes unreadable JSON, so the agent's confidence is its
+        # grounding score (at most 0.9): a threshold of 1 makes one revision certain.
+        "agent.confidence_threshold=1.0",
+        "agent.max_cycles=1",
+        "agent.max_queries=2",
+        "agent.max_new_tokens=16",
     ]
     config = load_serve_config("serve_apps/configs/local.yaml", overrides, port=SERVE_PORT)
     dashboard = ray_cluster.dashboard_url
@@ -264,6 +270,7 @@ def test_openapi_schema_documents_every_endpoint(client):
               "/health", "/ready"):  # fmt: skip
         assert p in paths, p
     assert "text/event-stream" in json.dumps(paths["/v1/analyze"])
+    assert "agent_answer" in json.dumps(paths["/v1/analyze"])
 
 
 @pytest.mark.parametrize(
@@ -335,6 +342,7 @@ def test_analyze_streams_events_as_they_happen(client):
             "question": "Is there a pleural effusion?",
             "k": 3,
             "max_new_tokens": 48,
+            "agent": False,
         },
     ) as resp:
         assert resp.status_code == 200
@@ -370,10 +378,67 @@ def test_analyze_streams_events_as_they_happen(client):
     assert t_end - first_token > 0.1, "tokens must stream before the summary and retrieval"
 
 
+AGENT_EVENTS = [
+    "agent_diagnoses",
+    "agent_queries",
+    "agent_sources",
+    "agent_draft",
+    "agent_reflection",
+    "agent_revision",
+    "agent_sources",
+    "agent_draft",
+    "agent_reflection",
+    "agent_answer",
+]
+
+
+def test_analyze_streams_the_agents_events_end_to_end(client):
+    """The Agent deployment over the tiny reasoner (no stand-in): every agent event
+    arrives after retrieval and before safety/done, one revision cycle included, and the
+    final answer cites only what was retrieved."""
+    body = {"image": IMAGE, "question": "Is there a pleural effusion?", "max_new_tokens": 8}
+    with client.stream("POST", "/v1/analyze", json=body) as resp:
+        assert resp.status_code == 200
+        events = list(sse_events(resp))
+    kinds = [e for _, e, _ in events if e not in ("token", "step")]
+    assert "error" not in kinds, [d for _, e, d in events if e == "error"]
+    assert kinds == [
+        "guard",
+        "reasoning",
+        "summary",
+        "similar_cases",
+        "knowledge",
+        *AGENT_EVENTS,
+        "safety",
+        "done",
+    ]
+    data = [(e, d) for _, e, d in events]
+    retrieved = {s["label"]: s["id"] for e, d in data if e == "agent_sources" for s in d["sources"]}
+    assert any(lab.startswith("K") for lab in retrieved), retrieved
+    answer = data[-3][1]
+    for key in ("findings", "most_likely_diagnosis", "differential", "severity", "next_steps",
+                "citations", "confidence", "safety_report", "disclaimer", "trace"):  # fmt: skip
+        assert key in answer, key
+    assert answer["disclaimer"] == DISCLAIMER and answer["cycles"] == 1
+    assert all(retrieved[c["label"]] == c["id"] for c in answer["citations"])
+    assert answer["web_search"]["enabled"] is False and answer["web_search"]["note"]
+    steps = [t["step"] for t in answer["trace"]]
+    assert steps.count("reflect") == 2 and steps[-1] == "finalize"
+    # The tiny model's text is unreadable: the trace says which fallback each step took.
+    assert any(t.get("fallback") for t in answer["trace"])
+    assert "timings_ms" in data[-1][1] and "agent" in data[-1][1]["timings_ms"]
+
+
 def test_analyze_streams_each_reasoning_step_as_it_closes(client):
     """With an adapter that writes the structured answer, the caption, every reasoning
     step and the answer arrive as step events before the stream's parsed result."""
-    body = {"image": IMAGE, "question": JSON_QUESTION, "model": "lora-json", "max_new_tokens": 120}
+    body = {
+        "image": IMAGE,
+        "question": JSON_QUESTION,
+        "model": "lora-json",
+        "max_new_tokens": 120,
+        "agent": False,
+    }
     with client.stream("POST", "/v1/analyze", json=body) as resp:
         assert resp.status_code == 200
         events = list(sse_events(resp))

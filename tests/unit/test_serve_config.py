@@ -23,7 +23,7 @@ def test_serve_config_args_validate(path):
     args = parse_args(config["applications"][0]["args"])
     assert isinstance(args, AppArgs)
     names = {d["name"] for d in config["applications"][0]["deployments"]}
-    assert names == {"Gateway", "Guard", "Reasoner", "Summariser", "Embedder", "Retriever"}
+    assert names == {"Gateway", "Guard", "Reasoner", "Summariser", "Embedder", "Retriever", "Agent"}
 
 
 def test_local_profile_fits_two_cpus_and_gpu_profile_asks_for_gpus():
