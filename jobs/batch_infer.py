@@ -212,6 +212,7 @@ def predict(cfg: BatchInferConfig, inputs, models: list[dict[str, Any]]):
         compute=ray.data.ActorPoolStrategy(size=a.concurrency),
         num_cpus=a.num_cpus,
         num_gpus=a.num_gpus,
+        scheduling_strategy="SPREAD",  # actors on as many nodes as possible
     ).materialize()
 
 
