@@ -65,7 +65,7 @@ def timed_run(ds, models, actors: int, args) -> dict:
         },
         batch_size=args.batch_size,
         batch_format="pyarrow",
-        compute=ray.data.ActorPoolStrategy(size=actors),
+        compute=ray.data.ActorPoolStrategy(size=actors, max_tasks_in_flight_per_actor=1),
         num_cpus=1,
     ).to_arrow_refs()
     table = pa.concat_tables(ray.get(res))

@@ -209,7 +209,9 @@ def predict(cfg: BatchInferConfig, inputs, models: list[dict[str, Any]]):
         },
         batch_size=a.batch_size,
         batch_format="pyarrow",
-        compute=ray.data.ActorPoolStrategy(size=a.concurrency),
+        # One batch in flight per actor: otherwise the first actor up queues several
+        # batches of a small split and the others idle.
+        compute=ray.data.ActorPoolStrategy(size=a.concurrency, max_tasks_in_flight_per_actor=1),
         num_cpus=a.num_cpus,
         num_gpus=a.num_gpus,
         scheduling_strategy="SPREAD",  # actors on as many nodes as possible
