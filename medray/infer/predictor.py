@@ -57,19 +57,14 @@ def output_schema(counterfactual: bool, blank: bool) -> pa.Schema:
 
 
 def node_name() -> str:
-    """This process's Ray node: its ``medray_node_<i>`` resource on the local cluster,
-    else ``<ip>/<node id prefix>``."""
+    """This process's Ray node as ``<node ip>/<node id prefix>`` (unique per node, also
+    for several nodes on one machine)."""
     import ray
 
     ctx = ray.get_runtime_context()
     node_id = ctx.get_node_id()
-    for n in ray.nodes():
-        if n.get("NodeID") == node_id:
-            named = sorted(k for k in n.get("Resources", {}) if k.startswith("medray_node_"))
-            if named:
-                return named[0]
-            return f"{n.get('NodeManagerAddress', '?')}/{node_id[:8]}"
-    return node_id[:8]
+    ip = ray.util.get_node_ip_address()
+    return f"{ip}/{node_id[:12]}"
 
 
 def pin_threads(num_cpus: float) -> int:
