@@ -96,6 +96,7 @@ PREDICTION_COLUMNS: tuple[tuple[str, pa.DataType, bool, str], ...] = (
 )
 OPTIONAL_COLUMNS: tuple[tuple[str, pa.DataType, bool, str], ...] = (
     ("language", pa.string(), True, "ISO 639-1 language of the question"),
+    ("node", pa.string(), True, "the Ray node that inferred the row (batch inference)"),
     ("cf_roi_answer", pa.string(), True, "answer with the region of interest inpainted"),
     (
         "cf_random_answer",

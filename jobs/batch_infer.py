@@ -1,0 +1,361 @@
+"""Batch inference: the reasoner over a dataset with Ray Data actors -> predictions folders.
+
+Ray Data reads a preprocessed split (``jobs.preprocess`` output) or a JSONL folder of
+images + questions, a pool of model actors (``map_batches`` with the callable class
+:class:`medray.infer.predictor.VQAPredictor`; concurrency, batch size, CPUs and GPUs per
+actor from the config) answers every row with every configured model (base, LoRA
+adapter or merged folder), and each model's answers are written as one predictions
+folder in the ``medray-predictions/1`` contract (``<output>/<label>``, Parquet from the
+workers, then ``manifest.json``). With ``evaluate.enabled`` the evaluation job runs on the
+folders and the report's path is printed.
+
+    python -m jobs.batch_infer --config jobs/configs/batch_infer_tiny.yaml [key=value ...]
+    medray job submit -- python -m jobs.batch_infer --config jobs/configs/batch_infer_tiny.yaml
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from medray.config import ConfigError, parse_args, to_dict
+from medray.data import io
+from medray.eval.predictions import MANIFEST, expand_location, write_manifest
+from medray.paths import runs_dir
+from medray.runtime import init_ray, setup_logging
+
+log = logging.getLogger(__name__)
+MARKER = ".medray-batch-infer"
+DEFAULT_CONFIG = Path(__file__).parent / "configs" / "batch_infer_tiny.yaml"
+
+
+@dataclass(frozen=True)
+class InputSettings:
+    """What to answer: a preprocessed split, or JSONL lines of images + questions."""
+
+    kind: Literal["preprocessed", "jsonl"] = "preprocessed"
+    path: str = (
+        "$MEDRAY_HOME/data/synthetic"  # output folder of jobs.preprocess, or .jsonl file/folder
+    )
+    split: str = "test"  # the split read (preprocessed) or recorded (jsonl)
+    tasks: tuple[str, ...] = ("vqa",)  # preprocessed rows of these tasks
+    limit: int = 0  # first N rows by sample_id (0: all)
+    image_root: str = ""  # jsonl: image paths are relative to this (default: the file's folder)
+    source: str = "jsonl"  # jsonl: the rows' source name
+    validate: bool = True  # check preprocessed batches against the schema while reading
+
+
+@dataclass(frozen=True)
+class ModelSettings:
+    """One model of the run; its predictions go to ``<output>/<label>``."""
+
+    label: str = "base"
+    model: str = "tiny-qwen2-vl"  # preset, hub id, or folder (a merged model)
+    adapter: str = ""  # peft LoRA adapter folder on top of ``model``
+
+
+@dataclass(frozen=True)
+class ActorSettings:
+    """The model actor pool (Ray Data ``map_batches`` with a callable class)."""
+
+    concurrency: int = 2  # actors
+    batch_size: int = 8  # rows per batch (one padded generate call per model)
+    num_cpus: float = 1.0  # per actor; torch threads = int(num_cpus)
+    num_gpus: float = 0.0  # per actor; > 0 runs on cuda
+
+
+@dataclass(frozen=True)
+class GenerationSettings:
+    """Greedy decoding of the structured JSON answer."""
+
+    max_new_tokens: int = 96
+    prompt: Literal["serving"] = "serving"  # the serving reasoner's system prompt and chat
+
+
+@dataclass(frozen=True)
+class CounterfactualSettings:
+    """Inputs of the faithfulness figures of jobs.evaluate (flip rates, blank control)."""
+
+    enabled: bool = False  # also answer with the ROI / a random same-size region inpainted
+    roi: Literal["reference", "predicted", "both"] = "both"  # where the ROI comes from
+    blank_control: bool = False  # also answer with a blank image (text prior)
+    seed: int = 0  # of the random regions
+
+
+@dataclass(frozen=True)
+class EvaluateStage:
+    """Run jobs.evaluate on the predictions folders afterwards."""
+
+    enabled: bool = False
+    name: str = ""  # report folder name; empty: <output>/report
+    aggregate: bool = True  # add the confidence-weighted vote when there are 2+ models
+
+
+@dataclass(frozen=True)
+class BatchInferConfig:
+    """Batch inference of the reasoner over a split with Ray Data actors."""
+
+    name: str = "batch-infer"
+    output: str = ""  # empty: $MEDRAY_HOME/runs/<name>; a folder or s3://...
+    overwrite: bool = True  # replace earlier predictions folders of the same labels
+    input: InputSettings = field(default_factory=InputSettings)
+    models: tuple[ModelSettings, ...] = (ModelSettings(),)
+    actors: ActorSettings = field(default_factory=ActorSettings)
+    generation: GenerationSettings = field(default_factory=GenerationSettings)
+    counterfactual: CounterfactualSettings = field(default_factory=CounterfactualSettings)
+    evaluate: EvaluateStage = field(default_factory=EvaluateStage)
+
+    def __post_init__(self) -> None:
+        labels = [m.label for m in self.models]
+        if not labels:
+            raise ConfigError("models: name at least one model")
+        if len(set(labels)) != len(labels):
+            raise ConfigError(f"models: labels must be unique, got {labels}")
+        for lb in labels:
+            if not lb or "/" in lb or lb.startswith(".") or lb == "report":
+                raise ConfigError(
+                    f"models: label {lb!r} must be a plain folder name (not 'report')"
+                )
+        if self.actors.concurrency < 1 or self.actors.batch_size < 1:
+            raise ConfigError("actors.concurrency and actors.batch_size must be at least 1")
+        if self.actors.num_cpus <= 0 and self.actors.num_gpus <= 0:
+            raise ConfigError("actors: num_cpus or num_gpus must be positive")
+        if self.generation.max_new_tokens < 1:
+            raise ConfigError("generation.max_new_tokens must be at least 1")
+
+
+def output_dir(cfg: BatchInferConfig) -> str:
+    return expand_location(cfg.output) if cfg.output else str(runs_dir() / cfg.name)
+
+
+def build_inputs(cfg: BatchInferConfig):
+    """The input rows as a Ray Dataset with their fingerprint (:class:`InputRows`)."""
+    from medray.infer.inputs import jsonl_rows, preprocessed_rows
+
+    i = cfg.input
+    location = expand_location(i.path)
+    if i.kind == "jsonl":
+        return jsonl_rows(location, i.split, i.source, i.image_root, i.limit)
+    return preprocessed_rows(location, i.split, i.tasks, i.limit, i.validate)
+
+
+def resolve_models(cfg: BatchInferConfig) -> list[dict[str, Any]]:
+    """Model references as every node loads them: tiny presets built here once (absolute
+    folders), adapter folders absolute and checked."""
+    from medray.models import resolve
+
+    out = []
+    for m in cfg.models:
+        adapter = ""
+        if m.adapter:
+            adapter = expand_location(m.adapter)
+            if "://" not in adapter and not (Path(adapter) / "adapter_config.json").is_file():
+                raise ConfigError(
+                    f"models[{m.label}].adapter: {adapter} is not a peft adapter folder "
+                    "(no adapter_config.json)"
+                )
+        model = expand_location(m.model) if Path(expand_location(m.model)).exists() else m.model
+        out.append({"label": m.label, "model": resolve(model, "vlm"), "adapter": adapter})
+    return out
+
+
+def _prepare(folder: str, overwrite: bool) -> None:
+    """Make ``folder`` ready for a new predictions folder; never touch a foreign folder."""
+    if not io.exists(folder):
+        return
+    if not io.list_files(folder):
+        io.delete_dir(folder)
+        return
+    if not io.is_file(io.join(folder, MANIFEST)) and not io.is_file(io.join(folder, MARKER)):
+        raise FileExistsError(
+            f"{folder} exists and is not a predictions folder: it is left alone; "
+            "pick another output or model label"
+        )
+    if not overwrite:
+        raise FileExistsError(f"{folder} holds predictions; set overwrite=true to replace them")
+    io.delete_dir(folder)
+
+
+def predict(cfg: BatchInferConfig, inputs, models: list[dict[str, Any]]):
+    """The materialized Ray Dataset of prediction rows (every model, every row)."""
+    import ray
+
+    from medray.infer.predictor import VQAPredictor
+
+    a, c = cfg.actors, cfg.counterfactual
+    # One block per batch: a split stored in a few large files would otherwise reach only
+    # as many actors as it has files. Materialized before the actors start: otherwise the
+    # actors can hold every CPU the read tasks need (a node's last half CPU cannot run a
+    # 1-CPU read task) and the job waits forever; Ray spills the rows to disk when large.
+    ds = inputs.dataset.repartition(target_num_rows_per_block=a.batch_size).materialize()
+    return ds.map_batches(
+        VQAPredictor,
+        fn_constructor_kwargs={
+            "models": models,
+            "max_new_tokens": cfg.generation.max_new_tokens,
+            "num_cpus": a.num_cpus,
+            "device": "cuda" if a.num_gpus > 0 else "cpu",
+            "counterfactual": c.enabled,
+            "roi_source": c.roi,
+            "blank_control": c.blank_control,
+            "seed": c.seed,
+            "prompt": cfg.generation.prompt,
+        },
+        batch_size=a.batch_size,
+        batch_format="pyarrow",
+        # One batch in flight per actor: otherwise the first actor up queues several
+        # batches of a small split and the others idle.
+        compute=ray.data.ActorPoolStrategy(size=a.concurrency, max_tasks_in_flight_per_actor=1),
+        num_cpus=a.num_cpus,
+        num_gpus=a.num_gpus,
+        scheduling_strategy="SPREAD",  # actors on as many nodes as possible
+    ).materialize()
+
+
+def write_folders(cfg, preds, inputs, models, out: str) -> dict[str, str]:
+    """One predictions folder per model: Parquet from the workers, then the manifest."""
+    folders = {}
+    for m in models:
+        label = m["label"]
+        folder = io.join(out, label)
+        _prepare(folder, cfg.overwrite)
+        # Marks the folder as ours until the manifest lands, so a rerun after a crash may
+        # replace it; readers ignore it (they need the manifest).
+        io.write_bytes(io.join(folder, MARKER), b"")
+        preds.filter(lambda r, lb=label: r["model_label"] == lb).drop_columns(
+            ["model_label"]
+        ).write_parquet(folder)
+        write_manifest(
+            folder,
+            model=m["model"],
+            model_label=label,
+            dataset=inputs.location,
+            split=inputs.split,
+            dataset_fingerprint=inputs.fingerprint,
+            adapter=m["adapter"] or None,
+            config=to_dict(cfg),
+        )
+        folders[label] = folder
+    return folders
+
+
+def summarize(preds, n_inputs: int, seconds: float) -> dict[str, Any]:
+    """Per-model counts and rows per node, from the small columns of the predictions."""
+    df = preds.select_columns(
+        ["model_label", "node", "error", "parse_ok", "latency_ms"]
+    ).to_pandas()
+    per_model = {}
+    for label, g in df.groupby("model_label", sort=False):
+        errors = g[g["error"] != ""]
+        per_model[label] = {
+            "rows": len(g),
+            "inferred": int((g["error"] == "").sum()),
+            "errors": len(errors),
+            "json_valid": round(float(g["parse_ok"].mean()), 4),
+            "mean_latency_ms": round(
+                float(g.loc[g["error"] == "", "latency_ms"].fillna(0).mean()), 2
+            )
+            if (g["error"] == "").any()
+            else None,
+        }
+    rows_per_node = dict(Counter(df["node"]))
+    return {
+        "input_rows": n_inputs,
+        "prediction_rows": len(df),
+        "seconds": round(seconds, 2),
+        "rows_per_s": round(len(df) / seconds, 3) if seconds else None,
+        "models": per_model,
+        "rows_per_node": rows_per_node,
+        "error_examples": df.loc[df["error"] != "", "error"].head(5).tolist(),
+    }
+
+
+def run(cfg: BatchInferConfig) -> dict[str, Any]:
+    """Run batch inference (and the evaluation stage); return the summary."""
+    init_ray()
+    t0 = time.perf_counter()
+    models = resolve_models(cfg)
+    inputs = build_inputs(cfg)
+    out = output_dir(cfg)
+    t1 = time.perf_counter()
+    preds = predict(cfg, inputs, models)
+    infer_s = time.perf_counter() - t1
+    folders = write_folders(cfg, preds, inputs, models, out)
+    summary = {
+        "output_dir": out,
+        "dataset": inputs.location,
+        "split": inputs.split,
+        "fingerprint": inputs.fingerprint,
+        "predictions": folders,
+        **summarize(preds, inputs.n_rows, infer_s),
+        "total_seconds": round(time.perf_counter() - t0, 2),
+    }
+    if cfg.evaluate.enabled:
+        summary["evaluation"] = evaluate_stage(cfg, folders, inputs, out)
+        summary["report"] = summary["evaluation"]["report"]
+    io.write_bytes(io.join(out, "summary.json"), (json.dumps(summary, indent=2) + "\n").encode())
+    return summary
+
+
+def evaluate_stage(cfg: BatchInferConfig, folders: dict[str, str], inputs, out: str) -> dict:
+    """jobs.evaluate on this run's folders, checked against this run's input rows."""
+    from jobs.evaluate import EvaluateConfig, ExpectedSettings
+    from jobs.evaluate import main as evaluate_main
+
+    e = cfg.evaluate
+    ecfg = EvaluateConfig(
+        predictions=tuple(folders.values()),
+        expected=ExpectedSettings(
+            dataset=inputs.location,
+            split=inputs.split,
+            models=tuple(folders),
+            fingerprint=inputs.fingerprint,
+        ),
+        name=e.name or f"{cfg.name}-report",
+        output="" if e.name else io.join(out, "report"),
+        aggregate=e.aggregate and len(folders) > 1,
+    )
+    return evaluate_main(ecfg)
+
+
+def _print(s: dict[str, Any]) -> None:
+    print("\n=== MedRay batch inference ===")
+    print(
+        f"{s['dataset']} [{s['split']}]: {s['input_rows']} rows x {len(s['models'])} model(s) "
+        f"in {s['seconds']} s ({s['rows_per_s']} rows/s)"
+    )
+    for label, m in s["models"].items():
+        print(
+            f"  {label}: {m['inferred']} inferred, {m['errors']} errors, JSON valid "
+            f"{m['json_valid']:.2f}, {m['mean_latency_ms']} ms/row  -> {s['predictions'][label]}"
+        )
+    print(
+        "  rows per node: " + ", ".join(f"{k}: {v}" for k, v in sorted(s["rows_per_node"].items()))
+    )
+    if s.get("report"):
+        print(f"REPORT: {s['report']}")
+    print(f"SUMMARY: {s['output_dir']}/summary.json")
+
+
+def main(cfg: BatchInferConfig) -> dict[str, Any]:
+    summary = run(cfg)
+    _print(summary)
+    return summary
+
+
+if __name__ == "__main__":
+    setup_logging()
+    main(
+        parse_args(
+            BatchInferConfig,
+            sys.argv[1:],
+            prog="python -m jobs.batch_infer",
+            default_config=DEFAULT_CONFIG,
+        )
+    )

@@ -1,0 +1,9 @@
+"""Batch inference: the reasoner over a dataset with Ray Data actors.
+
+``inputs`` turns a preprocessed split or a JSONL folder of images + questions into rows,
+``predictor`` is the Ray Data callable class that answers them with one or more models
+(base, LoRA adapter, merged), ``scoring`` turns token log-probabilities into an answer
+confidence and ``counterfactual`` makes the inpainted images of the faithfulness test.
+``jobs/batch_infer.py`` wires them into a job that writes predictions folders in the
+``medray-predictions/1`` contract (``medray/eval/predictions.py``).
+"""

@@ -1,0 +1,217 @@
+"""Batch-inference library: answer confidence, counterfactual images, JSONL input, the
+predictor class without Ray (corrupt image, adapter, counterfactual columns)."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pytest
+from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from infer_fixtures import chest_png, corrupt_png, make_adapter, vqa_row
+
+from medray.infer.counterfactual import inpaint, random_boxes, roi_boxes
+from medray.infer.scoring import Generated, answer_confidence, answer_span
+
+pytestmark = pytest.mark.unit
+
+
+@pytest.fixture(scope="module")
+def tiny_vlm() -> str:
+    """Only the tiny VLM (the session fixture builds every preset)."""
+    from medray.models import ensure_built
+
+    return str(ensure_built("tiny-qwen2-vl"))
+
+
+def test_answer_span_finds_the_last_answer_value():
+    text = '{"caption": "c", "answer": "no", "reasoning": ["x"], "answer": "left lung"}'
+    a, b = answer_span(text)
+    assert text[a:b] == "left lung"
+    t2 = '{"answer": 3, "x": 1}'
+    a, b = answer_span(t2)
+    assert t2[a:b] == "3"
+    t3 = '{"caption": "c", "answer": "pleural eff'  # truncated: runs to the end
+    a, b = answer_span(t3)
+    assert t3[a:b] == "pleural eff"
+    assert answer_span('{"caption": "c"}') is None
+    assert answer_span('{"answer": ""}') is None
+
+
+def test_answer_confidence_is_the_product_of_the_answer_tokens(tiny_vlm):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny_vlm)
+    text = '{"caption": "chest", "reasoning": ["a"], "boxes": [], "answer": "yes effusion"}'
+    ids = tok(text, add_special_tokens=False)["input_ids"]
+    assert tok.decode(ids) == text
+    rng = np.random.default_rng(0)
+    lps = [float(x) for x in np.log(rng.uniform(0.2, 1.0, len(ids)))]
+    gen = Generated(text, tuple(ids), tuple(lps), "stop", 10)
+    # By hand: the tokens whose characters overlap the answer value.
+    a, b = answer_span(text)
+    expected, start = 0.0, 0
+    for k in range(len(ids)):
+        end = len(tok.decode(ids[: k + 1]))
+        if end > a and start < b:
+            expected += lps[k]
+        start = end
+    conf = answer_confidence(gen, tok)
+    assert conf == pytest.approx(math.exp(expected))
+    assert 0 < conf < 1
+    assert answer_confidence(Generated('{"caption": "x"}', (1,), (-0.1,), "stop", 1), tok) is None
+
+
+def test_scored_generation_log_probs_match_a_teacher_forced_pass(tiny_vlm, tmp_path):
+    """The log-probs returned with the greedy answer equal those of an independent forward
+    pass over prompt + answer; an adapter changes them, and the base is the base again
+    after an adapter was attached."""
+    import torch
+
+    from medray.infer.scoring import generate_scored
+    from medray.serving.reasoner import Reasoner
+
+    base = tiny_vlm
+    adapter = make_adapter(base, tmp_path / "lora")
+    r = Reasoner(base, adapters={"sft": adapter})
+    images = [Image.open(__import__("io").BytesIO(chest_png(s))).convert("RGB") for s in (1, 2)]
+    msgs = [r.messages_for("Is there a nodule?", True), r.messages_for("What organ is this?", True)]
+    gens = generate_scored(r, msgs, images, max_new_tokens=12)
+    assert [len(g.token_ids) for g in gens] == [len(g.logprobs) for g in gens]
+    for m, im, g in zip(msgs, images, gens, strict=True):
+        prompt = r.processor.apply_chat_template(m, add_generation_prompt=True)
+        inp = r.processor(text=[prompt], images=[im], return_tensors="pt")
+        n = inp["input_ids"].shape[1]
+        ids = torch.cat([inp["input_ids"], torch.tensor([list(g.token_ids)])], dim=1)
+        with torch.no_grad():
+            logits = r.base(
+                input_ids=ids,
+                attention_mask=torch.ones_like(ids),
+                pixel_values=inp["pixel_values"],
+                image_grid_thw=inp["image_grid_thw"],
+                mm_token_type_ids=torch.cat(
+                    [
+                        inp["mm_token_type_ids"],
+                        torch.zeros((1, len(g.token_ids)), dtype=torch.long),
+                    ],
+                    dim=1,
+                ),
+            ).logits[0]
+        ref = torch.log_softmax(logits.float(), -1)[n - 1 : n - 1 + len(g.token_ids)]
+        ref = ref.gather(-1, torch.tensor(g.token_ids).unsqueeze(-1)).squeeze(-1)
+        assert np.allclose(ref.numpy(), np.array(g.logprobs), atol=1e-3)
+    tuned = generate_scored(r, msgs, images, max_new_tokens=12, adapter="sft")
+    assert any(
+        t.token_ids != g.token_ids or not np.allclose(t.logprobs, g.logprobs, atol=1e-3)
+        for t, g in zip(tuned, gens, strict=True)
+    )
+    again = generate_scored(r, msgs, images, max_new_tokens=12)
+    for a, g in zip(again, gens, strict=True):
+        assert a.token_ids == g.token_ids and np.allclose(a.logprobs, g.logprobs, atol=1e-4)
+
+
+def test_inpaint_changes_only_the_box_and_removes_its_structure():
+    arr = np.zeros((100, 100, 3), dtype=np.uint8)
+    arr[:, :] = 40
+    arr[30:50, 30:50] = 250  # the "lesion"
+    img = Image.fromarray(arr)
+    out = np.asarray(inpaint(img, [(0.3, 0.3, 0.5, 0.5)]))
+    assert out[35:45, 35:45].mean() < 60  # filled from the dark surroundings
+    outside = np.ones((100, 100), dtype=bool)
+    outside[30:50, 30:50] = False
+    assert (out[outside] == arr[outside]).all()  # nothing outside the box changed
+
+
+def test_random_boxes_same_size_deterministic_and_elsewhere():
+    roi = [(0.1, 0.1, 0.4, 0.3)]
+    a = random_boxes(roi, "slake:1", seed=0)
+    assert a == random_boxes(roi, "slake:1", seed=0)
+    assert a != random_boxes(roi, "slake:2", seed=0)
+    (x1, y1, x2, y2) = a[0]
+    assert x2 - x1 == pytest.approx(0.3) and y2 - y1 == pytest.approx(0.2)
+    assert x1 >= 0 and x2 <= 1 and y1 >= 0 and y2 <= 1
+    assert x1 >= 0.4 or x2 <= 0.1 or y1 >= 0.3 or y2 <= 0.1  # no overlap with the ROI
+
+
+def test_roi_is_the_named_reference_box_else_the_predicted_one():
+    organs = [
+        {"label": "Lung", "x1": 0.1, "y1": 0.2, "x2": 0.4, "y2": 0.7},
+        {"label": "Heart", "x1": 0.4, "y1": 0.4, "x2": 0.6, "y2": 0.6},
+        {"label": "Lesion", "x1": 0.6, "y1": 0.3, "x2": 0.7, "y2": 0.4},
+    ]
+    row = {"question": "How many lesions are in this image?", "answer": "1", "boxes": organs}
+    assert roi_boxes(row) == [(0.6, 0.3, 0.7, 0.4)]
+    row2 = {"question": "Is this an MRI?", "answer": "no", "boxes": organs}
+    assert roi_boxes(row2, predicted=[[0.2, 0.2, 0.3, 0.3]]) == [(0.2, 0.2, 0.3, 0.3)]
+    assert roi_boxes(row2, predicted=[[0.2, 0.2, 0.3, 0.3]], source="reference") == []
+    assert roi_boxes({"question": "q", "boxes": organs[:1]}) == [(0.1, 0.2, 0.4, 0.7)]
+
+
+def test_jsonl_records_keep_bad_lines_as_error_rows(tmp_path):
+    from medray.infer.inputs import InputError, jsonl_records
+
+    (tmp_path / "img").mkdir()
+    (tmp_path / "img" / "a.png").write_bytes(chest_png(0))
+    lines = [
+        json.dumps(
+            {"id": "a", "image": "img/a.png", "question": "Is there a nodule?", "answer": "yes"}
+        ),
+        "{not json",
+        json.dumps({"id": "c", "image": "img/missing.png"}),
+        json.dumps({"id": "d", "question": "Which drug?", "answer": "B", "choices": ["A", "B"]}),
+    ]
+    (tmp_path / "q.jsonl").write_text("\n".join(lines) + "\n")
+    rows = {r["sample_id"]: r for r in jsonl_records(str(tmp_path), "test", "mine")}
+    assert set(rows) == {"a", "q.jsonl:2", "c", "d"}
+    assert (
+        rows["a"]["image_path"] == str(tmp_path / "img" / "a.png") and not rows["a"]["input_error"]
+    )
+    assert "not JSON" in rows["q.jsonl:2"]["input_error"]
+    assert "no question" in rows["c"]["input_error"]
+    assert rows["d"]["task"] == "mcq" and rows["d"]["answer_type"] == "choice"
+    (tmp_path / "dup.jsonl").write_text(lines[0] + "\n")
+    with pytest.raises(InputError, match="'a' appears more than once"):
+        jsonl_records(str(tmp_path), "test", "mine")
+
+
+def test_predictor_keeps_corrupt_rows_and_answers_with_every_model(tiny_vlm, tmp_path):
+    """Without Ray: one batch through two models (base + LoRA); the corrupt image row is
+    in both outputs with its error; the rows fit the predictions contract."""
+    from medray.data.schema import table_from_rows
+    from medray.eval.predictions import build_table
+    from medray.infer.predictor import VQAPredictor
+
+    base = tiny_vlm
+    adapter = make_adapter(base, tmp_path / "lora")
+    p = VQAPredictor(
+        [{"label": "base", "model": base}, {"label": "sft", "model": base, "adapter": adapter}],
+        max_new_tokens=8,
+        counterfactual=True,
+        blank_control=True,
+    )
+    rows = [vqa_row(0), vqa_row(1, image=corrupt_png()), vqa_row(3)]
+    out = p(table_from_rows(rows)).to_pylist()
+    assert len(out) == 6 and [r["model_label"] for r in out] == ["base"] * 3 + ["sft"] * 3
+    bad = [r for r in out if r["sample_id"] == "t:001"]
+    assert len(bad) == 2 and all(r["error"].startswith("image: ") for r in bad)
+    assert all(r["pred_answer"] is None and not r["parse_ok"] for r in bad)
+    good = [r for r in out if r["sample_id"] != "t:001"]
+    assert all(r["error"] == "" and r["raw_text"] is not None and r["latency_ms"] > 0 for r in good)
+    assert all(r["node"] == "local" for r in out)
+    build_table([{k: v for k, v in r.items() if k != "model_label"} for r in out])  # contract
+    assert len(p.reasoners) == 1  # the adapter shares its base model
+
+
+def test_output_schema_is_fixed_whatever_the_rows():
+    from medray.infer.predictor import output_schema
+
+    s = output_schema(counterfactual=True, blank=False)
+    assert {"cf_roi_answer", "cf_random_answer", "node", "model_label"} <= set(s.names)
+    assert "blank_answer" not in s.names
+    assert isinstance(s, pa.Schema)
