@@ -126,7 +126,7 @@ def test_vision_collator_puts_the_loss_on_the_answer_only():
            "answer_type": "closed", "task": "vqa"}  # fmt: skip
     proc = load_processor(resolve("tiny-qwen2-vl", "vlm"), SFTRecipeSettings())
     ex = training_row("reasoner", row)
-    batch = VisionSFTCollator(proc)([ex, dict(ex, completion='{"answer": "a much longer answer"}')])
+    batch = VisionSFTCollator(proc)([ex, dict(ex, completion=ex["completion"] * 2)])
     labels = batch["labels"]
     assert labels.shape == batch["input_ids"].shape and batch["pixel_values"].shape[0] > 0
     learned = proc.tokenizer.decode(batch["input_ids"][0][labels[0] != -100])
