@@ -163,6 +163,12 @@ def sft_loop(config: dict[str, Any]) -> None:
             return
         columns = ["prompt", "completion"] + (["image"] if kind == "vlm" else [])
         train_ds = dataset_from_ray("train", workdir, columns=columns)
+        if s.deepspeed.enabled:
+            # DeepSpeed's own comm layer must wrap Ray Train's process group before the
+            # ZeRO-3 model init, or DeepSpeed sees a world size of 1 and rejects the batch.
+            import deepspeed
+
+            deepspeed.init_distributed(dist_backend="nccl" if use_gpu else "gloo")
         # Args before the model: under ZeRO-3 that makes from_pretrained shard at load time.
         args = sft_args(
             s,

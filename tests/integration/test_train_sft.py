@@ -109,7 +109,10 @@ def test_reasoner_zero2_survives_a_killed_worker_and_resumes(ray_cluster, sft_da
 
 @pytest.mark.parametrize("name", ["sft_summariser_tiny", "sft_medqa_tiny"])
 def test_text_tasks_train_and_evaluate(ray_cluster, sft_data, name, caplog):
-    s = run(_cfg(name, sft_data, f"{name}-t", "sft.optim.max_steps=6", "scaling.num_workers=1"))
+    s = run(
+        _cfg(name, sft_data, f"{name}-t", "sft.optim.max_steps=6", "sft.optim.logging_steps=2",
+             "scaling.num_workers=1")
+    )  # fmt: skip
     assert s["steps"] == 6 and s["loss_last"] < s["loss_first"]
     assert s["eval"]["n"] == 12
     if name == "sft_medqa_tiny":

@@ -110,3 +110,26 @@ def test_scores_use_the_project_parser_and_metrics():
     assert s["closed_majority_rate"] == 0.5
     q = score_medqa([dict(MCQ, raw_text=" B. B12"), dict(MCQ, raw_text=" A. A1")])
     assert q["accuracy"] == 0.5 and q["answered_rate"] == 1.0 and q["majority_rate"] == 1.0
+
+
+def test_vision_collator_puts_the_loss_on_the_answer_only():
+    import io
+
+    from PIL import Image
+
+    from medray.models import resolve
+    from medray.train.sft_recipe import VisionSFTCollator, load_processor
+
+    buf = io.BytesIO()
+    Image.new("RGB", (112, 112), (200, 10, 10)).save(buf, "PNG")
+    row = {"sample_id": "x", "image": buf.getvalue(), "question": "Is there X?", "answer": "No",
+           "answer_type": "closed", "task": "vqa"}  # fmt: skip
+    proc = load_processor(resolve("tiny-qwen2-vl", "vlm"), SFTRecipeSettings())
+    ex = training_row("reasoner", row)
+    batch = VisionSFTCollator(proc)([ex, dict(ex, completion=ex["completion"] * 2)])
+    labels = batch["labels"]
+    assert labels.shape == batch["input_ids"].shape and batch["pixel_values"].shape[0] > 0
+    learned = proc.tokenizer.decode(batch["input_ids"][0][labels[0] != -100])
+    assert learned.startswith(ex["completion"]) and "<|im_end|>" in learned
+    assert "Is there X?" not in learned  # the prompt (and the image tokens) carry no loss
+    assert (labels[0] != -100).sum() < (labels[1] != -100).sum()  # padding carries no loss
