@@ -68,6 +68,9 @@ class ActorSettings:
     batch_size: int = 8  # rows per batch (one padded generate call per model)
     num_cpus: float = 1.0  # per actor; torch threads = int(num_cpus)
     num_gpus: float = 0.0  # per actor; > 0 runs on cuda
+    # Rows are handed out only once every actor has loaded its models (otherwise the first
+    # actor up takes a small split alone); an error if the pool is not up in this time.
+    start_timeout_s: int = 900
 
 
 @dataclass(frozen=True)
@@ -194,6 +197,7 @@ def predict(cfg: BatchInferConfig, inputs, models: list[dict[str, Any]]):
     # actors can hold every CPU the read tasks need (a node's last half CPU cannot run a
     # 1-CPU read task) and the job waits forever; Ray spills the rows to disk when large.
     ds = inputs.dataset.repartition(target_num_rows_per_block=a.batch_size).materialize()
+    ray.data.DataContext.get_current().wait_for_min_actors_s = a.start_timeout_s
     return ds.map_batches(
         VQAPredictor,
         fn_constructor_kwargs={
