@@ -149,8 +149,11 @@ def sft_loop(config: dict[str, Any]) -> None:
         latest_checkpoint,
         report_again,
         report_final,
+        skip_deepspeed_shm_build,
     )
     from medray.train.sft import _step_of, peft_config, sft_args
+
+    skip_deepspeed_shm_build()
 
     s: SFTRecipeSettings = config["settings"]
     kind = config["kind"]
