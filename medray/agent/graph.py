@@ -141,6 +141,20 @@ class State(TypedDict, total=False):
 # --------------------------------------------------------------------------- helpers
 
 
+_UNSEARCHABLE_GAPS = ("knowledge base:", "the reasoner's output could not be parsed")
+
+
+def _gap_topic(gap: str, errors: Sequence[str]) -> str | None:
+    """What a gap asks to look up, or None for a gap that is a system failure (a failed
+    search, an unparsable model output): those are reported, never sent as queries."""
+    m = re.match(r"no retrieved evidence mentions '(.+)'$", gap)
+    if m:
+        return m.group(1)
+    if gap in errors or gap.startswith(_UNSEARCHABLE_GAPS) or "search failed" in gap:
+        return None
+    return gap
+
+
 def _clean(text: Any, limit: int = _MAX_ITEM_CHARS) -> str:
     s = " ".join(str(text).split())
     return s[:limit]
@@ -614,9 +628,11 @@ class RagAgent:
         if not queries:
             source = "templates over the gaps and diagnoses"
             diag = st.get("diagnoses", [])
+            errors = st.get("search_errors", [])
+            topics = [t for g in refl["gaps"] if (t := _gap_topic(g, errors))]
             cands = [
                 t.format(gap=g, diagnosis=diag[0] if diag else st["question"])
-                for g in refl["gaps"][:2]
+                for g in topics[:2]
                 for t in P.FALLBACK_REVISION_TEMPLATES
             ] + [t.format(diagnosis=d) for d in diag[1:3] for t in P.FALLBACK_QUERY_TEMPLATES]
             queries = [_clean(q, 120) for q in dict.fromkeys(cands) if q.lower() not in seen]

@@ -92,7 +92,9 @@ def demo(
             from medray.cli.serve import serve_demo
 
             click.echo("[4/5] Starting the Serve app and sending one analyze request ...")
-            serve_demo(state.dashboard_url, serve_port)
+            serve_demo(
+                state.dashboard_url, serve_port, summary.get("outputs", {}).get("clip_model")
+            )
     finally:
         if not reuse and not keep_up:
             click.echo("[5/5] Stopping the local cluster ...")

@@ -169,12 +169,17 @@ def _echo_agent_event(kind: str, data: dict) -> None:
         click.echo("      " + json.dumps(answer, indent=2).replace("\n", "\n      "))
 
 
-def serve_demo(dashboard_url: str, port: int) -> None:
+def serve_demo(dashboard_url: str, port: int, clip_model: str | None = None) -> None:
     """Deploy the app, send one analyze request, print what came back and the URLs,
-    remove the app (used by ``medray demo``)."""
+    remove the app (used by ``medray demo``). ``clip_model``: the CLIP the ``cases``
+    collection was indexed with (the pipeline's fine-tuned checkpoint), so that the app
+    embeds queries with the same model."""
     from medray.serving.deploy import ServeDeployError, deploy, load_serve_config, remove
 
-    config = load_serve_config(DEFAULT_CONFIG, ["generation.max_new_tokens=32"], port=port)
+    overrides = ["generation.max_new_tokens=32"]
+    if clip_model:
+        overrides.append(f"models.clip={clip_model}")
+    config = load_serve_config(DEFAULT_CONFIG, overrides, port=port)
     t0 = time.perf_counter()
     try:
         deploy(config, dashboard_url, wait_s=600)

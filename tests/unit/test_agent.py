@@ -295,3 +295,14 @@ def test_bad_settings_are_refused():
         AgentSettings(confidence_threshold=1.5)
     with pytest.raises(ConfigError, match="openai_base_url"):
         AgentSettings(llm="openai")
+
+
+def test_failure_gaps_are_never_sent_as_search_queries():
+    from medray.agent.graph import _gap_topic
+
+    err = "similar-case search failed: collection 'cases' was indexed with another model"
+    assert _gap_topic(err, [err]) is None
+    assert _gap_topic("knowledge base: no retrieved evidence supports an answer", []) is None
+    assert _gap_topic("the reasoner's output could not be parsed: no image findings", []) is None
+    assert _gap_topic("no retrieved evidence mentions 'pneumothorax'", []) == "pneumothorax"
+    assert _gap_topic("size of the effusion", []) == "size of the effusion"
