@@ -58,9 +58,12 @@ def output_schema(counterfactual: bool, blank: bool) -> pa.Schema:
 
 def node_name() -> str:
     """This process's Ray node as ``<node ip>/<node id prefix>`` (unique per node, also
-    for several nodes on one machine)."""
+    for several nodes on one machine); ``"local"`` outside Ray (asking the runtime
+    context would start or join a Ray instance)."""
     import ray
 
+    if not ray.is_initialized():
+        return "local"
     ctx = ray.get_runtime_context()
     node_id = ctx.get_node_id()
     ip = ray.util.get_node_ip_address()
