@@ -32,7 +32,7 @@ def test_two_workers_zero2_survive_a_killed_worker_and_reload(ray_cluster, tmp_p
         sys.executable, "-m", "medray.cli.main", "job", "submit", "--",
         "python", "-m", "jobs.train_clip", "--config", "jobs/configs/train_clip_tiny.yaml",
         f"data.input={data}", f"run.name={run}", "run.max_failures=2",
-        "clip.epochs=6", "clip.batch_size=16", "scaling.num_workers=2", "clip.deepspeed.zero_stage=2",
+        "clip.epochs=8", "clip.batch_size=16", "scaling.num_workers=2", "clip.deepspeed.zero_stage=2",
     ]  # fmt: skip
     proc = subprocess.Popen(
         cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
@@ -45,7 +45,7 @@ def test_two_workers_zero2_survive_a_killed_worker_and_reload(ray_cluster, tmp_p
             checkpoints = [p for p in run_dir.glob("checkpoint_*") if p.is_dir()]
             workers = _alive_train_workers()
             # Two checkpoint folders: the first is surely registered with the controller.
-            if 2 <= len(checkpoints) <= 4 and len(workers) == 2:
+            if 2 <= len(checkpoints) <= 3 and len(workers) == 2:
                 killed = workers[1]
                 os.kill(killed.pid, signal.SIGKILL)  # a dead worker, mid-training
             time.sleep(0.5)
@@ -58,7 +58,7 @@ def test_two_workers_zero2_survive_a_killed_worker_and_reload(ray_cluster, tmp_p
 
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["resumed_at_epochs"], "training did not resume from a checkpoint"
-    assert [h["epoch"] for h in summary["history"]] == list(range(6))
+    assert [h["epoch"] for h in summary["history"]] == list(range(8))
     assert len({w["node_id"] for w in summary["workers"]}) == 2  # SPREAD over two nodes
     assert summary["best_val_i2t_acc"] is not None
 

@@ -93,9 +93,13 @@ def test_zero2_two_workers_train_and_compare_on_held_out(ray_cluster, tmp_path, 
     assert len({w["rank"] for w in summary["workers"]}) == 2
     hist = summary["history"]
     assert hist and all(math.isfinite(h["reward"]) for h in hist)
-    for h in hist:  # the total trl optimises is the configured weighted sum
-        parts = [h[k] for k in ("format", "answer", "consistency", "counterfactual")]
-        assert all(p is not None for p in parts)
+    # Every reward component is logged by trl (``rewards/<name>/mean``) and finite. The
+    # counterfactual reward is undefined (None) for a completion without a readable answer,
+    # so it may be missing only from steps where no completion parsed (format 0).
+    for h in hist:
+        for k in ("format", "answer", "consistency"):
+            assert h[k] is not None and math.isfinite(h[k]), (k, h)
+        assert h["counterfactual"] is not None or h["format"] == 0.0, h
     ev = summary["eval"]
     for name in ("sft", "grpo"):
         m = ev[name]
