@@ -187,36 +187,17 @@ def grpo_args(settings: GRPOSettings, output_dir: str, max_steps: int, use_gpu: 
     """trl ``GRPOConfig``; build it before loading the model (ZeRO-3 needs that)."""
     from trl import GRPOConfig
 
-    from medray.train.ray_hf import deepspeed_config
+    from medray.train.sft import trainer_args
 
-    o = settings.optim
     w = settings.rewards.as_dict()
     return GRPOConfig(
-        output_dir=output_dir,
-        max_steps=max_steps,
-        per_device_train_batch_size=o.batch_size,
-        gradient_accumulation_steps=o.grad_accum,
-        learning_rate=o.lr,
-        warmup_steps=o.warmup_ratio,  # transformers 5: a float in [0, 1) is a ratio
-        weight_decay=o.weight_decay,
-        lr_scheduler_type=o.lr_scheduler,
-        logging_steps=o.logging_steps,
-        save_strategy="steps",
-        save_steps=o.save_steps,
-        save_total_limit=2,
-        seed=o.seed,
+        **trainer_args(settings.optim, settings.deepspeed, output_dir, max_steps, use_gpu),
         num_generations=settings.num_generations,
         max_completion_length=settings.max_completion_length,
         temperature=settings.temperature,
         beta=settings.beta,
         reward_weights=[w[k] for k in REWARD_NAMES],
         ds3_gather_for_generation=True,
-        report_to="none",
-        use_cpu=not use_gpu,
-        bf16=use_gpu,
-        deepspeed=deepspeed_config(settings.deepspeed),
-        dataloader_num_workers=0,
-        disable_tqdm=True,
         log_completions=False,  # completions are patient text: never logged
     )
 

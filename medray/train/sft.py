@@ -40,38 +40,41 @@ def steps_for(num_rows: int, optim: OptimSettings, num_workers: int) -> int:
     return max(1, math.ceil(num_rows * optim.epochs / per_step))
 
 
+def trainer_args(optim, deepspeed, output_dir: str, max_steps: int, use_gpu: bool) -> dict:
+    """The HF ``TrainingArguments`` fields every MedRay trl trainer (SFT, GRPO) shares."""
+    from medray.train.ray_hf import deepspeed_config
+
+    return dict(
+        output_dir=output_dir,
+        max_steps=max_steps,
+        per_device_train_batch_size=optim.batch_size,
+        gradient_accumulation_steps=optim.grad_accum,
+        learning_rate=optim.lr,
+        warmup_steps=optim.warmup_ratio,  # transformers 5: a float in [0, 1) is a ratio
+        weight_decay=optim.weight_decay,
+        lr_scheduler_type=optim.lr_scheduler,
+        logging_steps=optim.logging_steps,
+        save_strategy="steps",
+        save_steps=optim.save_steps,
+        save_total_limit=2,
+        seed=optim.seed,
+        report_to="none",
+        use_cpu=not use_gpu,
+        bf16=use_gpu,
+        deepspeed=deepspeed_config(deepspeed),
+        dataloader_num_workers=0,
+        disable_tqdm=True,
+    )
+
+
 def sft_args(
     settings: TextSFTSettings, output_dir: str, max_steps: int, use_gpu: bool, **extra: Any
 ):
     """trl ``SFTConfig`` from settings. Build it before loading the model (ZeRO-3 needs that)."""
     from trl import SFTConfig
 
-    from medray.train.ray_hf import deepspeed_config
-
-    o = settings.optim
-    return SFTConfig(
-        output_dir=output_dir,
-        max_steps=max_steps,
-        per_device_train_batch_size=o.batch_size,
-        gradient_accumulation_steps=o.grad_accum,
-        learning_rate=o.lr,
-        warmup_steps=o.warmup_ratio,  # transformers 5: a float in [0, 1) is a ratio
-        weight_decay=o.weight_decay,
-        lr_scheduler_type=o.lr_scheduler,
-        logging_steps=o.logging_steps,
-        save_strategy="steps",
-        save_steps=o.save_steps,
-        save_total_limit=2,
-        seed=o.seed,
-        max_length=o.max_length,
-        report_to="none",
-        use_cpu=not use_gpu,
-        bf16=use_gpu,
-        deepspeed=deepspeed_config(settings.deepspeed),
-        dataloader_num_workers=0,
-        disable_tqdm=True,
-        **extra,
-    )
+    common = trainer_args(settings.optim, settings.deepspeed, output_dir, max_steps, use_gpu)
+    return SFTConfig(**common, max_length=settings.optim.max_length, **extra)
 
 
 def peft_config(lora: LoraSettings, task_type: str = "CAUSAL_LM"):
