@@ -5,15 +5,13 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 from vqa_boxes import write_vqa_boxes
+from worker_kill import alive_train_workers, submit_and_kill_a_worker
 
 from medray.config import load_config
 
@@ -27,12 +25,6 @@ def _cfg(*overrides):
     from jobs.train_grpo import TrainGRPOConfig
 
     return load_config(TrainGRPOConfig, CONFIG, list(overrides))
-
-
-def _alive_train_workers():
-    from ray.util.state import list_actors
-
-    return list_actors(filters=[("class_name", "=", "RayTrainWorker"), ("state", "=", "ALIVE")])
 
 
 def test_bad_input_fails_before_any_worker_starts(ray_cluster, tmp_path):
@@ -64,14 +56,15 @@ def test_bad_input_fails_before_any_worker_starts(ray_cluster, tmp_path):
         _cfg(f"data.input={unboxed}", "grpo.rewards.counterfactual=0")
     )
     assert train.count() == 8 and len(eval_rows) == 4 and counts["rows_with_boxes"]["train"] == 0
-    assert not _alive_train_workers()
+    assert not alive_train_workers()
+
+
+def _job_args() -> list[str]:
+    return ["python", "-m", "jobs.train_grpo", "--config", str(CONFIG.relative_to(REPO))]
 
 
 def _submit(*overrides):
-    cmd = [
-        sys.executable, "-m", "medray.cli.main", "job", "submit", "--",
-        "python", "-m", "jobs.train_grpo", "--config", str(CONFIG.relative_to(REPO)), *overrides,
-    ]  # fmt: skip
+    cmd = [sys.executable, "-m", "medray.cli.main", "job", "submit", "--", *_job_args(), *overrides]
     return subprocess.Popen(
         cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )
@@ -122,28 +115,19 @@ def test_zero3_two_workers_survive_a_killed_worker(ray_cluster, tmp_path, medray
     data = tmp_path / "vqa"
     write_vqa_boxes(data, {"train": 16, "test": 4})
     run = "grpo-zero3-kill-test"
-    proc = _submit(
-        f"data.input={data}", f"run.name={run}", "grpo.deepspeed.zero_stage=3", "run.max_failures=2",
-        "grpo.optim.max_steps=6", "grpo.optim.save_steps=1", "eval.enabled=false",
-        "grpo.max_completion_length=24", "grpo.reanswer_max_new_tokens=24",
-    )  # fmt: skip
     run_dir = medray_home / "runs" / run
-    killed = None
-    deadline = time.monotonic() + 900
-    try:
-        while killed is None and time.monotonic() < deadline and proc.poll() is None:
-            checkpoints = [p for p in run_dir.glob("checkpoint_*") if p.is_dir()]
-            workers = _alive_train_workers()
-            if 2 <= len(checkpoints) <= 4 and len(workers) == 2:
-                killed = workers[1]
-                os.kill(killed.pid, signal.SIGKILL)  # a dead worker, mid-training
-            time.sleep(0.5)
-        out, _ = proc.communicate(timeout=1200)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert killed is not None, "the run ended before a worker could be killed"
-    assert proc.returncode == 0, out[-5000:]
+    rc, out = submit_and_kill_a_worker(
+        [
+            *_job_args(),
+            f"data.input={data}", f"run.name={run}", "grpo.deepspeed.zero_stage=3",
+            "run.max_failures=2", "grpo.optim.max_steps=6", "grpo.optim.save_steps=1",
+            "eval.enabled=false", "grpo.max_completion_length=24",
+            "grpo.reanswer_max_new_tokens=24",
+        ],
+        run_dir,
+        max_reports=3,
+    )  # fmt: skip
+    assert rc == 0, out[-5000:]
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["resumed_from_step"] >= 1, "training did not resume from a checkpoint"
     assert summary["steps"] == 6

@@ -6,15 +6,11 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 from sft_data import write_sft_data
+from worker_kill import submit_and_kill_a_worker
 
 from jobs.train_sft import SFTInputError, TrainSFTConfig, run
 from medray.config import load_config
@@ -53,12 +49,6 @@ def _check_adapter(summary: dict) -> None:
     assert any("q_proj" in k for k in changed), "the LoRA deltas were not merged"
 
 
-def _alive_train_workers():
-    from ray.util.state import list_actors
-
-    return list_actors(filters=[("class_name", "=", "RayTrainWorker"), ("state", "=", "ALIVE")])
-
-
 def test_reasoner_zero3_two_workers_trains_evaluates_and_saves_a_mergeable_adapter(
     ray_cluster, sft_data
 ):
@@ -73,34 +63,18 @@ def test_reasoner_zero3_two_workers_trains_evaluates_and_saves_a_mergeable_adapt
 
 def test_reasoner_zero2_survives_a_killed_worker_and_resumes(ray_cluster, sft_data, medray_home):
     run_name = "sft-kill-test"
-    cmd = [
-        sys.executable, "-m", "medray.cli.main", "job", "submit", "--",
-        "python", "-m", "jobs.train_sft", "--config", "jobs/configs/sft_reasoner_tiny.yaml",
-        f"data.input={sft_data}", f"run.name={run_name}", "run.max_failures=2",
-        "sft.optim.max_steps=16", "sft.optim.save_steps=2", "sft.deepspeed.zero_stage=2",
-        "eval.enabled=false",
-    ]  # fmt: skip
-    proc = subprocess.Popen(
-        cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-    )
     run_dir = medray_home / "runs" / run_name
-    killed = None
-    deadline = time.monotonic() + 900
-    try:
-        while killed is None and time.monotonic() < deadline and proc.poll() is None:
-            checkpoints = [p for p in run_dir.glob("checkpoint_*") if p.is_dir()]
-            workers = _alive_train_workers()
-            # Two checkpoint folders: the first is surely registered with the controller.
-            if len(checkpoints) >= 2 and len(workers) == 2:
-                killed = workers[1]
-                os.kill(killed.pid, signal.SIGKILL)  # a dead worker, mid-training
-            time.sleep(0.5)
-        out, _ = proc.communicate(timeout=900)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert killed is not None, "the run ended before a worker could be killed"
-    assert proc.returncode == 0, out[-5000:]
+    rc, out = submit_and_kill_a_worker(
+        [
+            "python", "-m", "jobs.train_sft", "--config", "jobs/configs/sft_reasoner_tiny.yaml",
+            f"data.input={sft_data}", f"run.name={run_name}", "run.max_failures=2",
+            "sft.optim.max_steps=16", "sft.optim.save_steps=2", "sft.deepspeed.zero_stage=2",
+            "eval.enabled=false",
+        ],
+        run_dir,
+        max_reports=5,
+    )  # fmt: skip
+    assert rc == 0, out[-5000:]
     s = json.loads((run_dir / "summary.json").read_text())
     assert s["steps"] == 16
     assert s["resumed_from_step"] >= 2, "training did not resume from a checkpoint"
