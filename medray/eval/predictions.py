@@ -44,25 +44,13 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from medray.data.schema import ANSWER_TYPES, BOX_TYPE, TASKS
 from medray.paths import medray_home
 
 log = logging.getLogger(__name__)
 
 FORMAT = "medray-predictions/1"
 MANIFEST = "manifest.json"
-TASKS = ("vqa", "report", "mcq")
-ANSWER_TYPES = ("closed", "open", "choice")
-
-# The unified schema's box type (normalised [0, 1] coordinates of the stored image).
-BOX_TYPE = pa.struct(
-    [
-        pa.field("label", pa.string()),
-        pa.field("x1", pa.float32()),
-        pa.field("y1", pa.float32()),
-        pa.field("x2", pa.float32()),
-        pa.field("y2", pa.float32()),
-    ]
-)
 
 # (name, type, nullable, meaning). README.md's "prediction-file contract" lists them all.
 REFERENCE_COLUMNS: tuple[tuple[str, pa.DataType, bool, str], ...] = (

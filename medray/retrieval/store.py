@@ -222,6 +222,20 @@ class _Collection:
         )
         self.client.flush(META_COLLECTION)
 
+    def _keep_existing(self, dim: int, drop_existing: bool) -> bool:
+        """Before ``create``: drop the collection if asked; True if it exists (same ``dim``)."""
+        if drop_existing:
+            self.drop()
+        if not self.exists():
+            return False
+        have = self.metadata().get("dim")
+        if have is not None and have != dim:
+            raise RetrievalError(
+                f"collection {self.name!r} holds {have}-d vectors, not {dim}-d; "
+                "index into another collection or drop this one (index.drop_existing=true)"
+            )
+        return True
+
     def drop(self) -> None:
         self._meta = None
         if self.exists():
@@ -284,15 +298,7 @@ class CaseStore(_Collection):
         """Create the collection and its HNSW indexes (no-op if it exists with the same dim)."""
         from pymilvus import DataType, MilvusClient
 
-        if drop_existing:
-            self.drop()
-        if self.exists():
-            have = self.metadata().get("dim")
-            if have is not None and have != dim:
-                raise RetrievalError(
-                    f"collection {self.name!r} holds {have}-d vectors, not {dim}-d; "
-                    "index into another collection or drop this one (index.drop_existing=true)"
-                )
+        if self._keep_existing(dim, drop_existing):
             return
         schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
         schema.add_field("sample_id", DataType.VARCHAR, is_primary=True, max_length=128)
@@ -389,14 +395,7 @@ class KnowledgeStore(_Collection):
     def create(self, dim: int, metadata: Mapping[str, Any], *, drop_existing: bool = False) -> None:
         from pymilvus import DataType, Function, FunctionType, MilvusClient
 
-        if drop_existing:
-            self.drop()
-        if self.exists():
-            have = self.metadata().get("dim")
-            if have is not None and have != dim:
-                raise RetrievalError(
-                    f"collection {self.name!r} holds {have}-d vectors, not {dim}-d"
-                )
+        if self._keep_existing(dim, drop_existing):
             return
         schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
         schema.add_field("chunk_id", DataType.VARCHAR, is_primary=True, max_length=64)
