@@ -309,18 +309,15 @@ def run(cfg: BatchInferConfig) -> dict[str, Any]:
 
 def evaluate_stage(cfg: BatchInferConfig, folders: dict[str, str], inputs, out: str) -> dict:
     """jobs.evaluate on this run's folders, checked against this run's input rows."""
-    from jobs.evaluate import EvaluateConfig, ExpectedSettings
+    from jobs.evaluate import config_for
     from jobs.evaluate import main as evaluate_main
 
     e = cfg.evaluate
-    ecfg = EvaluateConfig(
-        predictions=tuple(folders.values()),
-        expected=ExpectedSettings(
-            dataset=inputs.location,
-            split=inputs.split,
-            models=tuple(folders),
-            fingerprint=inputs.fingerprint,
-        ),
+    ecfg = config_for(
+        folders,
+        dataset=inputs.location,
+        split=inputs.split,
+        fingerprint=inputs.fingerprint,
         name=e.name or f"{cfg.name}-report",
         output="" if e.name else io.join(out, "report"),
         aggregate=e.aggregate and len(folders) > 1,

@@ -21,6 +21,7 @@ import json
 import logging
 import sys
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -84,6 +85,32 @@ class EvaluateConfig:
             )
         if self.aggregate and len(self.predictions) < 2:
             raise ConfigError("aggregate: true needs at least two predictions folders")
+
+
+def config_for(
+    folders: Mapping[str, str],
+    *,
+    dataset: str,
+    split: str,
+    fingerprint: str,
+    output: str,
+    aggregate: bool,
+    metrics: EvalSettings | None = None,
+    name: str = "evaluate",
+) -> EvaluateConfig:
+    """The config that evaluates one batch-inference run's predictions folders
+    (``label -> folder``), each checked against that run's dataset, split, model label and
+    input rows."""
+    return EvaluateConfig(
+        predictions=tuple(folders.values()),
+        expected=ExpectedSettings(
+            dataset=dataset, split=split, models=tuple(folders), fingerprint=fingerprint
+        ),
+        name=name,
+        output=output,
+        aggregate=aggregate,
+        metrics=metrics or EvalSettings(),
+    )
 
 
 def output_dir(cfg: EvaluateConfig) -> Path:

@@ -1,17 +1,32 @@
 """MedRay end-to-end pipeline: the job the demo submits.
 
-The pipeline is an ordered list of named stages (``STAGES``). Each stage is a small
-function ``(ctx) -> dict`` that calls the importable entry point of one job with its
-sub-config from the pipeline YAML (``preprocess:``, ``train_clip:``, ...), takes what
-earlier stages produced from ``ctx.outputs`` (data folder, CLIP checkpoint, Milvus
-settings, ...) and puts its own products there. ``stages: [...]`` in the config (or
-``stages=[preprocess,train_clip]`` on the command line) selects a subset; they always
-run in registry order. Every sub-job writes under ``<run dir>/<stage>``.
+The pipeline is an ordered list of named stages (``STAGES``):
 
-Adding a stage is a local edit: one ``stage_*`` function, one entry in ``STAGES`` and one
-config section (a field of ``PipelineConfig`` + a section in ``pipeline_tiny.yaml``).
+    preprocess -> train_clip -> index -> search -> sft_reasoner -> grpo -> summariser_sft
+    -> batch_infer -> evaluate
 
-Prints one line per stage and writes the summary to ``<storage>/<run.name>/summary.json``.
+Each stage is a small function ``(ctx) -> dict`` that calls the importable entry point of
+one job (``jobs.preprocess``, ``jobs.train_clip``, ``jobs.index``, ``jobs.train_sft``,
+``jobs.train_grpo``, ``jobs.batch_infer``, ``jobs.evaluate``) with its sub-config from the
+pipeline YAML (``preprocess:``, ``train_clip:``, ...), takes what earlier stages produced
+from ``ctx.outputs`` (data folder, CLIP checkpoint, Milvus settings, SFT / GRPO reasoner,
+predictions folders) and puts its own products there. ``stages: [...]`` in the config (or
+``stages=[preprocess,train_clip]`` on the command line) selects a subset; they always run
+in registry order. Every sub-job writes under ``<run dir>/<stage>``.
+
+A stage declares what it needs from earlier stages (``Need``): an output key and the config
+field that can stand in for it (e.g. ``grpo`` needs the SFT reasoner: the ``sft_reasoner``
+stage's final model, or ``grpo.grpo.init``). A set config field wins; when it is empty an
+earlier selected stage must give the output. The plan is checked when the config is
+loaded, so a selection that cannot run fails with a message naming the missing stage and
+the config field, before Ray starts.
+
+Adding a stage is a local edit: one ``stage_*`` function, one entry in ``STAGES`` (with its
+needs and outputs) and one config section (a field of ``PipelineConfig`` + a section in
+``pipeline_tiny.yaml``).
+
+Prints one line per stage and writes the summary (with the evaluation report's path) to
+``<storage>/<run.name>/summary.json``.
 
     python -m jobs.pipeline --config jobs/configs/pipeline_tiny.yaml [key=value ...]
 """
@@ -19,47 +34,31 @@ Prints one line per stage and writes the summary to ``<storage>/<run.name>/summa
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import sys
 import time
-from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
+from jobs.batch_infer import BatchInferConfig, InputSettings, ModelSettings
 from jobs.index import IndexConfig
 from jobs.train_clip import TrainClipConfig
+from jobs.train_grpo import TrainGRPOConfig
+from jobs.train_sft import TrainSFTConfig
 from medray.config import ConfigError, parse_args, to_dict
 from medray.data.config import PreprocessConfig, SourceSpec
+from medray.eval.metrics import EvalSettings
 from medray.runtime import setup_logging
-from medray.train.settings import RunSettings, ScalingSettings
-from medray.train.sft import TextSFTSettings
+from medray.train.settings import RunSettings
+from medray.train.sft_recipe import SFTRecipeSettings
 
 DEFAULT_CONFIG = Path(__file__).parent / "configs" / "pipeline_tiny.yaml"
 
 
 # ---------------------------------------------------------------------------- config
-
-
-@dataclass(frozen=True)
-class RecordsSettings:
-    """The generated prompt/completion records of the text SFT stage."""
-
-    num_records: int = 2000
-    num_blocks: int = 12
-    seed: int = 0
-
-
-@dataclass(frozen=True)
-class TextSFTStageConfig:
-    """Placeholder LM stage: generated records -> Ray Train + DeepSpeed trl SFT of the text LM."""
-
-    records: RecordsSettings = field(default_factory=RecordsSettings)
-    scaling: ScalingSettings = field(default_factory=ScalingSettings)
-    sft: TextSFTSettings = field(default_factory=TextSFTSettings)
 
 
 @dataclass(frozen=True)
@@ -72,10 +71,20 @@ class SearchStageConfig:
     knowledge_queries: tuple[str, ...] = ("how is a tension pneumothorax treated",)
 
 
+@dataclass(frozen=True)
+class EvaluateStageConfig:
+    """``jobs.evaluate`` on the batch_infer stage's predictions folders (checked against
+    that run's dataset, split, models and rows); the report goes to ``<run dir>/evaluate``."""
+
+    aggregate: bool = True  # add the confidence-weighted vote when there are 2+ models
+    metrics: EvalSettings = field(default_factory=EvalSettings)
+
+
 def _demo_sources() -> tuple[SourceSpec, ...]:
     return (
         SourceSpec(kind="mimic-cxr", path="$MEDRAY_HOME/synth/pipeline/mimic-cxr", synth_n=200),
         SourceSpec(kind="vqa-rad", path="$MEDRAY_HOME/synth/pipeline/vqa-rad", synth_n=80),
+        SourceSpec(kind="slake", path="$MEDRAY_HOME/synth/pipeline/slake", synth_n=40),
         SourceSpec(kind="medmcqa", path="$MEDRAY_HOME/synth/pipeline/medmcqa", synth_n=200),
     )
 
@@ -84,7 +93,9 @@ def _demo_sources() -> tuple[SourceSpec, ...]:
 class PipelineConfig:
     """End-to-end pipeline on embedded defaults (tiny models, generated data).
 
-    One section per stage; a stage's section is the config of the job it runs.
+    One section per stage; a stage's section is the config of the job it runs. Input
+    fields left empty (``data.input``, ``grpo.init``, ``input.path``, ...) are filled from
+    earlier stages' outputs.
     """
 
     run: RunSettings = field(default_factory=lambda: RunSettings(name="pipeline"))
@@ -96,7 +107,17 @@ class PipelineConfig:
     train_clip: TrainClipConfig = field(default_factory=TrainClipConfig)
     index: IndexConfig = field(default_factory=IndexConfig)
     search: SearchStageConfig = field(default_factory=SearchStageConfig)
-    text_sft: TextSFTStageConfig = field(default_factory=TextSFTStageConfig)
+    sft_reasoner: TrainSFTConfig = field(default_factory=lambda: TrainSFTConfig(task="reasoner"))
+    grpo: TrainGRPOConfig = field(default_factory=TrainGRPOConfig)
+    summariser_sft: TrainSFTConfig = field(
+        default_factory=lambda: TrainSFTConfig(
+            task="summariser", sft=SFTRecipeSettings(model="tiny-lm")
+        )
+    )
+    batch_infer: BatchInferConfig = field(
+        default_factory=lambda: BatchInferConfig(input=InputSettings(path=""))
+    )
+    evaluate: EvaluateStageConfig = field(default_factory=EvaluateStageConfig)
 
     def __post_init__(self) -> None:
         unknown = [s for s in self.stages if s not in STAGES]
@@ -104,30 +125,74 @@ class PipelineConfig:
             raise ConfigError(
                 f"unknown stage {unknown[0]!r} in `stages`; valid stages: {', '.join(STAGES)}"
             )
+        for section, task in (("sft_reasoner", "reasoner"), ("summariser_sft", "summariser")):
+            if getattr(self, section).task != task:
+                raise ConfigError(
+                    f"{section}.task must be {task!r}, got {getattr(self, section).task!r}"
+                )
+        if self.batch_infer.evaluate.enabled:
+            raise ConfigError(
+                "batch_infer.evaluate.enabled must be false in the pipeline: the evaluate "
+                "stage evaluates the predictions and writes the report"
+            )
+        check_plan(self)
+
+
+def config_value(cfg: PipelineConfig, path: str) -> Any:
+    """The value of a dotted config field, e.g. ``grpo.grpo.init``."""
+    return functools.reduce(getattr, path.split("."), cfg)
 
 
 # --------------------------------------------------------------------------- context
+
+
+@dataclass(frozen=True)
+class Need:
+    """An input a stage takes from an earlier stage's ``ctx.outputs[key]``, unless the
+    config field ``fallback`` (dotted, e.g. ``grpo.grpo.init``) is set; only while the
+    bool config field ``when`` is true (empty: always)."""
+
+    key: str
+    fallback: str = ""  # empty: only an earlier stage can give it
+    when: str = ""
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One pipeline stage: the function that runs it, what it needs and what it gives."""
+
+    run: Callable[[Context], dict[str, Any]]
+    needs: tuple[Need, ...] = ()
+    gives: tuple[str, ...] = ()
 
 
 @dataclass
 class Context:
     """What stages share: the config, the run folder, and what earlier stages produced.
 
-    ``outputs`` keys in use: ``data`` (preprocessed Parquet folder), ``clip_model``
-    (fine-tuned open_clip folder), ``milvus`` (``MilvusSettings`` of the indexed
-    collections), ``text_lm`` (text LM checkpoint).
+    ``outputs`` keys (see ``gives`` in ``STAGES``): ``data`` (preprocessed Parquet folder),
+    ``clip_model`` (fine-tuned open_clip folder), ``milvus`` (``MilvusSettings`` of the
+    indexed collections), ``reasoner_sft`` / ``reasoner_grpo`` (the reasoner's final model
+    folders: LoRA adapters or full checkpoints), ``summariser`` (its final model folder),
+    ``predictions`` (batch inference: predictions folder per model label, dataset, split,
+    fingerprint), ``report`` (the evaluation report, ``report.md``).
     """
 
     cfg: PipelineConfig
     out_dir: Path
     outputs: dict[str, Any] = field(default_factory=dict)
 
-    def require(self, key: str, stage: str, hint: str) -> Any:
-        """An earlier stage's output, or a clear error naming what to do."""
-        if key not in self.outputs:
+    def need(self, stage: str, key: str) -> Any:
+        """Input ``key`` of ``stage``: its config field when set, else the earlier stage's
+        output (``check_plan`` has made sure one of them is there)."""
+        n = next(n for n in STAGES[stage].needs if n.key == key)
+        value = config_value(self.cfg, n.fallback) if n.fallback else None
+        if value:
+            return value
+        if not self.outputs.get(key):
             raise ConfigError(
-                f"stage {stage!r} needs {key!r} from an earlier stage: add that stage to "
-                f"`stages` or {hint}"
+                f"stage {stage!r} needs {key!r}, which no earlier stage produced"
+                + (f"; set {n.fallback}" if n.fallback else "")
             )
         return self.outputs[key]
 
@@ -139,6 +204,30 @@ class Context:
         return dataclasses.replace(
             run, storage_path=str(self.out_dir), name=stage, max_failures=self.cfg.run.max_failures
         )
+
+
+def check_plan(cfg: PipelineConfig) -> None:
+    """Every selected stage's needs are met by its config or by an earlier selected stage.
+
+    Raises:
+        ConfigError: naming the stage, what it needs, the stage that gives it and the
+            config field that can stand in for it.
+    """
+    given: set[str] = set()
+    for name in selected_stages(cfg):
+        stage = STAGES[name]
+        for n in stage.needs:
+            if n.when and not config_value(cfg, n.when):
+                continue
+            if n.key in given or (n.fallback and config_value(cfg, n.fallback)):
+                continue
+            givers = [s for s, st in STAGES.items() if n.key in st.gives]
+            how = f"add {' or '.join(repr(g) for g in givers)} to `stages`"
+            raise ConfigError(
+                f"stage {name!r} needs {n.key!r} from an earlier stage: {how}"
+                + (f" or set {n.fallback}" if n.fallback else "")
+            )
+        given |= set(stage.gives)
 
 
 # ---------------------------------------------------------------------------- stages
@@ -175,11 +264,10 @@ def stage_train_clip(ctx: Context) -> dict[str, Any]:
     from jobs import train_clip
 
     sub = ctx.cfg.train_clip
-    data_in = sub.data.input or ctx.require("data", "train_clip", "set train_clip.data.input")
     sub = dataclasses.replace(
         sub,
         run=ctx.sub_run(sub.run, "train_clip"),
-        data=dataclasses.replace(sub.data, input=data_in),
+        data=dataclasses.replace(sub.data, input=ctx.need("train_clip", "data")),
     )
     s = train_clip.main(sub)
     ctx.outputs["clip_model"] = s["best_model"]
@@ -207,9 +295,10 @@ def stage_index(ctx: Context) -> dict[str, Any]:
     sub = ctx.cfg.index
     cases = sub.cases
     if cases.enabled:
-        data_in = cases.input or ctx.require("data", "index", "set index.cases.input")
         cases = dataclasses.replace(
-            cases, input=data_in, clip_model=ctx.outputs.get("clip_model", cases.clip_model)
+            cases,
+            input=ctx.need("index", "data"),
+            clip_model=ctx.outputs.get("clip_model", cases.clip_model),
         )
     sub = dataclasses.replace(sub, run=ctx.sub_run(sub.run, "index"), cases=cases)
     s = index.main(sub)
@@ -269,97 +358,244 @@ def stage_search(ctx: Context) -> dict[str, Any]:
     }
 
 
-def _tag_node(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    import ray
+def _fmt(v: Any) -> str:
+    return "-" if v is None else f"{v:.3f}"
 
-    batch["node_id"] = np.full(
-        len(batch["id"]), ray.get_runtime_context().get_node_id(), dtype=object
+
+def _workers_line(scaling, deepspeed) -> str:
+    zero = f"ZeRO-{deepspeed.zero_stage}" if deepspeed.enabled else "no DeepSpeed"
+    return f"x{scaling.num_workers} workers ({zero})"
+
+
+def _run_sft(ctx: Context, stage: str) -> tuple[TrainSFTConfig, dict[str, Any]]:
+    """``jobs.train_sft`` with the stage's section, on the pipeline's data, under its run dir."""
+    from jobs import train_sft
+
+    sub: TrainSFTConfig = getattr(ctx.cfg, stage)
+    sub = dataclasses.replace(
+        sub,
+        run=ctx.sub_run(sub.run, stage),
+        data=dataclasses.replace(sub.data, input=ctx.need(stage, "data")),
     )
-    return batch
+    s = train_sft.run(sub)
+    if not s["final_checkpoint"]:
+        raise RuntimeError(f"stage {stage!r}: the SFT job reported no final model")
+    return sub, s
 
 
-def build_records(r: RecordsSettings):
-    """Ray Data: ids -> generated records (one task per block, spread over nodes)."""
-    import ray
-
-    from medray.data.text_qa import text_qa_batch
-
-    return (
-        ray.data.range(r.num_records, override_num_blocks=r.num_blocks)
-        .map_batches(text_qa_batch, fn_kwargs={"seed": r.seed}, batch_format="numpy")
-        .map_batches(_tag_node, batch_format="numpy")
+def _sft_result(sub: TrainSFTConfig, s: dict[str, Any], scores: str) -> dict[str, Any]:
+    line = (
+        f"{sub.sft.model} {s['training_mode']} {_workers_line(sub.scaling, sub.sft.deepspeed)}, "
+        f"{s['steps']} steps on {s['rows']['train']['usable']} rows, loss "
+        f"{_fmt(s['loss_first'])} -> {_fmt(s['loss_last'])}"
     )
-
-
-def build_sft_trainer(sc: TextSFTStageConfig, run: RunSettings, train_ds, num_rows: int):
-    """Ray Train TorchTrainer running trl SFT on every worker."""
-    from ray.train.torch import TorchTrainer
-
-    from medray.train.ray_hf import run_config, scaling_config, unsplit_data_config
-    from medray.train.sft import steps_for, text_sft_loop
-
-    return TorchTrainer(
-        text_sft_loop,
-        train_loop_config={
-            "settings": sc.sft,
-            "max_steps": steps_for(num_rows, sc.sft.optim, sc.scaling.num_workers),
-            "use_gpu": sc.scaling.use_gpu,
-        },
-        scaling_config=scaling_config(sc.scaling),
-        run_config=run_config(run),
-        datasets={"train": train_ds},
-        dataset_config=unsplit_data_config(),
-    )
-
-
-def stage_text_sft(ctx: Context) -> dict[str, Any]:
-    """Placeholder LM stage: records generated on every node -> trl SFT of the tiny text LM."""
-    from medray.models import resolve
-
-    sc = ctx.cfg.text_sft
-    resolve(sc.sft.model, "lm")  # builds a tiny preset once here, not in every worker at once
-    stage_dir = ctx.out_dir / "text_sft"
-    t = time.perf_counter()
-    ds = build_records(sc.records).materialize()
-    records_path = stage_dir / "records"
-    ds.drop_columns(["node_id"]).write_parquet(str(records_path))
-    node_ids = Counter(row["node_id"] for row in ds.select_columns(["node_id"]).iter_rows())
-    rows = ds.count()
-    # Materialised: training workers then read blocks without needing CPUs for Ray Data
-    # tasks, which all-CPU worker groups on a small cluster would starve.
-    train_ds = ds.select_columns(["prompt", "completion"]).materialize()
-    run = ctx.sub_run(RunSettings(name="text_sft"), "text_sft")
-    result = build_sft_trainer(sc, run, train_ds, rows).fit()
-    metrics = result.metrics or {}
-    workers = [w["node_id"] for w in metrics.get("workers", [])]
-    checkpoint = result.checkpoint.path if result.checkpoint else None
-    ctx.outputs["text_lm"] = checkpoint
     return {
-        "records": {"rows": rows, "parquet": str(records_path), "rows_per_node": dict(node_ids)},
-        "model": sc.sft.model,
-        "num_workers": sc.scaling.num_workers,
-        "zero_stage": sc.sft.deepspeed.zero_stage,
-        "steps": metrics.get("steps"),
-        "resumed_from_step": metrics.get("resumed_from_step", 0),
-        "loss_first": metrics.get("loss_first"),
-        "loss_last": metrics.get("loss_last"),
-        "worker_nodes": workers,
-        "nodes_used": sorted(set(node_ids) | set(workers)),
-        "checkpoint": checkpoint,
-        "seconds": round(time.perf_counter() - t, 1),
-        "line": f"{rows} records on {len(node_ids)} nodes; {sc.sft.model} x{sc.scaling.num_workers} "
-        f"workers (ZeRO-{sc.sft.deepspeed.zero_stage}), {metrics.get('steps')} steps, loss "
-        f"{metrics.get('loss_first', float('nan')):.3f} -> {metrics.get('loss_last', float('nan')):.3f}",
+        "final_model": s["final_checkpoint"],
+        "training_mode": s["training_mode"],
+        "rows": s["rows"],
+        "steps": s["steps"],
+        "resumed_from_step": s["resumed_from_step"],
+        "loss_first": s["loss_first"],
+        "loss_last": s["loss_last"],
+        "eval": s["eval"],
+        "workers": s["workers"],
+        "nodes_used": sorted({w["node_id"] for w in s["workers"]}),
+        "seconds": s["seconds"],
+        "line": line + (f"; held-out {scores}" if scores else ""),
+    }
+
+
+def stage_sft_reasoner(ctx: Context) -> dict[str, Any]:
+    """``jobs.train_sft`` (task reasoner): LoRA SFT of the tiny Qwen2-VL on the VQA rows."""
+    sub, s = _run_sft(ctx, "sft_reasoner")
+    ctx.outputs["reasoner_sft"] = s["final_checkpoint"]
+    ev = s["eval"] or {}
+    scores = (
+        f"closed accuracy {_fmt(ev.get('closed_accuracy'))}, JSON validity "
+        f"{_fmt(ev.get('json_validity'))} ({ev.get('n')} rows)"
+        if ev
+        else ""
+    )
+    return _sft_result(sub, s, scores)
+
+
+def stage_grpo(ctx: Context) -> dict[str, Any]:
+    """``jobs.train_grpo``: GRPO of the reasoner, starting from the SFT reasoner."""
+    from jobs import train_grpo
+
+    sub = ctx.cfg.grpo
+    sub = dataclasses.replace(
+        sub,
+        run=ctx.sub_run(sub.run, "grpo"),
+        data=dataclasses.replace(sub.data, input=ctx.need("grpo", "data")),
+        grpo=dataclasses.replace(sub.grpo, init=ctx.need("grpo", "reasoner_sft")),
+    )
+    s = train_grpo.run(sub)
+    if not s["final_model"]:
+        raise RuntimeError("stage 'grpo': the GRPO job reported no final model")
+    ctx.outputs["reasoner_grpo"] = s["final_model"]
+    line = (
+        f"{sub.grpo.model} from {Path(sub.grpo.init).name} "
+        f"{_workers_line(sub.scaling, sub.grpo.deepspeed)}, {s['steps']} steps x "
+        f"{sub.grpo.num_generations} generations, train reward {_fmt(s['reward_first'])} -> "
+        f"{_fmt(s['reward_last'])} ({s['rows_with_boxes'][sub.data.train_split]} of "
+        f"{s['rows'][sub.data.train_split]} train rows with boxes)"
+    )
+    ev = s.get("eval")
+    if ev:
+        line += (
+            f"; held-out reward SFT {_fmt(ev['sft'].get('reward'))} -> GRPO "
+            f"{_fmt(ev['grpo'].get('reward'))}"
+        )
+    return {
+        "final_model": s["final_model"],
+        "start_policy": s["start_policy"],
+        "rows": s["rows"],
+        "rows_with_boxes": s["rows_with_boxes"],
+        "steps": s["steps"],
+        "resumed_from_step": s["resumed_from_step"],
+        "reward_first": s["reward_first"],
+        "reward_last": s["reward_last"],
+        "eval": ev,
+        "workers": s["workers"],
+        "nodes_used": sorted({w["node_id"] for w in s["workers"]}),
+        "seconds": s["seconds"],
+        "line": line,
+    }
+
+
+def stage_summariser_sft(ctx: Context) -> dict[str, Any]:
+    """``jobs.train_sft`` (task summariser): step-wise findings -> short impression."""
+    sub, s = _run_sft(ctx, "summariser_sft")
+    ctx.outputs["summariser"] = s["final_checkpoint"]
+    ev = s["eval"] or {}
+    scores = (
+        f"ROUGE-L {_fmt(ev.get('rougeL'))}, BLEU {_fmt(ev.get('bleu'))} ({ev.get('n')} reports)"
+        if ev
+        else ""
+    )
+    return _sft_result(sub, s, scores)
+
+
+def _reasoner_models(ctx: Context) -> list[ModelSettings]:
+    """The configured models plus the SFT and GRPO reasoners this run trained (labels
+    ``sft`` and ``grpo``), each as base model + adapter (or a full checkpoint)."""
+    from medray.train.grpo import policy_source
+
+    models = list(ctx.cfg.batch_infer.models)
+    for label, key in (("sft", "reasoner_sft"), ("grpo", "reasoner_grpo")):
+        folder = ctx.outputs.get(key)
+        if not folder:
+            continue
+        if any(m.label == label for m in models):
+            raise ConfigError(
+                f"batch_infer.models already has a model labelled {label!r}; that label is "
+                f"the {key} stage's model: rename yours"
+            )
+        # policy_source knows where an adapter's base is (its medray_final.json).
+        base, adapter = policy_source(dataclasses.replace(ctx.cfg.grpo.grpo, init=folder))
+        models.append(ModelSettings(label=label, model=base, adapter=adapter or ""))
+    return models
+
+
+def stage_batch_infer(ctx: Context) -> dict[str, Any]:
+    """``jobs.batch_infer``: the reasoners (base, SFT, GRPO) over the held-out VQA rows, as a
+    pool of Ray Data model actors spread over the nodes -> one predictions folder each."""
+    from jobs import batch_infer
+
+    sub = ctx.cfg.batch_infer
+    sub = dataclasses.replace(
+        sub,
+        output=sub.output or str(ctx.out_dir / "batch_infer"),
+        input=dataclasses.replace(sub.input, path=ctx.need("batch_infer", "data")),
+        models=tuple(_reasoner_models(ctx)),
+    )
+    s = batch_infer.main(sub)
+    ctx.outputs["predictions"] = {
+        "folders": s["predictions"],
+        "dataset": s["dataset"],
+        "split": s["split"],
+        "fingerprint": s["fingerprint"],
+    }
+    valid = ", ".join(f"{label} {m['json_valid']:.2f}" for label, m in s["models"].items())
+    errors = sum(m["errors"] for m in s["models"].values())
+    return {
+        "output_dir": s["output_dir"],
+        "predictions": s["predictions"],
+        "split": s["split"],
+        "input_rows": s["input_rows"],
+        "models": s["models"],
+        "rows_per_node": s["rows_per_node"],
+        "rows_per_s": s["rows_per_s"],
+        "seconds": s["total_seconds"],
+        "line": f"{s['input_rows']} {s['split']} rows x {len(s['models'])} models "
+        f"({', '.join(s['models'])}) on {len(s['rows_per_node'])} nodes, "
+        f"{s['rows_per_s']} rows/s, {errors} errors; JSON valid: {valid}",
+    }
+
+
+def stage_evaluate(ctx: Context) -> dict[str, Any]:
+    """``jobs.evaluate`` on the batch_infer predictions -> the report (Markdown + plots)."""
+    from jobs import evaluate
+
+    p = ctx.need("evaluate", "predictions")
+    sc = ctx.cfg.evaluate
+    ecfg = evaluate.config_for(
+        p["folders"],
+        dataset=p["dataset"],
+        split=p["split"],
+        fingerprint=p["fingerprint"],
+        output=str(ctx.out_dir / "evaluate"),
+        aggregate=sc.aggregate and len(p["folders"]) > 1,
+        metrics=sc.metrics,
+    )
+    s = evaluate.main(ecfg)
+    ctx.outputs["report"] = s["report"]
+    acc = ", ".join(f"{label} {_fmt(h.get('accuracy'))}" for label, h in s["runs"].items())
+    return {
+        "report": s["report"],
+        "report_json": s["report_json"],
+        "plots": s["plots"],
+        "rows": s["rows"],
+        "runs": s["runs"],
+        "seconds": s["seconds"],
+        "line": f"{s['rows']} rows, accuracy {acc}; {len(s['plots'])} plots -> {s['report']}",
     }
 
 
 # The pipeline, in order. Add a stage here (and a section in PipelineConfig + the YAML).
-STAGES: dict[str, Callable[[Context], dict[str, Any]]] = {
-    "preprocess": stage_preprocess,
-    "train_clip": stage_train_clip,
-    "index": stage_index,
-    "search": stage_search,
-    "text_sft": stage_text_sft,
+STAGES: dict[str, Stage] = {
+    "preprocess": Stage(stage_preprocess, gives=("data",)),
+    "train_clip": Stage(
+        stage_train_clip, needs=(Need("data", "train_clip.data.input"),), gives=("clip_model",)
+    ),
+    "index": Stage(
+        stage_index,
+        needs=(Need("data", "index.cases.input", when="index.cases.enabled"),),
+        gives=("milvus",),
+    ),
+    "search": Stage(stage_search),
+    "sft_reasoner": Stage(
+        stage_sft_reasoner,
+        needs=(Need("data", "sft_reasoner.data.input"),),
+        gives=("reasoner_sft",),
+    ),
+    "grpo": Stage(
+        stage_grpo,
+        needs=(Need("data", "grpo.data.input"), Need("reasoner_sft", "grpo.grpo.init")),
+        gives=("reasoner_grpo",),
+    ),
+    "summariser_sft": Stage(
+        stage_summariser_sft,
+        needs=(Need("data", "summariser_sft.data.input"),),
+        gives=("summariser",),
+    ),
+    "batch_infer": Stage(
+        stage_batch_infer,
+        needs=(Need("data", "batch_infer.input.path"),),
+        gives=("predictions",),
+    ),
+    "evaluate": Stage(stage_evaluate, needs=(Need("predictions"),), gives=("report",)),
 }
 
 
@@ -388,7 +624,7 @@ def main(cfg: PipelineConfig) -> dict[str, Any]:
     for name in names:
         t = time.perf_counter()
         print(f"\n--- stage {name} ---", flush=True)
-        results[name] = STAGES[name](ctx)
+        results[name] = STAGES[name].run(ctx)
         results[name]["stage_seconds"] = round(time.perf_counter() - t, 1)
     nodes: set[str] = set()
     for r in results.values():
@@ -402,6 +638,7 @@ def main(cfg: PipelineConfig) -> dict[str, Any]:
             k: (to_dict(v) if dataclasses.is_dataclass(v) else v) for k, v in ctx.outputs.items()
         },
         "nodes_used": sorted(nodes),
+        "report": ctx.outputs.get("report"),
         "seconds": round(time.perf_counter() - t0, 1),
         "config": to_dict(cfg),
     }
@@ -416,6 +653,8 @@ def print_summary(s: dict[str, Any]) -> None:
     for name, r in s["stages"].items():
         print(f"{name:<{width}}  {r['stage_seconds']:6.1f}s  {r['line']}")
     print(f"nodes used: {len(s['nodes_used'])} of {s['cluster_nodes']}; total {s['seconds']}s")
+    if s.get("report"):
+        print(f"REPORT: {s['report']}")
     print(f"RESULTS: {s['output_dir']}/summary.json")
 
 

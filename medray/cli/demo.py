@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 
 import click
 
@@ -13,6 +14,13 @@ from medray.paths import repo_root, runs_dir
 @click.command()
 @click.option(
     "--nodes", type=int, default=3, show_default=True, help="Ray nodes of the local cluster."
+)
+@click.option(
+    "--cluster-config",
+    "cluster_config_file",
+    type=click.Path(dir_okay=False, exists=True),
+    default=None,
+    help="Cluster settings YAML (ports, CPUs per node) [default: cluster/local.yaml].",
 )
 @click.option("--keep-up", is_flag=True, help="Leave the cluster running afterwards.")
 @click.option(
@@ -33,6 +41,7 @@ from medray.paths import repo_root, runs_dir
 @click.argument("overrides", nargs=-1)
 def demo(
     nodes: int,
+    cluster_config_file: str | None,
     keep_up: bool,
     serve_port: int,
     no_serve: bool,
@@ -40,10 +49,12 @@ def demo(
     overrides: tuple[str, ...],
 ) -> None:
     """Bring a local cluster up, build the tiny models, run the pipeline job through
-    `ray job submit`, start the Serve app and send it one analyze request, print where
-    the results are, and bring the cluster down.
+    `ray job submit` (preprocess, CLIP, index, search, reasoner SFT and GRPO, summariser
+    SFT, batch inference, evaluation), start the Serve app and send it one analyze
+    request, print where the results and the evaluation report are, and bring the
+    cluster down.
 
-    OVERRIDES are key=value pairs for the pipeline config (e.g. text_sft.sft.optim.max_steps=20,
+    OVERRIDES are key=value pairs for the pipeline config (e.g. grpo.grpo.optim.max_steps=8,
     stages=[preprocess,train_clip,index,search]).
     """
     from medray.cli.cluster import cluster_config, print_endpoints
@@ -58,7 +69,7 @@ def demo(
         state = existing
         click.echo("Using the local cluster that is already running.")
     else:
-        cfg = cluster_config(None, {"nodes": nodes})
+        cfg = cluster_config(cluster_config_file, {"nodes": nodes})
         click.echo(f"[1/5] Starting a local cluster: {cfg.nodes} Ray nodes + Milvus Lite ...")
         try:
             state, _ = local.up(cfg)
@@ -104,6 +115,11 @@ def demo(
     click.echo(f"Demo finished in {time.perf_counter() - t0:.0f}s.")
     width = max((len(n) for n in summary["stages"]), default=0)
     for name, stage in summary["stages"].items():
-        click.echo(f"  {name:<{width}}  {stage['line']}")
+        click.echo(f"  {name:<{width}}  {stage['stage_seconds']:6.1f}s  {stage['line']}")
     click.echo(f"  nodes used: {len(summary['nodes_used'])} of {summary['cluster_nodes']}")
     click.echo(f"Results: {summary['output_dir']}  (summary: {summary_path})")
+    if summary.get("report"):
+        report_dir = Path(summary["report"]).parent
+        click.echo(
+            f"Report:  {summary['report']}  (headline figures: medray report show {report_dir})"
+        )

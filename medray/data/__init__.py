@@ -6,5 +6,5 @@ layout), :mod:`~medray.data.collect` (listing), :mod:`~medray.data.transform` an
 :mod:`~medray.data.images` (per-record work), :mod:`~medray.data.sink` and
 :mod:`~medray.data.finalize` (writing, dedup), :mod:`~medray.data.output` (atomic commit,
 validated reads), :mod:`~medray.data.synth` (synthetic datasets), and
-:mod:`~medray.data.text_qa` (generated text QA records of the pipeline).
+:mod:`~medray.data.text_qa` (finding descriptions of the synthetic MedMCQA questions).
 """

@@ -1,35 +1,20 @@
-"""Supervised fine-tuning of text models with trl inside Ray Train (+ DeepSpeed, + peft LoRA).
+"""Pieces every trl trainer of MedRay shares: step count, HF training arguments (SFT and
+GRPO), the trl ``SFTConfig``, the peft ``LoraConfig`` and the step of an HF checkpoint.
 
-``text_sft_loop`` is a ``train_loop_per_worker``: each Ray Train worker builds a trl
-``SFTTrainer`` on a prompt/completion dataset (loss on the completion only), reports
-metrics and checkpoints to Ray Train through ``RayTrainReportCallback`` and resumes from
-Ray Train's latest checkpoint after a failure.
+The SFT worker loop itself is :func:`medray.train.sft_recipe.sft_loop`.
 """
 
 from __future__ import annotations
 
 import json
-import logging
 import math
-import tempfile
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from medray.train.settings import DeepSpeedSettings, FaultSettings, LoraSettings, OptimSettings
+from medray.train.settings import LoraSettings, OptimSettings
 
-log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class TextSFTSettings:
-    """What every worker needs to fine-tune a causal LM on prompt/completion pairs."""
-
-    model: str = "tiny-lm"
-    lora: LoraSettings = field(default_factory=lambda: LoraSettings(enabled=False))
-    optim: OptimSettings = field(default_factory=OptimSettings)
-    deepspeed: DeepSpeedSettings = field(default_factory=DeepSpeedSettings)
-    fault: FaultSettings = field(default_factory=FaultSettings)
+if TYPE_CHECKING:
+    from medray.train.sft_recipe import SFTRecipeSettings
 
 
 def steps_for(num_rows: int, optim: OptimSettings, num_workers: int) -> int:
@@ -68,7 +53,7 @@ def trainer_args(optim, deepspeed, output_dir: str, max_steps: int, use_gpu: boo
 
 
 def sft_args(
-    settings: TextSFTSettings, output_dir: str, max_steps: int, use_gpu: bool, **extra: Any
+    settings: SFTRecipeSettings, output_dir: str, max_steps: int, use_gpu: bool, **extra: Any
 ):
     """trl ``SFTConfig`` from settings. Build it before loading the model (ZeRO-3 needs that)."""
     from trl import SFTConfig
@@ -91,64 +76,6 @@ def peft_config(lora: LoraSettings, task_type: str = "CAUSAL_LM"):
         modules_to_save=list(lora.modules_to_save) or None,
         task_type=task_type,
     )
-
-
-def text_sft_loop(config: dict[str, Any]) -> None:
-    """Ray Train worker loop.
-
-    ``config``: ``settings`` (TextSFTSettings), ``max_steps`` (int), ``use_gpu`` (bool).
-    """
-    from ray.train.huggingface.transformers import RayTrainReportCallback, prepare_trainer
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-    from trl import SFTTrainer
-
-    from medray.models import resolve
-    from medray.train.ray_hf import (
-        dataset_from_ray,
-        fault_callback,
-        gather_workers,
-        latest_checkpoint,
-        report_again,
-        report_final,
-        skip_deepspeed_shm_build,
-    )
-
-    skip_deepspeed_shm_build()
-    settings: TextSFTSettings = config["settings"]
-    logging.getLogger("dill").setLevel(logging.WARNING)  # datasets' hashing is chatty at INFO
-    # Everything this worker writes locally (data, HF checkpoints, the final model) lives
-    # here and is removed when the loop ends; what matters was reported to Ray Train.
-    with tempfile.TemporaryDirectory(prefix="medray-sft-") as workdir:
-        previous = latest_checkpoint(workdir)
-        if previous and previous[0] == "final":  # the run had already finished
-            report_again(previous[1])
-            return
-        train_ds = dataset_from_ray("train", workdir, columns=["prompt", "completion"])
-        args = sft_args(settings, f"{workdir}/out", config["max_steps"], config["use_gpu"])
-        location = resolve(settings.model, "lm")
-        tokenizer = AutoTokenizer.from_pretrained(location)
-        model = AutoModelForCausalLM.from_pretrained(location)
-        trainer = SFTTrainer(
-            model=model,
-            args=args,
-            train_dataset=train_ds,
-            processing_class=tokenizer,
-            peft_config=peft_config(settings.lora),
-            callbacks=[RayTrainReportCallback(), fault_callback(settings.fault.fail_at_step)],
-        )
-        trainer = prepare_trainer(trainer)
-        trainer.train(resume_from_checkpoint=previous[1] if previous else None)
-
-        losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
-        metrics = {
-            "loss": losses[-1] if losses else float("nan"),
-            "loss_first": losses[0] if losses else float("nan"),
-            "loss_last": losses[-1] if losses else float("nan"),
-            "steps": trainer.state.global_step,
-            "resumed_from_step": _step_of(previous[1]) if previous else 0,
-            "workers": gather_workers(),
-        }
-        report_final(trainer, metrics, workdir, save_extra=tokenizer.save_pretrained)
 
 
 def _step_of(hf_checkpoint_dir: str) -> int:

@@ -195,3 +195,24 @@ def test_command_line_run(tmp_path):
         [*cmd[:-1], "aggregate=maybe"], cwd=REPO, capture_output=True, text=True, timeout=300
     )
     assert bad.returncode == 2 and "aggregate: expected true or false" in bad.stderr
+
+
+def test_config_for_a_batch_inference_run_checks_every_folder_against_it(tmp_path):
+    from jobs.evaluate import config_for
+
+    cfg = config_for(
+        {"base": "/p/base", "sft": "/p/sft"},
+        dataset=DATASET,
+        split="test",
+        fingerprint="sha256:abc",
+        output=str(tmp_path),
+        aggregate=True,
+    )
+    assert cfg.predictions == ("/p/base", "/p/sft")
+    assert cfg.expected == ExpectedSettings(
+        dataset=DATASET, split="test", models=("base", "sft"), fingerprint="sha256:abc"
+    )
+    assert cfg.aggregate and cfg.output == str(tmp_path)
+    with pytest.raises(ConfigError, match="aggregate: true needs at least two"):
+        config_for({"base": "/p/base"}, dataset=DATASET, split="test", fingerprint="",
+                   output="", aggregate=True)  # fmt: skip
