@@ -16,9 +16,9 @@ from click.testing import CliRunner
 from PIL import Image
 
 from medray.cli.main import cli
+from medray.data.reports import findings_impression
 from medray.data.synth import SynthError, ensure_synthetic, generate, read_marker
 from medray.data.synth.anatomy import CXR_FINDINGS, draw_cxr
-from medray.data.reports import findings_impression
 from medray.data.synth.layouts import plan_mimic, plan_slake, plan_vqa_rad, render
 from medray.data.synth.text import _NORMAL_IMPRESSION, chexpert_labels
 from medray.models.encoders import report_text

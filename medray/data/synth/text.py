@@ -95,7 +95,11 @@ _NO_PLEURAL = (
     "No pleural effusion or pneumothorax.",
     "No effusion or pneumothorax is seen.",
 )
-_CLEAR = ("The lungs are clear.", "No focal consolidation.", "The lungs are clear of consolidation.")
+_CLEAR = (
+    "The lungs are clear.",
+    "No focal consolidation.",
+    "The lungs are clear of consolidation.",
+)
 _NORMAL_IMPRESSION = (
     "No acute cardiopulmonary process.",
     "No acute cardiopulmonary abnormality.",
