@@ -125,6 +125,16 @@ def test_reports_and_labels_say_what_was_drawn(tmp_path):
             )
         if not st["findings"]:
             assert any(i.lower() in report for i in _NORMAL_IMPRESSION), report
+        findings = report.split("impression:")[0]
+        if "findings:" in findings:  # the negatives recorded as 0.0 are stated
+            negatives = {header[i] for i, v in enumerate(rows[st["study"]]) if v == "0.0"}
+            stated = {
+                "Pleural Effusion": r"no (pleural )?effusion",
+                "Pneumothorax": r"no (pleural effusion or |effusion or )?pneumothorax",
+                "Cardiomegaly": r"(heart size|cardiac silhouette) is normal|normal heart size",
+            }
+            for label in negatives:
+                assert re.search(stated[label], " ".join(findings.split())), (label, report)
 
 
 def _report_texts(studies) -> list[str]:

@@ -203,8 +203,13 @@ def cxr_report(
     sentences.append(_pick(rng, _VOLUME[a["lung_volume"]]))
     if "cardiomegaly" not in findings:
         sentences.append(_pick(rng, _HEART_OK))
+    # The negatives the CheXpert CSV records (0.0) are all stated.
     if "effusion" not in findings and "pneumothorax" not in findings:
         sentences.append(_pick(rng, _NO_PLEURAL))
+    elif "pneumothorax" not in findings:
+        sentences.append(_pick(rng, ("No pneumothorax.", "There is no pneumothorax.")))
+    elif "effusion" not in findings:
+        sentences.append(_pick(rng, ("No pleural effusion.", "There is no pleural effusion.")))
     if not findings:
         sentences.insert(0, _pick(rng, _CLEAR))
     if findings:
