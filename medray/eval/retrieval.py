@@ -4,8 +4,11 @@ Reports are often identical across images (templated findings), so documents are
 *unique* texts: an image query is relevant to the one text it was paired with; a text
 query is relevant to every image paired with it. ``R@K`` is the hit rate (some relevant
 item is in the top K), the usual CLIP retrieval metric; for image->text, where each query
-has one relevant text, it equals recall@K. Computed with numpy (ranx takes ~30 s to JIT
-per process); ``tests/unit/test_eval_retrieval.py`` checks it against ranx.
+has one relevant text, it equals recall@K. Ties count against the query: a relevant item
+ranks below every irrelevant item with an equal score, so a model that gives every text
+(or image) the same embedding scores 0, not 1 (an optimistic rule would reward collapse).
+Computed with numpy (ranx takes ~30 s to JIT per process);
+``tests/unit/test_eval_retrieval.py`` checks it against ranx.
 """
 
 from __future__ import annotations
@@ -48,14 +51,15 @@ def retrieval_metrics(
     unique, docs, doc_of = _unique_docs(text_emb, texts)
     scores = image_emb @ docs.T  # (n_images, n_texts)
     n = np.arange(len(texts))
-    # Rank of each image's own text: how many texts score strictly higher.
-    i2t_rank = (scores > scores[n, doc_of][:, None]).sum(axis=1)
-    # For each text, the best rank any of its images reaches among all images.
+    # Rank of each image's own text: how many other texts score at least as high.
+    i2t_rank = (scores >= scores[n, doc_of][:, None]).sum(axis=1) - 1
+    # For each text, the rank of its best image: how many images of other texts score at
+    # least as high.
     by_text = scores.T  # (n_texts, n_images)
     t2i_rank = np.full(len(unique), np.inf)
     for d in range(len(unique)):
-        own = by_text[d, doc_of == d]
-        t2i_rank[d] = (by_text[d][None, :] > own[:, None]).sum(axis=1).min()
+        mine = doc_of == d
+        t2i_rank[d] = (by_text[d, ~mine] >= by_text[d, mine].max()).sum()
     out = {f"i2t_R@{k}": float(np.mean(i2t_rank < k)) for k in ks}
     out |= {f"t2i_R@{k}": float(np.mean(t2i_rank < k)) for k in ks}
     return out | {"n_images": len(texts), "n_texts": len(unique)}

@@ -28,6 +28,17 @@ def test_perfect_and_reversed():
     assert m["i2t_R@1"] == pytest.approx(0.2) and m["i2t_R@5"] == 1.0
 
 
+def test_ties_count_against_the_query():
+    """A collapsed model (every embedding equal) ranks nothing first: R@1 is 0, R@n is 1."""
+    img, txt = np.ones((4, 3)), np.ones((4, 3))
+    m = retrieval_metrics(img, txt, list("abcd"), ks=(1, 3, 4))
+    assert m["i2t_R@1"] == 0.0 and m["t2i_R@1"] == 0.0
+    assert m["i2t_R@3"] == 0.0 and m["i2t_R@4"] == 1.0 and m["t2i_R@4"] == 1.0
+    # Two images of one text tie with each other: that does not push the text down.
+    m = retrieval_metrics(np.eye(3)[[0, 0, 1]], np.eye(3)[[0, 0, 1]], ["x", "x", "y"], ks=(1,))
+    assert m["t2i_R@1"] == 1.0 and m["i2t_R@1"] == 1.0
+
+
 def test_bad_input():
     with pytest.raises(ValueError, match="same length"):
         retrieval_metrics(np.eye(2), np.eye(3), ["a", "b"])

@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 
 KINDS = ("mimic-cxr", "slake", "vqa-rad", "medmcqa")
 MARKER = "_medray_synth.json"
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2  # 2: reports state sizes, zones, lung volumes; varied phrasing
 
 
 class SynthError(ValueError):

@@ -32,6 +32,45 @@ from PIL import Image
 CXR_FINDINGS = ("effusion", "consolidation", "nodule", "pneumothorax", "cardiomegaly")
 WORK = 256  # drawing resolution; finer detail would not survive the target sizes
 
+# What varies between chest X-rays, and the ranges it is drawn from (fractions of the
+# image unless stated). A report states each of these in words (medray.data.synth.text).
+ZONES = ("upper", "mid", "lower")
+LUNG_VOLUMES = ("low", "normal", "high")
+LUNG_VOLUME_DY = {"low": -0.045, "normal": 0.0, "high": 0.03}  # change of the lung half-height
+HEART_WIDTH_NORMAL = (0.115, 0.13)  # heart half-width: cardiothoracic ratio ~0.40-0.45
+HEART_WIDTH_ENLARGED = (0.185, 0.235)  # cardiothoracic ratio ~0.64-0.81
+EFFUSION_DEPTH = (0.12, 0.22)  # height of the fluid column
+CONSOLIDATION_SCALE = (0.75, 1.35)  # times a 0.17 x 0.20 ellipse
+CONSOLIDATION_DY = {"upper": -0.4, "mid": -0.05, "lower": 0.3}  # centre, times lung half-height
+NODULE_R = (0.038, 0.06)  # radius
+NODULE_DY = (-0.55, 0.3)  # centre, times lung half-height (upper < -0.25 < mid < 0.05 < lower)
+PNEUMOTHORAX_SHRINK = (0.5, 0.72)  # collapsed lung size, times the lung's
+
+
+def sample_cxr_attrs(rng: np.random.Generator, findings: dict[str, str | None]) -> dict:
+    """Everything a report states about a chest X-ray beyond its findings' names and sides:
+    lung volumes, heart width, and each finding's size, zone, density or position.
+
+    Draws the same number of values whatever the findings, so one study's attributes do
+    not shift the random stream of the next.
+    """
+    a = {
+        "lung_volume": LUNG_VOLUMES[int(rng.choice(3, p=(0.25, 0.5, 0.25)))],
+        "heart_width": float(rng.uniform(*HEART_WIDTH_NORMAL)),
+        "effusion_depth": float(rng.uniform(*EFFUSION_DEPTH)),
+        "consolidation_zone": ZONES[int(rng.integers(3))],
+        "consolidation_scale": float(rng.uniform(*CONSOLIDATION_SCALE)),
+        "consolidation_density": "dense" if rng.random() < 0.5 else "patchy",
+        "nodule_r": float(rng.uniform(*NODULE_R)),
+        "nodule_dx": float(rng.uniform(0.0, 1.0)),
+        "nodule_dy": float(rng.uniform(*NODULE_DY)),
+        "pneumothorax_shrink": float(rng.uniform(*PNEUMOTHORAX_SHRINK)),
+    }
+    enlarged = float(rng.uniform(*HEART_WIDTH_ENLARGED))
+    if "cardiomegaly" in findings:
+        a["heart_width"] = enlarged
+    return a
+
 
 @dataclass
 class Drawn:
@@ -94,10 +133,10 @@ def draw_cxr(
     """A frontal chest X-ray with ``findings`` (name -> side ``left``/``right``, or None
     for findings without a side, i.e. cardiomegaly).
 
-    ``attrs`` fixes what the report states about the findings (``effusion_depth``: the
-    fraction of the image height the fluid fills, > 0.165 reads "moderate";
-    ``consolidation_zone``: ``upper``/``lower``), so that several images of one study
-    match one report; unset values are drawn from ``rng``.
+    ``attrs`` fixes what the report states about the image, so that several images of
+    one study match one report (see :func:`sample_cxr_attrs` for the keys and ranges;
+    :mod:`medray.data.synth.text` turns them into words); unset values are drawn from
+    ``rng`` within the same ranges.
 
     Returns the pixels, one box per finding (label = finding name) and facts such as the
     cardiothoracic ratio.
@@ -117,6 +156,7 @@ def draw_cxr(
     canvas += body * 0.40
     # Lungs: patient's right lung on the image's left.
     lung_ax, lung_ay = 0.125 + rng.normal(0, 0.006), 0.29 + rng.normal(0, 0.01)
+    lung_ay += LUNG_VOLUME_DY[attrs.get("lung_volume", "normal")]
     lungs = {}
     for side, sgn in (("right", -1.0), ("left", 1.0)):
         lx = cx + sgn * (0.165 + rng.normal(0, 0.005))
@@ -136,12 +176,13 @@ def draw_cxr(
     canvas = np.maximum(canvas, spine * 0.62 * body)
     # Heart: enlarged when cardiomegaly is present.
     enlarged = "cardiomegaly" in findings
-    hw = rng.uniform(0.195, 0.215) if enlarged else rng.uniform(0.115, 0.13)
+    hw = rng.uniform(*(HEART_WIDTH_ENLARGED if enlarged else HEART_WIDTH_NORMAL))
+    hw = attrs.get("heart_width", hw)
     hx, hy = cx + 0.045, cy + 0.12
     heart = _ellipse(xx, yy, hx, hy, hw, 0.135)
     canvas = np.maximum(canvas, heart * (0.60 + 0.03 * texture))
     thorax_w = 2 * (0.165 + lung_ax)
-    facts: dict = {"ctr": round(2 * hw / thorax_w, 3)}
+    facts: dict = {"ctr": round(2 * hw / thorax_w, 3), "heart_width": round(float(hw), 4)}
     boxes: list[tuple[str, tuple[float, float, float, float]]] = []
 
     for name, side in findings.items():
@@ -151,7 +192,7 @@ def draw_cxr(
             continue
         m, lx, ly = lungs[side or "right"]
         if name == "effusion":
-            depth = rng.uniform(0.13, 0.2)  # fraction of the image height filled
+            depth = rng.uniform(*EFFUSION_DEPTH)  # fraction of the image height filled
             depth = attrs.get("effusion_depth", depth)
             base = ly + lung_ay * 0.85
             level = base - depth
@@ -162,26 +203,31 @@ def draw_cxr(
             boxes.append((name, _bbox(fluid)))
             facts["effusion_depth"] = round(depth, 3)
         elif name == "consolidation":
-            upper = rng.random() < 0.5
-            upper = attrs.get("consolidation_zone", "upper" if upper else "lower") == "upper"
+            zone = ZONES[int(rng.integers(len(ZONES)))]
+            zone = attrs.get("consolidation_zone", zone)
+            scale = attrs.get("consolidation_scale", rng.uniform(*CONSOLIDATION_SCALE))
+            dense = attrs.get("consolidation_density", "dense" if rng.random() < 0.5 else "patchy")
             px = lx + rng.uniform(-0.35, 0.35) * lung_ax
-            py = ly + (-0.35 if upper else 0.3) * lung_ay
-            blob = _ellipse(xx, yy, px, py, 0.085, 0.10) * (0.55 + 0.45 * _smooth_noise(rng, n, 10))
+            py = ly + CONSOLIDATION_DY[zone] * lung_ay
+            blob = _ellipse(xx, yy, px, py, 0.085 * scale, 0.10 * scale)
+            blob = blob * (0.55 + 0.45 * _smooth_noise(rng, n, 10))
             blob = np.clip((blob - 0.35) * 3.0, 0, 1) * m
-            canvas = np.maximum(canvas, canvas + blob * 0.40)
+            canvas = np.maximum(canvas, canvas + blob * (0.50 if dense == "dense" else 0.32))
             boxes.append((name, _bbox(blob, 0.3)))
-            facts["consolidation_zone"] = "upper" if upper else "lower"
+            facts["consolidation_zone"] = zone
         elif name == "nodule":
-            r = rng.uniform(0.04, 0.05)
+            r = attrs.get("nodule_r", rng.uniform(*NODULE_R))
             # Lateral half of the lung on the patient's left, where the heart does not hide it.
             lo = 0.0 if side == "left" else -0.45
-            px = lx + rng.uniform(lo, 0.45) * lung_ax
-            py = ly + rng.uniform(-0.5, 0.2) * lung_ay
+            dx = attrs.get("nodule_dx", rng.uniform(0.0, 1.0))
+            px = lx + (lo + (0.45 - lo) * dx) * lung_ax
+            py = ly + attrs.get("nodule_dy", rng.uniform(*NODULE_DY)) * lung_ay
             nod = _ellipse(xx, yy, px, py, r, r)
             canvas = np.maximum(canvas, canvas + nod * 0.55)
             boxes.append((name, (px - r * 1.2, py - r * 1.2, px + r * 1.2, py + r * 1.2)))
+            facts["nodule_r"] = round(float(r), 4)
         elif name == "pneumothorax":
-            shrink = rng.uniform(0.58, 0.68)
+            shrink = attrs.get("pneumothorax_shrink", rng.uniform(*PNEUMOTHORAX_SHRINK))
             sgn = -1.0 if side == "right" else 1.0
             inner = _ellipse(
                 xx,
@@ -208,6 +254,7 @@ def draw_cxr(
             )
             canvas += rim * m * 0.30
             boxes.append((name, _bbox(air)))
+            facts["pneumothorax_shrink"] = round(float(shrink), 3)
     canvas += (_smooth_noise(noise_rng, n, 48) - 0.5) * 0.05
     return Drawn(_finish(canvas, noise_rng, size), boxes, facts)
 

@@ -23,7 +23,7 @@ import numpy as np
 from PIL import Image
 
 from medray.data.records import hash_split, hash_unit
-from medray.data.synth.anatomy import draw_cxr, draw_slice
+from medray.data.synth.anatomy import draw_cxr, draw_slice, sample_cxr_attrs
 from medray.data.synth.text import (
     CHEXPERT,
     DISPLAY,
@@ -113,11 +113,9 @@ def plan_mimic(n: int, seed: int, size: int) -> Plan:
                 break
             study = str(50_000_000 + (len(studies) * 7_919) % 10_000_000)
             findings = sample_findings(rng)
-            attrs = {
-                "effusion_depth": float(rng.uniform(0.13, 0.2)),
-                "consolidation_zone": "upper" if rng.random() < 0.5 else "lower",
-            }
-            text, impression = cxr_report(findings, attrs)
+            # One set of attributes per study: all its images show what its report says.
+            attrs = sample_cxr_attrs(rng, findings)
+            text, impression = cxr_report(findings, attrs, rng)
             with_findings = rng.random() > 0.1  # some real reports have no FINDINGS section
             uncertain = "Atelectasis" if rng.random() < 0.05 else None
             studies.append(

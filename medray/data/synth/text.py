@@ -45,45 +45,179 @@ def chexpert_labels(findings: dict[str, str | None]) -> list[str]:
     return sorted(CHEXPERT[f] for f in findings) or [NO_FINDING]
 
 
-def cxr_report(findings: dict[str, str | None], facts: dict) -> tuple[str, str]:
-    """``(findings text, impression text)`` describing exactly what was drawn."""
-    sentences = []
-    for name in CXR_FINDINGS:
-        if name not in findings:
-            continue
-        side = findings[name]
-        if name == "effusion":
-            size = "moderate" if facts.get("effusion_depth", 0) > 0.165 else "small"
-            sentences.append(
-                f"There is a {size} {side} pleural effusion with blunting of the costophrenic angle."
-            )
-        elif name == "consolidation":
-            zone = facts.get("consolidation_zone", "lower")
-            sentences.append(f"There is a focal consolidation in the {side} {zone} lung zone.")
-        elif name == "nodule":
-            sentences.append(f"A small rounded nodule is seen in the {side} lung.")
-        elif name == "pneumothorax":
-            sentences.append(f"There is a {side} pneumothorax with a visible pleural line.")
-        elif name == "cardiomegaly":
-            sentences.append("The cardiac silhouette is enlarged.")
+# Words for the drawn sizes (thresholds split each range of medray.data.synth.anatomy
+# into thirds, so each word covers a visibly different size).
+def effusion_size(depth: float) -> str:
+    """``small`` / ``moderate`` / ``large`` for a fluid column of ``depth`` (image fraction)."""
+    return "small" if depth < 0.153 else "moderate" if depth < 0.187 else "large"
+
+
+def consolidation_size(scale: float) -> str:
+    return "small" if scale < 0.95 else "moderate" if scale < 1.15 else "large"
+
+
+def pneumothorax_size(shrink: float) -> str:
+    """The smaller the collapsed lung (``shrink``), the larger the pneumothorax."""
+    return "large" if shrink < 0.573 else "moderate" if shrink < 0.647 else "small"
+
+
+def cardiomegaly_degree(heart_width: float) -> str:
+    """``mild`` / ``moderate`` / ``marked`` by the nominal cardiothoracic ratio (width / 0.29)."""
+    ctr = heart_width / 0.29
+    return "mild" if ctr < 0.695 else "moderate" if ctr < 0.752 else "marked"
+
+
+def nodule_zone(dy: float) -> str:
+    return "upper" if dy < -0.25 else "mid" if dy < 0.05 else "lower"
+
+
+def nodule_mm(r: float) -> int:
+    """Nodule diameter in mm, taking the image as 250 mm wide."""
+    return round(2 * r * 250)
+
+
+def nodule_size(r: float) -> str:
+    return "small" if r < 0.0453 else "moderate" if r < 0.0527 else "large"
+
+
+_VOLUME = {
+    "low": ("Lung volumes are low.", "Low lung volumes.", "The lung volumes are low."),
+    "normal": ("Lung volumes are normal.", "Normal lung volumes.", "The lungs are well expanded."),
+    "high": ("The lungs are hyperinflated.", "Lung volumes are high.", "Hyperexpanded lungs."),
+}
+_HEART_OK = (
+    "The cardiac silhouette is normal in size.",
+    "Heart size is normal.",
+    "Normal heart size.",
+)
+_NO_PLEURAL = (
+    "There is no pleural effusion or pneumothorax.",
+    "No pleural effusion or pneumothorax.",
+    "No effusion or pneumothorax is seen.",
+)
+_CLEAR = (
+    "The lungs are clear.",
+    "No focal consolidation.",
+    "The lungs are clear of consolidation.",
+)
+_NORMAL_IMPRESSION = (
+    "No acute cardiopulmonary process.",
+    "No acute cardiopulmonary abnormality.",
+    "No acute intrathoracic process.",
+)
+
+
+def _pick(rng: np.random.Generator | None, options: tuple[str, ...]) -> str:
+    return options[0] if rng is None else options[int(rng.integers(len(options)))]
+
+
+def _finding_sentence(rng, name: str, side: str | None, a: dict) -> tuple[str, str]:
+    """``(findings sentence, impression phrase)`` of one drawn finding; size, side and zone
+    words come first so a truncated text keeps them."""
+    if name == "effusion":
+        size = effusion_size(a["effusion_depth"])
+        sentence = _pick(
+            rng,
+            (
+                f"There is a {size} {side} pleural effusion with blunting of the costophrenic angle.",
+                f"A {size} {side} pleural effusion layers at the {side} base.",
+                f"{size.capitalize()} {side} pleural effusion is present.",
+            ),
+        )
+        return sentence, f"{size} {side} pleural effusion"
+    if name == "consolidation":
+        size = consolidation_size(a["consolidation_scale"])
+        zone, dense = a["consolidation_zone"], a["consolidation_density"]
+        sentence = _pick(
+            rng,
+            (
+                f"There is a {size} {dense} consolidation in the {side} {zone} zone.",
+                f"A {size} area of {dense} consolidation occupies the {side} {zone} zone.",
+                f"{size.capitalize()} {dense} {side} {zone} zone consolidation.",
+            ),
+        )
+        return sentence, f"{side} {zone} zone consolidation"
+    if name == "nodule":
+        zone, mm = nodule_zone(a["nodule_dy"]), nodule_mm(a["nodule_r"])
+        size = nodule_size(a["nodule_r"])
+        sentence = _pick(
+            rng,
+            (
+                f"A {size} {mm} mm rounded nodule is seen in the {side} {zone} zone.",
+                f"There is a {size} {mm} mm nodule in the {side} {zone} lung.",
+                f"{size.capitalize()} {side} {zone} zone nodule measuring {mm} mm.",
+            ),
+        )
+        return sentence, f"{mm} mm {side} {zone} zone nodule"
+    if name == "pneumothorax":
+        size = pneumothorax_size(a["pneumothorax_shrink"])
+        sentence = _pick(
+            rng,
+            (
+                f"There is a {size} {side} pneumothorax with a visible pleural line.",
+                f"A {size} {side} pneumothorax is present.",
+                f"{size.capitalize()} {side} pneumothorax with partial lung collapse.",
+            ),
+        )
+        return sentence, f"{size} {side} pneumothorax"
+    degree = cardiomegaly_degree(a["heart_width"])
+    sentence = _pick(
+        rng,
+        (
+            f"The cardiac silhouette is {degree}ly enlarged.",
+            f"There is {degree} cardiomegaly.",
+            f"{degree.capitalize()} enlargement of the cardiac silhouette.",
+        ),
+    )
+    return sentence, f"{degree} cardiomegaly"
+
+
+def cxr_report(
+    findings: dict[str, str | None], facts: dict, rng: np.random.Generator | None = None
+) -> tuple[str, str]:
+    """``(findings text, impression text)`` describing exactly what was drawn.
+
+    ``facts``: the drawing attributes (:func:`medray.data.synth.anatomy.sample_cxr_attrs`;
+    missing ones take mid-range values). Each finding is described by its side, zone,
+    size (following the drawn size) and density where the drawing has them; lung volumes
+    and heart size are always stated. ``rng`` picks among equivalent phrasings and the
+    order of the finding sentences (the first phrasing, in a fixed order, without it), so
+    the texts of studies with the same findings differ, deterministically for a seed.
+    """
+    a = {
+        "lung_volume": "normal",
+        "heart_width": 0.21 if "cardiomegaly" in findings else 0.12,
+        "effusion_depth": 0.17,
+        "consolidation_zone": "lower",
+        "consolidation_scale": 1.05,
+        "consolidation_density": "dense",
+        "nodule_r": 0.049,
+        "nodule_dy": -0.1,
+        "pneumothorax_shrink": 0.61,
+        **facts,
+    }
+    names = [f for f in CXR_FINDINGS if f in findings]
+    order = list(names) if rng is None else [names[i] for i in rng.permutation(len(names))]
+    described = {f: _finding_sentence(rng, f, findings[f], a) for f in order}
+    sentences = [described[f][0] for f in order]
+    sentences.append(_pick(rng, _VOLUME[a["lung_volume"]]))
     if "cardiomegaly" not in findings:
-        sentences.append("The cardiac silhouette is normal in size.")
+        sentences.append(_pick(rng, _HEART_OK))
+    # The negatives the CheXpert CSV records (0.0) are all stated.
     if "effusion" not in findings and "pneumothorax" not in findings:
-        sentences.append("There is no pleural effusion or pneumothorax.")
+        sentences.append(_pick(rng, _NO_PLEURAL))
+    elif "pneumothorax" not in findings:
+        sentences.append(_pick(rng, ("No pneumothorax.", "There is no pneumothorax.")))
+    elif "effusion" not in findings:
+        sentences.append(_pick(rng, ("No pleural effusion.", "There is no pleural effusion.")))
     if not findings:
-        sentences.insert(0, "The lungs are clear.")
+        sentences.insert(0, _pick(rng, _CLEAR))
     if findings:
-        parts = []
-        for name in CXR_FINDINGS:
-            if name in findings:
-                side = findings[name]
-                parts.append(f"{side} {DISPLAY[name]}" if side else DISPLAY[name])
-        impression = (
-            ", ".join(parts[:-1]) + " and " + parts[-1] if len(parts) > 1 else parts[0]
-        ) + "."
+        parts = [described[f][1] for f in order]
+        impression = (" and ".join(parts) if len(parts) <= 2 else ", ".join(parts)) + "."
         impression = impression[0].upper() + impression[1:]
     else:
-        impression = "No acute cardiopulmonary process."
+        impression = _pick(rng, _NORMAL_IMPRESSION)
     return " ".join(sentences), impression
 
 
