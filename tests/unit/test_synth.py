@@ -18,7 +18,7 @@ from PIL import Image
 from medray.cli.main import cli
 from medray.data.reports import findings_impression
 from medray.data.synth import SynthError, ensure_synthetic, generate, read_marker
-from medray.data.synth.anatomy import CXR_FINDINGS, draw_cxr
+from medray.data.synth.anatomy import CXR_FINDINGS, draw_cxr, draw_slice
 from medray.data.synth.layouts import plan_mimic, plan_slake, plan_vqa_rad, render
 from medray.data.synth.text import _NORMAL_IMPRESSION, chexpert_labels
 from medray.models.encoders import report_text
@@ -244,6 +244,26 @@ def test_findings_are_drawn_where_their_boxes_are():
     big = draw_cxr(np.random.default_rng(1), 224, {"cardiomegaly": None})
     small = draw_cxr(np.random.default_rng(1), 224, {})
     assert big.facts["ctr"] > 0.55 > 0.5 > small.facts["ctr"]
+
+
+def test_slice_lesions_are_ring_enhancing_masses_on_their_side():
+    """A CT/MRI lesion is a bright rim around a dark core, on the patient's side it names,
+    in every modality and region: a look no normal structure of the slice has."""
+    n = 112
+    for modality in ("ct", "mri"):
+        for region in ("head", "abdomen", "chest"):
+            for side in ("left", "right"):
+                drawn = draw_slice(np.random.default_rng(3), n, modality, region, [side])
+                (x1, y1, x2, y2) = next(b for label, b in drawn.boxes if label == "Lesion")
+                cx, cy, rx = (x1 + x2) / 2 * n, (y1 + y2) / 2 * n, (x2 - x1) / 2 * n
+                assert (cx > n / 2) == (side == "left"), (modality, region, side)  # radiological
+                yy, xx = np.mgrid[0:n, 0:n] + 0.5
+                d = np.hypot(xx - cx, yy - cy) / rx
+                px = drawn.pixels.astype(float)
+                core, rim = px[d < 0.3].mean(), px[(d > 0.7) & (d < 0.9)].mean()
+                around = px[(d > 1.3) & (d < 1.8)].mean()
+                assert rim - core > 120 and rim - around > 40, (modality, region, side, core, rim)
+                assert 15 <= x2 * n - x1 * n <= 21  # most of one 28-px visual token at 112 px
 
 
 def test_images_are_jpegs_in_the_real_layouts(tmp_path):

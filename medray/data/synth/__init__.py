@@ -32,7 +32,8 @@ log = logging.getLogger(__name__)
 
 KINDS = ("mimic-cxr", "slake", "vqa-rad", "medmcqa")
 MARKER = "_medray_synth.json"
-GENERATOR_VERSION = 2  # 2: reports state sizes, zones, lung volumes; varied phrasing
+GENERATOR_VERSION = 3  # 2: reports state sizes, zones, lung volumes; varied phrasing
+# 3: CT/MRI lesions are ring-enhancing masses (were uniform blobs like the ventricles)
 
 
 class SynthError(ValueError):

@@ -15,7 +15,9 @@ survive downscaling to 112x112 (the tiny VLM's input):
 Sides follow the radiological convention: the patient's left is on the image's right.
 CT and MRI slices differ in the way the real ones do (bone bright on CT and dark on
 MRI; fat dark on CT and bright on MRI; CSF dark on CT, bright on T2 MRI), so modality
-is readable from pixels; lesions are drawn on a chosen side.
+is readable from pixels; lesions are ring-enhancing masses (bright rim, dark core, 15-20 px
+across at 112x112) on a chosen side, unlike any normal structure of the slice (uniform
+ventricles, kidneys, bowel gas), so their presence is visible at the VLM's input size.
 
 Everything is drawn in a [0, 1] float canvas from an explicit ``numpy.random.Generator``
 (deterministic for a seed) at ``min(size, 256)`` pixels and resized to ``size``.
@@ -45,6 +47,11 @@ CONSOLIDATION_DY = {"upper": -0.4, "mid": -0.05, "lower": 0.3}  # centre, times 
 NODULE_R = (0.038, 0.06)  # radius
 NODULE_DY = (-0.55, 0.3)  # centre, times lung half-height (upper < -0.25 < mid < 0.05 < lower)
 PNEUMOTHORAX_SHRINK = (0.5, 0.72)  # collapsed lung size, times the lung's
+# CT / MRI lesions: ring-enhancing masses (radius, core radius / radius, rim and core values).
+LESION_R = (0.065, 0.09)  # at 112x112: 15-20 px across, most of one 28-px visual token
+LESION_CORE = 0.55
+LESION_RIM = 0.97
+LESION_CORE_VALUE = 0.12
 
 
 def sample_cxr_attrs(rng: np.random.Generator, findings: dict[str, str | None]) -> dict:
@@ -338,7 +345,7 @@ def draw_slice(
             organ_mask = np.maximum(lungs[0], lungs[1])
     for side in lesions:
         sgn = 1.0 if side == "left" else -1.0  # patient's left = image right
-        r = rng.uniform(0.055, 0.085)
+        r = rng.uniform(*LESION_R)
         if region == "abdomen":
             px, py = (
                 (cx - 0.17 + rng.uniform(-0.06, 0.04), cy - 0.08)
@@ -347,11 +354,15 @@ def draw_slice(
             )
         else:
             px, py = cx + sgn * rng.uniform(0.14, 0.2), cy + rng.uniform(-0.15, 0.12)
-        les = _ellipse(xx, yy, px, py, r, r * rng.uniform(0.85, 1.1))
-        # Lesions stand out against their surroundings in both modalities.
-        value = 0.85 if modality == "mri" or region == "chest" else 0.18
-        canvas = canvas * (1 - les) + les * value
-        boxes.append(("Lesion", (px - r, py - r, px + r, py + r)))
+        ry = r * rng.uniform(0.85, 1.1)
+        # A ring-enhancing mass (bright rim, dark necrotic core) in both modalities: unlike
+        # the ventricles, bowel gas or kidneys, which are uniform, so a lesion is told apart
+        # from normal anatomy by its look and not only by its size.
+        les = _ellipse(xx, yy, px, py, r, ry)
+        core = _ellipse(xx, yy, px, py, r * LESION_CORE, ry * LESION_CORE)
+        canvas = canvas * (1 - les) + les * LESION_RIM
+        canvas = canvas * (1 - core) + core * LESION_CORE_VALUE
+        boxes.append(("Lesion", (px - r, py - ry, px + r, py + ry)))
     canvas += (_smooth_noise(rng, n, 40) - 0.5) * 0.04
     del organ_mask
     return Drawn(
