@@ -378,8 +378,9 @@ class CaseStore(_Collection):
         )
         return self._hits_many(res, "sample_id", len(vecs))
 
-    def warm(self, field: Literal["image", "text"] = "image") -> float:
-        """Flush, reload with the built index and run one search; returns the seconds.
+    def warm(self, fields: Sequence[Literal["image", "text"]] = ("image", "text")) -> float:
+        """Flush, reload with the built indexes and run one search per field; returns the
+        seconds.
 
         After a flush Milvus (Lite) builds the sealed segments' HNSW index in the background
         and answers by brute force until then (``describe_index`` already says
@@ -392,7 +393,8 @@ class CaseStore(_Collection):
         t0 = time.perf_counter()
         reload(self.client, self.name)
         v = np.random.default_rng(0).normal(size=int(meta["dim"]))
-        self.search((v / np.linalg.norm(v)).tolist(), field=field, k=10)
+        for name in fields:
+            self.search((v / np.linalg.norm(v)).tolist(), field=name, k=10)
         return time.perf_counter() - t0
 
     def get(self, ids: Sequence[str]) -> list[dict[str, Any]]:
