@@ -71,6 +71,12 @@ class ActorSettings:
     # Rows are handed out only once every actor has loaded its models (otherwise the first
     # actor up takes a small split alone); an error if the pool is not up in this time.
     start_timeout_s: int = 900
+    # Batches queued per actor. Ray Data hands an actor its next batch only after it has
+    # noticed the previous one finish (~0.1-0.2 s here); a second batch in flight hides that
+    # gap, which otherwise costs a 2-actor pool half its throughput on short batches
+    # (benchmarks/batch_infer.py). All actors are up before the first batch (above), so
+    # the first actor cannot queue a small split alone.
+    max_tasks_in_flight: int = 2
 
 
 @dataclass(frozen=True)
@@ -125,8 +131,12 @@ class BatchInferConfig:
                 raise ConfigError(
                     f"models: label {lb!r} must be a plain folder name (not 'report')"
                 )
-        if self.actors.concurrency < 1 or self.actors.batch_size < 1:
-            raise ConfigError("actors.concurrency and actors.batch_size must be at least 1")
+        a = self.actors
+        if a.concurrency < 1 or a.batch_size < 1 or a.max_tasks_in_flight < 1:
+            raise ConfigError(
+                "actors.concurrency, actors.batch_size and actors.max_tasks_in_flight "
+                "must be at least 1"
+            )
         if self.actors.num_cpus <= 0 and self.actors.num_gpus <= 0:
             raise ConfigError("actors: num_cpus or num_gpus must be positive")
         if self.generation.max_new_tokens < 1:
@@ -213,9 +223,9 @@ def predict(cfg: BatchInferConfig, inputs, models: list[dict[str, Any]]):
         },
         batch_size=a.batch_size,
         batch_format="pyarrow",
-        # One batch in flight per actor: otherwise the first actor up queues several
-        # batches of a small split and the others idle.
-        compute=ray.data.ActorPoolStrategy(size=a.concurrency, max_tasks_in_flight_per_actor=1),
+        compute=ray.data.ActorPoolStrategy(
+            size=a.concurrency, max_tasks_in_flight_per_actor=a.max_tasks_in_flight
+        ),
         num_cpus=a.num_cpus,
         num_gpus=a.num_gpus,
         scheduling_strategy="SPREAD",  # actors on as many nodes as possible
