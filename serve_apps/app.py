@@ -212,6 +212,13 @@ class EmbedderDeployment:
     of every forward pass; Ray's default for a fractional-CPU replica is 1). The
     ``*_unbatched`` methods run the same code on a batch of one per request, each in its
     own thread (the benchmark's comparison).
+
+    A batch runs on the event loop itself, not in a worker thread: in a thread, the
+    forward pass (small torch ops, mostly Python under the GIL) starved the loop that
+    receives requests, so only 3-4 had arrived when the next batch started; blocking the
+    loop for one batch lets every request that arrives meanwhile queue up in Ray's core
+    worker and join the next batch (mean batch 3.5 -> 8-15 at c=32, see
+    ``benchmarks/README.md``).
     """
 
     def __init__(self, args: AppArgs) -> None:
@@ -235,15 +242,16 @@ class EmbedderDeployment:
             self._stats = {}
         return out
 
-    async def _run(self, name: str, fn, items: list[Any]):
-        """``fn(items)`` in a worker thread, timed for :meth:`batch_stats`."""
+    async def _run(self, name: str, fn, items: list[Any], inline: bool = False):
+        """``fn(items)``, timed for :meth:`batch_stats`: in a worker thread, or with
+        ``inline`` on the event loop itself (the batched methods, see the class doc)."""
 
         def timed():
             t0 = time.perf_counter()
             out = fn(items)
             return out, time.perf_counter() - t0
 
-        out, seconds = await asyncio.to_thread(timed)
+        out, seconds = timed() if inline else await asyncio.to_thread(timed)
         st = self._stats.setdefault(name, [0, 0, 0.0])
         st[0] += 1
         st[1] += len(items)
@@ -265,15 +273,17 @@ class EmbedderDeployment:
 
     @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.01)
     async def clip_image(self, images: list[Any]) -> list[list[float]]:
-        return (await self._run("clip_image", self.embedder.clip_images, images)).tolist()
+        return (
+            await self._run("clip_image", self.embedder.clip_images, images, inline=True)
+        ).tolist()
 
     @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.01)
     async def clip_text(self, texts: list[str]) -> list[list[float]]:
-        return (await self._run("clip_text", self.embedder.clip_texts, texts)).tolist()
+        return (await self._run("clip_text", self.embedder.clip_texts, texts, inline=True)).tolist()
 
     @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.01)
     async def text(self, texts: list[str]) -> list[list[float]]:
-        return (await self._run("text", self.embedder.texts, texts)).tolist()
+        return (await self._run("text", self.embedder.texts, texts, inline=True)).tolist()
 
     async def text_unbatched(self, text: str) -> list[float]:
         return (await self._run("text_unbatched", self.embedder.texts, [text]))[0].tolist()
