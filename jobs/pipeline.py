@@ -205,6 +205,18 @@ class Context:
             run, storage_path=str(self.out_dir), name=stage, max_failures=self.cfg.run.max_failures
         )
 
+    def training_config(self, stage: str, **changes: Any) -> Any:
+        """A training stage's section (``train_clip``, ``sft_*``, ``grpo``) ready to run:
+        its run stored under this pipeline's folder (:meth:`sub_run`), its data the
+        pipeline's (:meth:`need`), plus ``changes`` to other top-level fields."""
+        sub = getattr(self.cfg, stage)
+        return dataclasses.replace(
+            sub,
+            run=self.sub_run(sub.run, stage),
+            data=dataclasses.replace(sub.data, input=self.need(stage, "data")),
+            **changes,
+        )
+
 
 def check_plan(cfg: PipelineConfig) -> None:
     """Every selected stage's needs are met by its config or by an earlier selected stage.
@@ -263,12 +275,7 @@ def stage_train_clip(ctx: Context) -> dict[str, Any]:
     """``jobs.train_clip`` on the preprocessed image-report pairs: zero-shot vs fine-tuned."""
     from jobs import train_clip
 
-    sub = ctx.cfg.train_clip
-    sub = dataclasses.replace(
-        sub,
-        run=ctx.sub_run(sub.run, "train_clip"),
-        data=dataclasses.replace(sub.data, input=ctx.need("train_clip", "data")),
-    )
+    sub = ctx.training_config("train_clip")
     s = train_clip.main(sub)
     ctx.outputs["clip_model"] = s["best_model"]
     zs, ft = s["zero_shot"], s["fine_tuned"]
@@ -371,12 +378,7 @@ def _run_sft(ctx: Context, stage: str) -> tuple[TrainSFTConfig, dict[str, Any]]:
     """``jobs.train_sft`` with the stage's section, on the pipeline's data, under its run dir."""
     from jobs import train_sft
 
-    sub: TrainSFTConfig = getattr(ctx.cfg, stage)
-    sub = dataclasses.replace(
-        sub,
-        run=ctx.sub_run(sub.run, stage),
-        data=dataclasses.replace(sub.data, input=ctx.need(stage, "data")),
-    )
+    sub: TrainSFTConfig = ctx.training_config(stage)
     s = train_sft.run(sub)
     if not s["final_checkpoint"]:
         raise RuntimeError(f"stage {stage!r}: the SFT job reported no final model")
@@ -423,12 +425,9 @@ def stage_grpo(ctx: Context) -> dict[str, Any]:
     """``jobs.train_grpo``: GRPO of the reasoner, starting from the SFT reasoner."""
     from jobs import train_grpo
 
-    sub = ctx.cfg.grpo
-    sub = dataclasses.replace(
-        sub,
-        run=ctx.sub_run(sub.run, "grpo"),
-        data=dataclasses.replace(sub.data, input=ctx.need("grpo", "data")),
-        grpo=dataclasses.replace(sub.grpo, init=ctx.need("grpo", "reasoner_sft")),
+    sec = ctx.cfg.grpo.grpo
+    sub = ctx.training_config(
+        "grpo", grpo=dataclasses.replace(sec, init=ctx.need("grpo", "reasoner_sft"))
     )
     s = train_grpo.run(sub)
     if not s["final_model"]:
