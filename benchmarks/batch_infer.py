@@ -55,12 +55,13 @@ class TimedPredictor(VQAPredictor):
 def timed_run(ds, models, actors: int, args) -> dict:
     import ray
 
-    from jobs.batch_infer import ActorSettings
+    from jobs.batch_infer import ActorSettings, configure_pool, tasks_in_flight
 
     # The job's pool settings: all actors up before the first batch, and as many batches
-    # queued per actor as the job queues.
-    ray.data.DataContext.get_current().wait_for_min_actors_s = ActorSettings.start_timeout_s
-    in_flight = args.max_tasks_in_flight or ActorSettings.max_tasks_in_flight
+    # queued per actor as the job would queue for this many batches.
+    pool = ActorSettings(concurrency=actors)
+    configure_pool(pool)
+    in_flight = args.max_tasks_in_flight or tasks_in_flight(pool, ds.num_blocks())
 
     t0 = time.perf_counter()
     res = ds.map_batches(

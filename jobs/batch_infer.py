@@ -74,8 +74,8 @@ class ActorSettings:
     # Batches queued per actor. Ray Data hands an actor its next batch only after it has
     # noticed the previous one finish (~0.1-0.2 s here); a second batch in flight hides that
     # gap, which otherwise costs a 2-actor pool half its throughput on short batches
-    # (benchmarks/batch_infer.py). All actors are up before the first batch (above), so
-    # the first actor cannot queue a small split alone.
+    # (benchmarks/batch_infer.py). Used once every actor has at least 4 batches to do;
+    # on a smaller split one batch at a time, so that every actor gets some.
     max_tasks_in_flight: int = 2
 
 
@@ -195,6 +195,22 @@ def _prepare(folder: str, overwrite: bool) -> None:
     io.delete_dir(folder)
 
 
+def configure_pool(a: ActorSettings) -> None:
+    """Ray Data settings of the model actor pool (also used by ``benchmarks/batch_infer.py``):
+    rows are handed out only once every actor is up (``start_timeout_s``)."""
+    import ray
+
+    ray.data.DataContext.get_current().wait_for_min_actors_s = a.start_timeout_s
+
+
+def tasks_in_flight(a: ActorSettings, num_batches: int) -> int:
+    """Batches queued per actor: ``max_tasks_in_flight`` once every actor has at least
+    four batches to do, else 1. Actors come up one by one in Ray Data's scheduler, and the
+    first one up takes as many batches as it has slots; on a split of a few batches it can
+    then finish them all before the others get any (all rows on one node)."""
+    return a.max_tasks_in_flight if num_batches >= 4 * a.concurrency else 1
+
+
 def predict(cfg: BatchInferConfig, inputs, models: list[dict[str, Any]]):
     """The materialized Ray Dataset of prediction rows (every model, every row)."""
     import ray
@@ -207,7 +223,7 @@ def predict(cfg: BatchInferConfig, inputs, models: list[dict[str, Any]]):
     # actors can hold every CPU the read tasks need (a node's last half CPU cannot run a
     # 1-CPU read task) and the job waits forever; Ray spills the rows to disk when large.
     ds = inputs.dataset.repartition(target_num_rows_per_block=a.batch_size).materialize()
-    ray.data.DataContext.get_current().wait_for_min_actors_s = a.start_timeout_s
+    configure_pool(a)
     return ds.map_batches(
         VQAPredictor,
         fn_constructor_kwargs={
@@ -224,7 +240,8 @@ def predict(cfg: BatchInferConfig, inputs, models: list[dict[str, Any]]):
         batch_size=a.batch_size,
         batch_format="pyarrow",
         compute=ray.data.ActorPoolStrategy(
-            size=a.concurrency, max_tasks_in_flight_per_actor=a.max_tasks_in_flight
+            size=a.concurrency,
+            max_tasks_in_flight_per_actor=tasks_in_flight(a, ds.num_blocks()),
         ),
         num_cpus=a.num_cpus,
         num_gpus=a.num_gpus,

@@ -215,3 +215,12 @@ def test_output_schema_is_fixed_whatever_the_rows():
     assert {"cf_roi_answer", "cf_random_answer", "node", "model_label"} <= set(s.names)
     assert "blank_answer" not in s.names
     assert isinstance(s, pa.Schema)
+
+
+def test_batches_in_flight_per_actor_depend_on_the_split_size():
+    from jobs.batch_infer import ActorSettings, tasks_in_flight
+
+    pool = ActorSettings(concurrency=3, max_tasks_in_flight=2)
+    assert tasks_in_flight(pool, 12) == 2  # 4 batches per actor: queue a second one
+    assert tasks_in_flight(pool, 11) == 1  # a small split: one at a time, every actor gets some
+    assert tasks_in_flight(ActorSettings(concurrency=1, max_tasks_in_flight=3), 4) == 3
