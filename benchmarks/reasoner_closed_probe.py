@@ -54,6 +54,12 @@ def main() -> None:
     p.add_argument("--eval-query", default="")
     p.add_argument("--freeze-vision", action="store_true")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument(
+        "--system",
+        default=None,
+        help="replace the serving system prompt for this run (a what-if; '' for an empty one)",
+    )
+    p.add_argument("--warmup", type=float, default=0.03, help="warmup share of the steps")
     a = p.parse_args()
 
     from transformers import AutoModelForImageTextToText
@@ -63,6 +69,10 @@ def main() -> None:
     from medray.train.sft_tasks import training_row
 
     torch.set_num_threads(a.threads)
+    if a.system is not None:
+        import medray.serving.reasoner as serving
+
+        serving.SYSTEM_PROMPT = a.system
     torch.manual_seed(0)
     train_df = load_split(a.data, "train", a.train_query)
     test_df = load_split(a.data, "test", a.eval_query)
@@ -80,7 +90,7 @@ def main() -> None:
                 param.requires_grad_(False)
     params = [q for q in model.parameters() if q.requires_grad]
     opt = torch.optim.AdamW(params, lr=a.lr, weight_decay=0.0)
-    warm = max(1, int(0.03 * a.steps))
+    warm = max(1, int(a.warmup * a.steps))
 
     def factor(s: int) -> float:
         if s < warm:

@@ -30,7 +30,8 @@ Kind = Literal["vlm", "lm", "clip", "embedder"]
 Source = Literal["hub", "tiny", "package"]
 
 # Bump when a builder changes what it writes for the same spec and seed.
-BUILD_VERSION = 1
+# 2: the VLM chat template renders a system message's text parts (was a list's repr).
+BUILD_VERSION = 2
 
 
 class UnknownPresetError(ValueError):
@@ -97,6 +98,24 @@ PRESETS: dict[str, Preset] = {
                 "vision_num_heads": 4,
             },
             description="2-layer Qwen2-VL, 112x112 images (16 visual tokens), offline tokenizer",
+        ),
+        Preset(
+            "tiny-qwen2-vl-base",
+            "vlm",
+            "tiny",
+            spec={
+                **_TINY_TEXT,
+                "hidden_size": 256,
+                "intermediate_size": 1024,
+                "num_hidden_layers": 4,
+                "num_attention_heads": 8,
+                "num_key_value_heads": 4,
+                "image_size": 112,
+                "vision_depth": 4,
+                "vision_embed_dim": 128,
+                "vision_num_heads": 4,
+            },
+            description="4-layer Qwen2-VL (width 256), 112x112 images: the CPU reasoner for SFT",
         ),
         Preset(
             "qwen2-vl-2b",

@@ -43,3 +43,27 @@ def test_cache_key_depends_on_spec_and_seed():
     assert p.cache_key() == replace(p).cache_key()
     assert p.cache_key() != replace(p, seed=1).cache_key()
     assert p.cache_key() != replace(p, spec={**p.spec, "num_hidden_layers": 3}).cache_key()
+
+
+def test_vlm_chat_template_renders_system_text_parts():
+    """A system message given as content parts renders its text, like the user turn."""
+    from transformers.utils.chat_template_utils import render_jinja_template
+
+    from medray.models.tokenizer import DEFAULT_SYSTEM, VLM_CHAT_TEMPLATE
+
+    def render(messages):
+        out, _ = render_jinja_template(
+            conversations=[messages], chat_template=VLM_CHAT_TEMPLATE, add_generation_prompt=True
+        )
+        return out[0]
+
+    user = {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Q?"}]}
+    parts = render([{"role": "system", "content": [{"type": "text", "text": "Be brief."}]}, user])
+    assert parts.startswith("<|im_start|>system\nBe brief.<|im_end|>\n") and "'type'" not in parts
+    plain = render([{"role": "system", "content": "Be brief."}, user])
+    assert plain == parts
+    assert render([user]).startswith(f"<|im_start|>system\n{DEFAULT_SYSTEM}<|im_end|>\n")
+    assert parts.endswith(
+        "<|im_start|>user\n<|vision_start|><|image_pad|><|vision_end|>Q?<|im_end|>\n"
+        "<|im_start|>assistant\n"
+    )
