@@ -74,8 +74,14 @@ def make_adapters(root) -> dict[str, str]:
         torch.manual_seed(seed)
         peft_model = get_peft_model(
             model,
+            # Random A and B (not the usual B = 0) and a large scale, so that each adapter
+            # moves the random tiny model's greedy output (a small one can leave it on the
+            # same repeated token as the base model).
             LoraConfig(
-                r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], init_lora_weights=False
+                r=8,
+                lora_alpha=64,
+                target_modules=["q_proj", "k_proj", "v_proj", "o_proj"],
+                init_lora_weights=False,
             ),
         )
         peft_model.save_pretrained(root / name)
