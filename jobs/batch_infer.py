@@ -205,9 +205,9 @@ def configure_pool(a: ActorSettings) -> None:
 
 def tasks_in_flight(a: ActorSettings, num_batches: int) -> int:
     """Batches queued per actor: ``max_tasks_in_flight`` once every actor has at least
-    four batches to do, else 1. Actors come up one by one in Ray Data's scheduler, and the
-    first one up takes as many batches as it has slots; on a split of a few batches it can
-    then finish them all before the others get any (all rows on one node)."""
+    four batches to do, else 1. Ray Data gives a batch to an actor with a free slot, so
+    with several slots per actor a split of a few batches can end up on the first actors
+    it finds free; one at a time is the fairer hand-out when there is little to share."""
     return a.max_tasks_in_flight if num_batches >= 4 * a.concurrency else 1
 
 
