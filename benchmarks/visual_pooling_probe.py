@@ -20,12 +20,13 @@ No training of the model; a minute on a CPU.
 from __future__ import annotations
 
 import argparse
-import glob
 import io
 
 import numpy as np
 import pandas as pd
 import torch
+
+from benchmarks.reasoner_closed_probe import load_split
 
 # fact name -> (pandas query selecting one row per image and fact, label from the row)
 FACTS = {
@@ -42,13 +43,6 @@ CXR_FINDINGS = {
     "consolidation": ("consolidation",),
     "pneumothorax": ("pneumothorax", "air in the pleural"),
 }
-
-
-def load(data: str, split: str) -> pd.DataFrame:
-    files = sorted(glob.glob(f"{data}/{split}/*.parquet"))
-    if not files:
-        raise SystemExit(f"no Parquet files under {data}/{split}")
-    return pd.concat([pd.read_parquet(f) for f in files])
 
 
 def select(df: pd.DataFrame, fact: str) -> tuple[pd.DataFrame, np.ndarray]:
@@ -87,18 +81,22 @@ def main() -> None:
     proc = AutoProcessor.from_pretrained(location)
     model = AutoModelForImageTextToText.from_pretrained(location, dtype=torch.float32).eval()
 
+    cache: dict[str, np.ndarray] = {}  # image sha256 -> its visual tokens (facts share images)
+
     def tokens(df: pd.DataFrame) -> np.ndarray:
-        out = []
-        for i in range(0, len(df), 32):
-            images = [Image.open(io.BytesIO(b)).convert("RGB") for b in df.image.iloc[i : i + 32]]
+        todo = df[~df.image_sha256.isin(cache)]
+        for i in range(0, len(todo), 32):
+            chunk = todo.iloc[i : i + 32]
+            images = [Image.open(io.BytesIO(b)).convert("RGB") for b in chunk.image]
             x = proc.image_processor(images=images, return_tensors="pt")
             with torch.no_grad():
                 e = model.model.visual(x["pixel_values"], grid_thw=x["image_grid_thw"])
             e = getattr(e, "pooler_output", e)
-            out.append(e.reshape(len(images), -1, e.shape[-1]).numpy())
-        return np.concatenate(out)
+            per_image = e.reshape(len(images), -1, e.shape[-1]).numpy()
+            cache.update(zip(chunk.image_sha256, per_image, strict=True))
+        return np.stack([cache[sha] for sha in df.image_sha256])
 
-    train, test = load(a.data, "train"), load(a.data, "test")
+    train, test = load_split(a.data, "train", ""), load_split(a.data, "test", "")
     pools = {
         "concat": lambda f: f.reshape(len(f), -1),
         "mean": lambda f: f.mean(1),
