@@ -60,6 +60,14 @@ def main() -> None:
         help="replace the serving system prompt for this run (a what-if; '' for an empty one)",
     )
     p.add_argument("--warmup", type=float, default=0.03, help="warmup share of the steps")
+    p.add_argument(
+        "--generate",
+        type=int,
+        default=0,
+        help="score closed rows by greedy generation of up to N tokens (the job's way) "
+        "instead of teacher-forced Yes/No (which reads a reference reasoning that may state "
+        "the answer)",
+    )
     a = p.parse_args()
 
     from transformers import AutoModelForImageTextToText
@@ -99,11 +107,41 @@ def main() -> None:
 
     sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
 
+    def generated_answers(chunk: list[dict]) -> list[str | None]:
+        from medray.structured import parse_answer
+        from medray.train.reasoner_format import build_messages, row_image
+
+        texts = [
+            proc.apply_chat_template(build_messages(r, False), add_generation_prompt=True)
+            for r in chunk
+        ]
+        proc.tokenizer.padding_side = "left"
+        inputs = proc(
+            text=texts, images=[row_image(r) for r in chunk], padding=True, return_tensors="pt"
+        )
+        proc.tokenizer.padding_side = "right"
+        out = model.generate(
+            **inputs,
+            max_new_tokens=a.generate,
+            do_sample=False,
+            pad_token_id=proc.tokenizer.pad_token_id,
+        )
+        new = proc.tokenizer.batch_decode(
+            out[:, inputs["input_ids"].shape[1] :], skip_special_tokens=True
+        )
+        return [(p.value.answer if (p := parse_answer(t)).value else None) for t in new]
+
     def evaluate() -> tuple[float, float, dict]:
         model.eval()
         rows = []
         with torch.no_grad():
             for i in range(0, len(held_out), 16):
+                if a.generate:
+                    chunk = held_out[i : i + 16]
+                    for r, pred in zip(chunk, generated_answers(chunk), strict=True):
+                        ok = str(pred or "").strip().lower() == r["answer"].lower()
+                        rows.append((r["organ"], r["content_type"], ok, pred))
+                    continue
                 chunk = held_out[i : i + 16]
                 pairs = [
                     training_row("reasoner", {**r, "answer": ans})

@@ -30,7 +30,10 @@ from benchmarks.reasoner_closed_probe import load_split
 
 # fact name -> (pandas query selecting one row per image and fact, label from the row)
 FACTS = {
-    "lesion (CT/MRI)": ("content_type == 'pres' and organ != 'chest'", lambda r: r.answer == "Yes"),
+    "lesion (CT/MRI)": (
+        "content_type in ('pres', 'abnormality') and answer_type == 'closed' and organ != 'chest'",
+        lambda r: r.answer == "Yes",
+    ),
     "CT vs MRI": (
         "content_type == 'modality' and answer_type == 'open' and organ != 'chest'",
         lambda r: r.answer == "CT",

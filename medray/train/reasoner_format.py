@@ -28,8 +28,9 @@ How the target is built from the row (only the row's own fields, nothing invente
 * ``caption``: modality and organ (``"X-ray image of the chest."``; ``"Medical image."``
   when neither is known);
 * ``reasoning``: the findings text split into sentences (at most
-  :data:`MAX_FINDING_STEPS`), else the row's positive ``labels``, then one step naming the
-  question's category and stating the answer;
+  :data:`MAX_FINDING_STEPS`), else the row's positive ``labels``, else the labels of its
+  boxes (SLAKE's organs and lesions: what the image shows, written before the answer is),
+  then one step naming the question's category and stating the answer;
 * ``boxes``: the row's reference boxes;
 * ``answer``: the reference answer, unchanged.
 """
@@ -105,6 +106,16 @@ def _caption(row: Mapping[str, Any]) -> str:
     return "Medical image."
 
 
+def _box_labels(row: Mapping[str, Any]) -> list[str]:
+    """The row's box labels, each once, in box order (SLAKE: organs and lesions)."""
+    labels: list[str] = []
+    for b in _seq(row.get("boxes")):
+        label = " ".join(str(b.get("label") or "").split())
+        if label and label not in labels:
+            labels.append(label)
+    return labels
+
+
 def _reasoning(row: Mapping[str, Any]) -> list[str]:
     steps: list[str] = []
     findings = " ".join((row.get("findings") or "").split())
@@ -112,6 +123,8 @@ def _reasoning(row: Mapping[str, Any]) -> list[str]:
         steps.extend(s for s in _SENTENCE.split(findings)[:MAX_FINDING_STEPS] if s)
     elif _seq(row.get("labels")):
         steps.append("Labelled findings: " + ", ".join(_seq(row["labels"])) + ".")
+    elif _box_labels(row):
+        steps.append("Marked regions: " + ", ".join(_box_labels(row)) + ".")
     topic = (row.get("content_type") or "").strip().lower()
     answer = str(row.get("answer") or "").strip()
     about = f"The {topic} question" if topic else "The question"

@@ -38,6 +38,7 @@ from PIL import Image
 
 from medray.config import ConfigError
 from medray.eval.counterfactual import inpaint, random_box
+from medray.infer.counterfactual import roi_boxes
 from medray.eval.vqa import is_correct, normalize_answer, same_answer, token_recall
 from medray.structured import ParseResult, parse_answer
 
@@ -193,12 +194,20 @@ def counterfactual_reward(
 
 
 def roi_box(
-    completion: Any, reference_boxes: Sequence[Any] | None, source: str = "predicted"
+    completion: Any,
+    reference_boxes: Sequence[Any] | None,
+    source: str = "predicted",
+    question: str | None = None,
 ) -> tuple[float, float, float, float] | None:
     """The region to inpaint: the completion's first box (``source="predicted"``, falling
-    back to the reference) or the first reference box (``source="reference"``).
+    back to the reference) or the reference region (``source="reference"``).
 
     Reference boxes are ``[x1, y1, x2, y2]`` or schema structs ``{x1, y1, x2, y2, label}``.
+    Labelled ones are chosen as batch inference chooses them
+    (:func:`medray.infer.counterfactual.roi_boxes`): the first box whose label the question
+    names (SLAKE: "Does the picture contain a lesion?" -> the ``Lesion`` box, not the organ
+    boxes listed before it), or the only box; a question naming none of several labelled
+    boxes has no region. Unlabelled boxes: the first one.
     """
     if source not in ("predicted", "reference"):
         raise ValueError(
@@ -209,7 +218,11 @@ def roi_box(
         for b in r.value.boxes if r.value else ():
             if b[2] > b[0] and b[3] > b[1]:
                 return tuple(float(v) for v in b)  # type: ignore[return-value]
-    for b in reference_boxes or ():
+    refs = [] if reference_boxes is None else list(reference_boxes)
+    if refs and all(isinstance(b, Mapping) for b in refs):
+        named = roi_boxes({"boxes": refs, "question": question}, source="reference")
+        return named[0] if named else None
+    for b in refs:
         if isinstance(b, Mapping):
             b = (b["x1"], b["y1"], b["x2"], b["y2"])
         box = tuple(float(v) for v in b)
@@ -264,7 +277,7 @@ def counterfactual_rewards(
     batch_questions: list[str] = []
     preds = [answer_of(c) for c in completions]
     for i in range(n):
-        box = roi_box(completions[i], reference_boxes[i], box_source)
+        box = roi_box(completions[i], reference_boxes[i], box_source, questions[i])
         if images[i] is None or box is None or preds[i] is None:
             continue
         rnd = random_box(box, random.Random(seed + i))

@@ -70,6 +70,21 @@ def test_rows_without_findings_or_boxes_use_labels_and_empty_boxes():
     assert parse_answer(build_target(bare)).ok
 
 
+def test_rows_with_only_boxes_state_the_marked_regions_before_the_answer():
+    # SLAKE rows: no findings, no labels, organ and lesion boxes (each label once, in order).
+    boxes = [
+        {"label": lab, "x1": 0.1, "y1": 0.1, "x2": 0.3, "y2": 0.3}
+        for lab in ("Spine", "Kidney", "Kidney", "Lesion")
+    ]
+    row = dict(ROW, findings=None, labels=None, boxes=boxes, content_type="abnormality")
+    d = target_dict(row)
+    assert d["reasoning"] == [
+        "Marked regions: Spine, Kidney, Lesion.",
+        "The abnormality question is answered from the image: Yes.",
+    ]
+    assert len(d["boxes"]) == 4
+
+
 def test_messages_match_the_serving_prompt_and_carry_the_target():
     msgs = build_messages(ROW, with_answer=False)
     assert [m["role"] for m in msgs] == ["system", "user"]

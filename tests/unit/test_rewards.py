@@ -149,6 +149,19 @@ def test_roi_box_prefers_prediction_then_reference():
         roi_box(_answer(), ref, "nowhere")
 
 
+def test_roi_box_picks_the_reference_box_the_question_names():
+    # SLAKE lists organ boxes before the lesion's: the lesion question's region is the lesion.
+    ref = [
+        {"label": "Brain", "x1": 0.2, "y1": 0.1, "x2": 0.8, "y2": 0.9},
+        {"label": "Lesion", "x1": 0.6, "y1": 0.4, "x2": 0.8, "y2": 0.6},
+    ]
+    lesion_q = "Does the picture contain a lesion?"
+    assert roi_box(_answer(), ref, "reference", lesion_q) == (0.6, 0.4, 0.8, 0.6)
+    assert roi_box(_answer(boxes=()), ref, "predicted", lesion_q) == (0.6, 0.4, 0.8, 0.6)
+    assert roi_box(_answer(boxes=()), ref, "reference", "Is this a CT image?") is None
+    assert roi_box(_answer(boxes=()), [[0.1, 0.1, 0.3, 0.3]], "reference") == (0.1, 0.1, 0.3, 0.3)
+
+
 def test_counterfactual_rewards_with_a_model_that_looks_at_the_box():
     # The "model" answers yes iff the bright square at (50..75, 50..75) is still there:
     # a faithful model, so inpainting its box flips it and a random region does not.

@@ -15,7 +15,7 @@ survive downscaling to 112x112 (the tiny VLM's input):
 Sides follow the radiological convention: the patient's left is on the image's right.
 CT and MRI slices differ in the way the real ones do (bone bright on CT and dark on
 MRI; fat dark on CT and bright on MRI; CSF dark on CT, bright on T2 MRI), so modality
-is readable from pixels; lesions are ring-enhancing masses (bright rim, dark core, 15-20 px
+is readable from pixels; lesions are ring-enhancing masses (bright rim, dark core, 22-29 px
 across at 112x112) on a chosen side, unlike any normal structure of the slice (uniform
 ventricles, kidneys, bowel gas), so their presence is visible at the VLM's input size.
 
@@ -48,7 +48,7 @@ NODULE_R = (0.038, 0.06)  # radius
 NODULE_DY = (-0.55, 0.3)  # centre, times lung half-height (upper < -0.25 < mid < 0.05 < lower)
 PNEUMOTHORAX_SHRINK = (0.5, 0.72)  # collapsed lung size, times the lung's
 # CT / MRI lesions: ring-enhancing masses (radius, core radius / radius, rim and core values).
-LESION_R = (0.065, 0.09)  # at 112x112: 15-20 px across, most of one 28-px visual token
+LESION_R = (0.10, 0.13)  # at 112x112: 22-29 px across, about one 28-px visual token
 LESION_CORE = 0.55
 LESION_RIM = 0.97
 LESION_CORE_VALUE = 0.12
