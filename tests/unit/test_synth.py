@@ -312,3 +312,26 @@ def test_cxr_findings_cover_the_five_kinds():
     seen = Counter(f for st in plan.state["studies"] for f in st["findings"])
     assert set(seen) == set(CXR_FINDINGS)
     assert sum(1 for st in plan.state["studies"] if not st["findings"]) > 0
+
+
+def test_slake_closed_questions_do_not_give_the_answer_away():
+    """The blank-image control can only sit at the majority rate if no question wording
+    predicts its answer: every closed English wording is close to half Yes (v4's
+    "Is this a X-Ray image?" was always Yes, so a text-only model beat the majority rate)."""
+    from collections import defaultdict
+
+    from medray.data.synth.layouts import plan_slake
+
+    plan = plan_slake(1500, seed=0, size=32)
+    answers: dict[str, list[bool]] = defaultdict(list)
+    modalities: dict[str, int] = defaultdict(int)
+    for entries in plan.state["entries"].values():
+        for e in entries:
+            if e["q_lang"] == "en" and e["answer_type"] == "CLOSED":
+                answers[e["question"]].append(e["answer"] == "Yes")
+            if e["q_lang"] == "en" and e["question"].startswith("What modality"):
+                modalities[e["answer"]] += 1
+    assert "Is this an X-Ray image?" in answers and "Is this a X-Ray image?" not in answers
+    for question, yes in answers.items():
+        assert len(yes) > 100 and 0.42 < sum(yes) / len(yes) < 0.58, (question, len(yes))
+    assert all(0.3 < c / 1500 < 0.37 for c in modalities.values()), dict(modalities)

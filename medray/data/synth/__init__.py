@@ -32,10 +32,12 @@ log = logging.getLogger(__name__)
 
 KINDS = ("mimic-cxr", "slake", "vqa-rad", "medmcqa")
 MARKER = "_medray_synth.json"
-GENERATOR_VERSION = 4  # 2: reports state sizes, zones, lung volumes; varied phrasing
+GENERATOR_VERSION = 5  # 2: reports state sizes, zones, lung volumes; varied phrasing
 # 3: CT/MRI lesions are ring-enhancing masses (were uniform blobs like the ventricles)
 # 4: lesions 22-29 px across at 112x112 (were 15-20): a linear probe on the untrained
 #    tiny-qwen2-vl-base tower's 16 visual tokens reads presence at 0.96 (was 0.81)
+# 5: SLAKE draws X-ray, CT and MRI equally often and its closed modality question asks about
+#    any other modality: P(Yes) = 0.5 per wording (v4's "Is this a X-Ray image?" was always Yes)
 
 
 class SynthError(ValueError):

@@ -384,6 +384,7 @@ def vqa_rad_files(plan: Plan, layout: str) -> dict[str, bytes]:
 # -------------------------------------------------------------------------------- SLAKE
 
 SLAKE_LOCATION = {"head": "Brain", "chest": "Lung", "abdomen": "Abdomen"}
+SLAKE_MODALITIES = ("ct", "mri", "x-ray")
 
 
 def plan_slake(n: int, seed: int, size: int) -> Plan:
@@ -396,7 +397,10 @@ def plan_slake(n: int, seed: int, size: int) -> Plan:
         u = hash_unit(f"xmlab{i}", f"synth{seed}")
         fname = "train.json" if u < 0.7 else "validate.json" if u < 0.85 else "test.json"
         r = rng.random()
-        if r < 0.2:  # chest X-ray with a nodule (or not): "lesion" questions still apply
+        # One image in three each of chest X-ray, CT and MRI: with a uniform mix, the closed
+        # modality question below (the true modality or one of the other two, half and half)
+        # has P(Yes) = 0.5 for every wording, so its text alone says nothing about the answer.
+        if r < 1 / 3:  # chest X-ray with a nodule (or not): "lesion" questions still apply
             side = ("left" if rng.random() < 0.5 else "right") if rng.random() < 0.5 else None
             params = {"modality": "x-ray", "region": "chest", "lesions": [side] if side else []}
             job = ImageJob(
@@ -407,12 +411,14 @@ def plan_slake(n: int, seed: int, size: int) -> Plan:
                 {"findings": {"nodule": side} if side else {}},
             )
         else:
-            mods = ("ct",) if r < 0.65 else ("mri",)
+            mods = ("ct",) if r < 2 / 3 else ("mri",)
             regions = ("head", "chest", "abdomen") if mods == ("ct",) else ("head", "abdomen")
             params = _slice_params(rng, mods, regions)
             job = ImageJob(f"imgs/xmlab{i}/source.jpg", (seed, 3, i, 7), size, "slice", params)
         plan.jobs.append(job)
-        for q in slice_questions(rng, params["modality"], params["region"], params["lesions"]):
+        for q in slice_questions(
+            rng, params["modality"], params["region"], params["lesions"], SLAKE_MODALITIES
+        ):
             variants = [("en", q["question"], q["answer"])]
             if q.get("zh"):
                 variants.append(("zh", *q["zh"]))

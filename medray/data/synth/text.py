@@ -318,12 +318,19 @@ SIDE_ZH = {"left": "左", "right": "右"}
 
 
 def slice_questions(
-    rng: np.random.Generator, modality: str, region: str, lesions: list[str]
+    rng: np.random.Generator,
+    modality: str,
+    region: str,
+    lesions: list[str],
+    modalities: tuple[str, ...] = ("ct", "mri"),
 ) -> list[dict]:
     """English VQA pairs for a CT/MRI slice (or X-ray): modality, organ, lesion, side, count.
 
-    Each dict also carries ``content_type`` (SLAKE's categories) and ``zh`` (the Chinese
-    question and answer, or None).
+    ``modalities`` are the ones the dataset draws from, equally often: the closed modality
+    question asks about the true one or, half the time, one of the others at random, so
+    P(Yes) is 0.5 for each wording and the text alone does not give the answer away (the
+    blank-image control depends on it). Each dict also carries ``content_type`` (SLAKE's
+    categories) and ``zh`` (the Chinese question and answer, or None).
     """
     mod = MODALITY_NAME[modality]
     organ = REGION_NAME[region]
@@ -340,14 +347,14 @@ def slice_questions(
         },
     ]
     # Closed modality question, balanced: ask about the true one or another one.
-    other = [m for m in ("ct", "mri") if m != modality] or ["ct"]
-    ask = modality if rng.random() < 0.5 else other[0]
+    other = [m for m in modalities if m != modality] or ["ct"]
+    ask = modality if rng.random() < 0.5 else other[int(rng.integers(len(other)))]
     yes = ask == modality
     qs.append(
         {
             **_q(
                 f"Is this an {MODALITY_NAME[ask]} image?"
-                if ask == "mri"
+                if ask in ("mri", "x-ray")
                 else f"Is this a {MODALITY_NAME[ask]} image?",
                 "Yes" if yes else "No",
                 "CLOSED",
