@@ -38,8 +38,8 @@ from PIL import Image
 
 from medray.config import ConfigError
 from medray.eval.counterfactual import inpaint, random_box
-from medray.infer.counterfactual import roi_boxes
 from medray.eval.vqa import is_correct, normalize_answer, same_answer, token_recall
+from medray.infer.counterfactual import roi_boxes
 from medray.structured import ParseResult, parse_answer
 
 __all__ = [
