@@ -136,13 +136,12 @@ def main() -> None:
         rows = []
         with torch.no_grad():
             for i in range(0, len(held_out), 16):
+                chunk = held_out[i : i + 16]
                 if a.generate:
-                    chunk = held_out[i : i + 16]
                     for r, pred in zip(chunk, generated_answers(chunk), strict=True):
                         ok = str(pred or "").strip().lower() == r["answer"].lower()
                         rows.append((r["organ"], r["content_type"], ok, pred))
                     continue
-                chunk = held_out[i : i + 16]
                 pairs = [
                     training_row("reasoner", {**r, "answer": ans})
                     for r in chunk
