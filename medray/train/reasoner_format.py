@@ -123,8 +123,8 @@ def _reasoning(row: Mapping[str, Any]) -> list[str]:
         steps.extend(s for s in _SENTENCE.split(findings)[:MAX_FINDING_STEPS] if s)
     elif _seq(row.get("labels")):
         steps.append("Labelled findings: " + ", ".join(_seq(row["labels"])) + ".")
-    elif _box_labels(row):
-        steps.append("Marked regions: " + ", ".join(_box_labels(row)) + ".")
+    elif marked := _box_labels(row):
+        steps.append("Marked regions: " + ", ".join(marked) + ".")
     topic = (row.get("content_type") or "").strip().lower()
     answer = str(row.get("answer") or "").strip()
     about = f"The {topic} question" if topic else "The question"
