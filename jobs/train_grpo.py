@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from medray.config import parse_args, to_dict
+from medray.config import ConfigError, parse_args, to_dict
 from medray.runtime import setup_logging
 from medray.train.grpo import COLUMNS, GRPOSettings
 from medray.train.settings import RunSettings, ScalingSettings
@@ -50,6 +50,13 @@ class GRPOEvalSettings:
     max_rows: int = 64
     max_new_tokens: int = 128
     blank_control: bool = True
+    # Also score this many answers per row sampled at grpo.temperature: the distribution
+    # GRPO optimises (greedy answers of a confident SFT model can already be at the ceiling).
+    samples: int = 0
+
+    def __post_init__(self):
+        if self.samples < 0:
+            raise ConfigError(f"eval.samples must be 0 (off) or more, got {self.samples}")
 
 
 @dataclass(frozen=True)
@@ -173,6 +180,8 @@ def evaluate(cfg: TrainGRPOConfig, eval_rows, policies: dict[str, tuple[str, str
             max_new_tokens=cfg.eval.max_new_tokens,
             box_source=cfg.grpo.counterfactual_box,
             blank=cfg.eval.blank_control,
+            samples=cfg.eval.samples,
+            temperature=cfg.grpo.temperature,
         )
         for name, (base, adapter) in policies.items()
     }
@@ -251,19 +260,27 @@ def _print(s: dict[str, Any]) -> None:
             ("closed accuracy", "closed_accuracy"),
             ("open accuracy", "open_accuracy"),
         ]
-        print(f"held-out split, {ev['sft']['n']} rows, same prompts:")
-        print("| metric | SFT (start) | GRPO |")
-        print("| --- | --- | --- |")
+        sampled = [ev[m].get("sampled") for m in ("sft", "grpo")]
+        cols = [ev["sft"], ev["grpo"]] + (sampled if all(sampled) else [])
+        head = "| metric | SFT (start) | GRPO |"
+        if len(cols) == 4:
+            k, t = sampled[0]["samples_per_row"], sampled[0]["temperature"]
+            head += f" SFT, sampled ({k}/row, T={t:g}) | GRPO, sampled |"
+        print(f"held-out split, {ev['sft']['n']} rows, same prompts; greedy answers first:")
+        print(head)
+        print("|" + " --- |" * (len(cols) + 1))
+
+        def row(label, get):
+            print(f"| {label} | " + " | ".join(_fmt(get(c)) for c in cols) + " |")
+
         for label, k in keys:
-            print(f"| {label} | {_fmt(ev['sft'].get(k))} | {_fmt(ev['grpo'].get(k))} |")
+            row(label, lambda c, k=k: c.get(k))
         for label, k in (
             ("box-region flip rate", "roi_flip_rate"),
             ("random-region flip rate", "random_flip_rate"),
         ):
-            f = [(ev[m].get("faithfulness") or {}).get(k) for m in ("sft", "grpo")]
-            print(f"| {label} | {_fmt(f[0])} | {_fmt(f[1])} |")
-        b = [(ev[m].get("blank_control") or {}).get("blank_accuracy") for m in ("sft", "grpo")]
-        print(f"| blank-image accuracy | {_fmt(b[0])} | {_fmt(b[1])} |")
+            row(label, lambda c, k=k: (c.get("faithfulness") or {}).get(k))
+        row("blank-image accuracy", lambda c: (c.get("blank_control") or {}).get("blank_accuracy"))
     print(f"final model: {s['final_model']}")
     print(f"RESULTS: {s['output_dir']}/summary.json")
 

@@ -150,9 +150,20 @@ def generate_answers(
     questions: Sequence[str],
     max_new_tokens: int,
     batch_size: int = 16,
+    temperature: float = 0.0,
 ) -> list[str]:
-    """Greedy answers of ``model`` for (image, question) pairs: raw completion texts."""
+    """Answers of ``model`` for (image, question) pairs: raw completion texts.
+
+    Greedy by default; ``temperature > 0`` samples as trl's GRPO generation does (no top-k,
+    top-p 1), i.e. from the distribution that GRPO optimises. Seed torch for repeatable draws.
+    """
     import torch
+
+    sampling = (
+        {"do_sample": True, "temperature": temperature, "top_k": 0, "top_p": 1.0}
+        if temperature > 0
+        else {"do_sample": False}
+    )
 
     tok = processor.tokenizer
     side, tok.padding_side = tok.padding_side, "left"
@@ -171,7 +182,7 @@ def generate_answers(
                 ids = model.generate(
                     **inputs,
                     max_new_tokens=max_new_tokens,
-                    do_sample=False,
+                    **sampling,
                     pad_token_id=tok.pad_token_id,
                     suppress_tokens=[model.config.image_token_id],
                 )

@@ -1,7 +1,8 @@
 """Held-out evaluation of a reasoner policy with the GRPO rewards, for SFT-vs-GRPO tables.
 
 :func:`evaluate_policy` answers every held-out row greedily (same prompts for every model),
-scores the answers with the reward functions of :mod:`medray.train.rewards` and the
+and optionally also by sampling at the GRPO temperature (the distribution GRPO optimises,
+scored exactly as the training reward is: sampled answer, greedy re-answers), scores the answers with the reward functions of :mod:`medray.train.rewards` and the
 project's metrics: mean total reward and each component, JSON validity
 (:func:`medray.structured.parse_answer`), closed / open accuracy (:mod:`medray.eval.vqa`),
 counterfactual flip rates for the box region vs a random region of the same size
@@ -124,8 +125,15 @@ def evaluate_policy(
     box_source: str = "predicted",
     blank: bool = True,
     encode=None,
+    samples: int = 0,
+    temperature: float = 1.0,
 ) -> dict[str, Any]:
-    """Load a policy (base + optional adapter), answer ``rows`` and :func:`score_rows`."""
+    """Load a policy (base + optional adapter), answer ``rows`` and :func:`score_rows`.
+
+    With ``samples > 0`` the result also has ``"sampled"``: the same metrics over ``samples``
+    answers per row drawn at ``temperature`` (seeded, so two policies see the same draws of
+    the random stream), with the counterfactual re-answers greedy as in training.
+    """
     import torch
     from PIL import Image
 
@@ -150,7 +158,7 @@ def evaluate_policy(
         if blank
         else None
     )
-    return score_rows(
+    result = score_rows(
         rows,
         completions,
         encode=encode,
@@ -159,3 +167,27 @@ def evaluate_policy(
         box_source=box_source,
         blank_completions=blank_completions,
     )
+    if samples > 0:
+        torch.manual_seed(0)
+        repeated = [r for _ in range(samples) for r in rows]
+        drawn = generate_answers(
+            model,
+            processor,
+            [r["image"] for r in repeated],
+            [r["question"] for r in repeated],
+            max_new_tokens,
+            temperature=temperature,
+        )
+        result["sampled"] = {
+            "samples_per_row": samples,
+            "temperature": temperature,
+            **score_rows(
+                repeated,
+                drawn,
+                encode=encode,
+                reanswer=reanswer,
+                weights=weights,
+                box_source=box_source,
+            ),
+        }
+    return result

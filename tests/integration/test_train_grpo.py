@@ -76,7 +76,7 @@ def test_zero2_two_workers_train_and_compare_on_held_out(ray_cluster, tmp_path, 
     run = "grpo-zero2-test"
     proc = _submit(
         f"data.input={data}", f"run.name={run}", "grpo.deepspeed.zero_stage=2",
-        "grpo.optim.max_steps=2", "eval.max_rows=4",
+        "grpo.optim.max_steps=2", "eval.max_rows=4", "eval.samples=2",
         "grpo.max_completion_length=32", "grpo.reanswer_max_new_tokens=32", "eval.max_new_tokens=32",
     )  # fmt: skip
     out, _ = proc.communicate(timeout=1200)
@@ -99,6 +99,9 @@ def test_zero2_two_workers_train_and_compare_on_held_out(ray_cluster, tmp_path, 
         assert m["n"] == 4
         assert 0.0 <= m["reward"] <= 1.0 and 0.0 <= m["json_validity"] <= 1.0
         assert m["closed_accuracy"] is not None and m["blank_control"]["n"] == 4
+        drawn = m["sampled"]  # 2 answers per row at the GRPO temperature
+        assert drawn["n"] == 8 and drawn["samples_per_row"] == 2 and drawn["temperature"] == 1.0
+        assert 0.0 <= drawn["reward"] <= 1.0 and 0.0 <= drawn["json_validity"] <= 1.0
     final = Path(summary["final_model"])
     assert (final / "adapter_config.json").is_file()  # LoRA adapter, loadable with peft
 
