@@ -53,10 +53,15 @@ class GRPOEvalSettings:
     # Also score this many answers per row sampled at grpo.temperature: the distribution
     # GRPO optimises (greedy answers of a confident SFT model can already be at the ceiling).
     samples: int = 0
+    # A finished GRPO model (a summary's final_model): skip training and compare the start
+    # policy (grpo.init) with it, e.g. on more rows (eval.max_rows=0: the whole split).
+    compare_with: str = ""
 
     def __post_init__(self):
         if self.samples < 0:
             raise ConfigError(f"eval.samples must be 0 (off) or more, got {self.samples}")
+        if self.compare_with and not self.enabled:
+            raise ConfigError("eval.compare_with needs eval.enabled=true")
 
 
 @dataclass(frozen=True)
@@ -106,8 +111,8 @@ def build_dataset(cfg: TrainGRPOConfig):
         except (OutputError, FileNotFoundError, ValueError) as e:
             raise GRPOInputError(f"data: split {name!r} of {d.input}: {e}") from None
         ds = ds.select_columns([*COLUMNS, "task", "language"]).filter(usable)
-        if limit:
-            ds = ds.limit(limit)
+        if limit:  # the first rows by id: the same rows in every run, not the first blocks read
+            ds = ds.sort("sample_id").limit(limit)
         ds = ds.drop_columns(["task", "language"]).materialize()
         n = ds.count()
         if n == 0:
@@ -141,6 +146,17 @@ def check_model(cfg: TrainGRPOConfig) -> tuple[str, str | None]:
     resolve(cfg.grpo.model, "vlm")  # UnknownPresetError names the valid presets
     resolve(cfg.grpo.embedder, "embedder")
     return policy_source(cfg.grpo)
+
+
+def trained_policy(cfg: TrainGRPOConfig, final: str) -> tuple[str, str | None]:
+    """``(base, adapter)`` of a GRPO job's final model (an adapter on the start policy's base)."""
+    from medray.train.grpo import policy_source
+
+    if not Path(final).expanduser().is_dir():
+        raise FileNotFoundError(
+            f"eval.compare_with {final!r} is not a folder: point it at a GRPO summary's final_model"
+        )
+    return policy_source(type(cfg.grpo)(**{**cfg.grpo.__dict__, "init": final}))
 
 
 def build_trainer(cfg: TrainGRPOConfig, train, max_steps: int, policy: tuple[str, str | None]):
@@ -195,10 +211,22 @@ def run(cfg: TrainGRPOConfig) -> dict[str, Any]:
 
     t0 = time.perf_counter()
     start_policy = check_model(cfg)  # before Ray and data: bad model names fail fast
+    compared = trained_policy(cfg, cfg.eval.compare_with) if cfg.eval.compare_with else None
     init_ray()
     out_dir = Path(storage_path(cfg.run)) / cfg.run.name
     out_dir.mkdir(parents=True, exist_ok=True)
     train, eval_rows, counts = build_dataset(cfg)
+    start = {"base": start_policy[0], "adapter": start_policy[1]}
+    if compared:  # no training: the start policy against a finished GRPO model
+        summary: dict[str, Any] = {
+            "run": cfg.run.name,
+            "output_dir": str(out_dir),
+            **counts,
+            "final_model": cfg.eval.compare_with,
+            "start_policy": start,
+            "eval": evaluate(cfg, eval_rows, {"sft": start_policy, "grpo": compared}),
+        }
+        return _finish(cfg, summary, t0, out_dir / "compare.json")
     n_train = counts["rows"][cfg.data.train_split]
     # Each optimizer step consumes batch_size / num_generations prompts per worker.
     o = cfg.grpo.optim
@@ -209,7 +237,7 @@ def run(cfg: TrainGRPOConfig) -> dict[str, Any]:
     result = build_trainer(cfg, train, max_steps, start_policy).fit()
     final = result.checkpoint.path if result.checkpoint else None
     metrics = result.metrics or {}
-    summary: dict[str, Any] = {
+    summary = {
         "run": cfg.run.name,
         "output_dir": str(out_dir),
         **counts,
@@ -221,17 +249,20 @@ def run(cfg: TrainGRPOConfig) -> dict[str, Any]:
         "resumed_from_step": metrics.get("resumed_from_step", 0),
         "workers": metrics.get("workers", []),
         "final_model": final,
-        "start_policy": {"base": start_policy[0], "adapter": start_policy[1]},
+        "start_policy": start,
     }
     if cfg.eval.enabled and final:
-        from medray.train.grpo import policy_source
+        summary["eval"] = evaluate(
+            cfg, eval_rows, {"sft": start_policy, "grpo": trained_policy(cfg, final)}
+        )
+    return _finish(cfg, summary, t0, out_dir / "summary.json")
 
-        grpo_policy = policy_source(type(cfg.grpo)(**{**cfg.grpo.__dict__, "init": final}))
-        summary["eval"] = evaluate(cfg, eval_rows, {"sft": start_policy, "grpo": grpo_policy})
+
+def _finish(cfg: TrainGRPOConfig, summary: dict[str, Any], t0: float, path: Path):
     summary["seconds"] = round(time.perf_counter() - t0, 1)
     summary["config"] = to_dict(cfg)
-    (out_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
-    _print(summary)
+    path.write_text(json.dumps(summary, indent=2, default=str))
+    _print(summary, path)
     return summary
 
 
@@ -242,11 +273,14 @@ def _fmt(v) -> str:
     return "-" if v is None else f"{v:.3f}"
 
 
-def _print(s: dict[str, Any]) -> None:
+def _print(s: dict[str, Any], path: Path) -> None:
     print("\n=== MedRay GRPO summary ===")
     print(f"rows: {s['rows']} (with boxes: {s['rows_with_boxes']})")
-    print(f"steps: {s['steps']} / {s['max_steps']}; resumed from step {s['resumed_from_step']}")
-    print(f"train reward: first {_fmt(s['reward_first'])}, last {_fmt(s['reward_last'])}")
+    if "steps" in s:
+        print(f"steps: {s['steps']} / {s['max_steps']}; resumed from step {s['resumed_from_step']}")
+        print(f"train reward: first {_fmt(s['reward_first'])}, last {_fmt(s['reward_last'])}")
+    else:
+        print("no training (eval.compare_with)")
     ev = s.get("eval")
     if ev:
         keys = [
@@ -282,7 +316,7 @@ def _print(s: dict[str, Any]) -> None:
             row(label, lambda c, k=k: (c.get("faithfulness") or {}).get(k))
         row("blank-image accuracy", lambda c: (c.get("blank_control") or {}).get("blank_accuracy"))
     print(f"final model: {s['final_model']}")
-    print(f"RESULTS: {s['output_dir']}/summary.json")
+    print(f"RESULTS: {path}")
 
 
 if __name__ == "__main__":

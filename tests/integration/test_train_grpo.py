@@ -28,13 +28,18 @@ def _cfg(*overrides):
 
 
 def test_bad_input_fails_before_any_worker_starts(ray_cluster, tmp_path):
-    from jobs.train_grpo import GRPOInputError, build_dataset, check_model
+    from jobs.train_grpo import GRPOInputError, build_dataset, check_model, trained_policy
+    from medray.config import ConfigError
     from medray.models import UnknownPresetError
 
     with pytest.raises(UnknownPresetError, match="no-such-model"):
         check_model(_cfg("grpo.model=no-such-model"))
     with pytest.raises(FileNotFoundError, match="grpo.init"):
         check_model(_cfg(f"grpo.init={tmp_path / 'missing'}"))
+    with pytest.raises(FileNotFoundError, match="eval.compare_with"):
+        trained_policy(_cfg(), str(tmp_path / "missing"))
+    with pytest.raises(ConfigError, match="eval.compare_with needs eval.enabled"):
+        _cfg(f"eval.compare_with={tmp_path}", "eval.enabled=false")
 
     data = tmp_path / "vqa"
     write_vqa_boxes(data, {"train": 8, "test": 4})
@@ -112,6 +117,20 @@ def test_zero2_two_workers_train_and_compare_on_held_out(ray_cluster, tmp_path, 
     base, _ = load_vlm("tiny-qwen2-vl")
     merged = PeftModel.from_pretrained(base, str(final)).merge_and_unload()
     assert sum(p.numel() for p in merged.parameters()) > 0
+
+    # No training: the start policy against the finished model, on other rows.
+    proc = _submit(
+        f"data.input={data}", f"run.name={run}", f"eval.compare_with={final}",
+        "eval.max_rows=2", "eval.max_new_tokens=32", "grpo.reanswer_max_new_tokens=32",
+    )  # fmt: skip
+    out, _ = proc.communicate(timeout=600)
+    assert proc.returncode == 0, out[-5000:]
+    assert "no training (eval.compare_with)" in out
+    compared = json.loads((medray_home / "runs" / run / "compare.json").read_text())
+    assert compared["final_model"] == str(final) and "steps" not in compared
+    assert compared["eval"]["sft"]["n"] == 2 and compared["eval"]["grpo"]["n"] == 2
+    # The training summary is left as it was.
+    assert json.loads((medray_home / "runs" / run / "summary.json").read_text()) == summary
 
 
 def test_zero3_two_workers_survive_a_killed_worker(ray_cluster, tmp_path, medray_home):
