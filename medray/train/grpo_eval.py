@@ -1,9 +1,10 @@
 """Held-out evaluation of a reasoner policy with the GRPO rewards, for SFT-vs-GRPO tables.
 
-:func:`evaluate_policy` answers every held-out row greedily (same prompts for every model),
-and optionally also by sampling at the GRPO temperature (the distribution GRPO optimises,
-scored exactly as the training reward is: sampled answer, greedy re-answers), scores the answers with the reward functions of :mod:`medray.train.rewards` and the
-project's metrics: mean total reward and each component, JSON validity
+:func:`evaluate_policy` answers every held-out row greedily (same prompts for every model)
+and, optionally, by sampling at the GRPO temperature: the distribution GRPO optimises,
+scored exactly as the training reward is (sampled answer, greedy re-answers). It scores the
+answers with the reward functions of :mod:`medray.train.rewards` and the project's
+metrics: mean total reward and each component, JSON validity
 (:func:`medray.structured.parse_answer`), closed / open accuracy (:mod:`medray.eval.vqa`),
 counterfactual flip rates for the box region vs a random region of the same size
 (:mod:`medray.eval.faithfulness`) and, as the text-prior control, accuracy with blank
