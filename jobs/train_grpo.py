@@ -105,14 +105,16 @@ def build_dataset(cfg: TrainGRPOConfig):
             and (not langs or r["language"] in langs)
         )
 
-    def split(name: str, limit: int):
+    def split(name: str, limit: int, ordered: bool = False):
         try:
             ds = read_ray_dataset(d.input, name)
         except (OutputError, FileNotFoundError, ValueError) as e:
             raise GRPOInputError(f"data: split {name!r} of {d.input}: {e}") from None
         ds = ds.select_columns([*COLUMNS, "task", "language"]).filter(usable)
-        if limit:  # the first rows by id: the same rows in every run, not the first blocks read
-            ds = ds.sort("sample_id").limit(limit)
+        if ordered or limit:  # by id: the same rows, in the same order, in every run
+            ds = ds.sort("sample_id")
+        if limit:
+            ds = ds.limit(limit)
         ds = ds.drop_columns(["task", "language"]).materialize()
         n = ds.count()
         if n == 0:
@@ -130,7 +132,8 @@ def build_dataset(cfg: TrainGRPOConfig):
             "reward needs (a model that does not predict boxes leaves it nothing to inpaint): "
             "use a dataset with boxes (e.g. SLAKE) or set grpo.rewards.counterfactual=0"
         )
-    held_out, n_eval, boxed_eval = split(d.eval_split, cfg.eval.max_rows)
+    # Ordered: the random counterfactual regions and the sampling draws follow the row order.
+    held_out, n_eval, boxed_eval = split(d.eval_split, cfg.eval.max_rows, ordered=True)
     counts = {
         "rows": {d.train_split: n_train, d.eval_split: n_eval},
         "rows_with_boxes": {d.train_split: boxed_train, d.eval_split: boxed_eval},
