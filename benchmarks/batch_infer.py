@@ -60,7 +60,7 @@ def timed_run(ds, models, actors: int, args) -> dict:
     # The job's pool settings: all actors up before the first batch, and as many batches
     # queued per actor as the job would queue for this many batches.
     pool = ActorSettings(concurrency=actors)
-    configure_pool(pool)
+    ds = configure_pool(ds, pool)
     in_flight = args.max_tasks_in_flight or tasks_in_flight(pool, ds.num_blocks())
 
     t0 = time.perf_counter()

@@ -195,12 +195,45 @@ def _prepare(folder: str, overwrite: bool) -> None:
     io.delete_dir(folder)
 
 
-def configure_pool(a: ActorSettings) -> None:
-    """Ray Data settings of the model actor pool (also used by ``benchmarks/batch_infer.py``):
-    rows are handed out only once every actor is up (``start_timeout_s``)."""
+def pool_capacity(a: ActorSettings) -> int:
+    """How many actors of the pool the cluster's alive nodes can host at once (CPUs and
+    GPUs per node, not the cluster's totals: an actor cannot span nodes)."""
     import ray
 
-    ray.data.DataContext.get_current().wait_for_min_actors_s = a.start_timeout_s
+    fits = 0
+    for node in ray.nodes():
+        if not node.get("Alive"):
+            continue
+        res = node.get("Resources", {})
+        per = [
+            res.get(k, 0.0) // need
+            for k, need in (("CPU", a.num_cpus), ("GPU", a.num_gpus))
+            if need > 0
+        ]
+        fits += int(min(per)) if per else a.concurrency
+    return fits
+
+
+def configure_pool(ds, a: ActorSettings):
+    """Make ``ds``'s actor pool hand out rows only once all its actors are up (also used by
+    ``benchmarks/batch_infer.py``); returns ``ds``.
+
+    Ray Data reads the setting from the dataset's own ``DataContext``, a copy taken when the
+    dataset was created: setting ``DataContext.get_current()`` afterwards (as this job did
+    until 2026-12-04) changes nothing, and the first actor up took a small split alone.
+    A pool larger than the cluster can host now waits up to ``start_timeout_s`` for an
+    autoscaler to add nodes, and says so.
+    """
+    fits = pool_capacity(a)
+    if fits < a.concurrency:
+        log.warning(
+            "the actor pool needs %d actors of %s CPU / %s GPU, the cluster's nodes can host "
+            "%d now: waiting up to %d s (actors.start_timeout_s) for more nodes; lower "
+            "actors.concurrency or the per-actor resources if none will come",
+            a.concurrency, a.num_cpus, a.num_gpus, fits, a.start_timeout_s,
+        )  # fmt: skip
+    ds.context.wait_for_min_actors_s = a.start_timeout_s
+    return ds
 
 
 def tasks_in_flight(a: ActorSettings, num_batches: int) -> int:
@@ -223,7 +256,7 @@ def predict(cfg: BatchInferConfig, inputs, models: list[dict[str, Any]]):
     # actors can hold every CPU the read tasks need (a node's last half CPU cannot run a
     # 1-CPU read task) and the job waits forever; Ray spills the rows to disk when large.
     ds = inputs.dataset.repartition(target_num_rows_per_block=a.batch_size).materialize()
-    configure_pool(a)
+    configure_pool(ds, a)
     return ds.map_batches(
         VQAPredictor,
         fn_constructor_kwargs={
@@ -260,7 +293,7 @@ def write_folders(cfg, preds, inputs, models, out: str) -> dict[str, str]:
         # replace it; readers ignore it (they need the manifest).
         io.write_bytes(io.join(folder, MARKER), b"")
         preds.filter(lambda r, lb=label: r["model_label"] == lb).drop_columns(
-            ["model_label"]
+            ["model_label", "actor"]
         ).write_parquet(folder)
         write_manifest(
             folder,
@@ -279,7 +312,7 @@ def write_folders(cfg, preds, inputs, models, out: str) -> dict[str, str]:
 def summarize(preds, n_inputs: int, seconds: float) -> dict[str, Any]:
     """Per-model counts and rows per node, from the small columns of the predictions."""
     df = preds.select_columns(
-        ["model_label", "node", "error", "parse_ok", "latency_ms"]
+        ["model_label", "node", "actor", "error", "parse_ok", "latency_ms"]
     ).to_pandas()
     per_model = {}
     for label, g in df.groupby("model_label", sort=False):
@@ -296,6 +329,7 @@ def summarize(preds, n_inputs: int, seconds: float) -> dict[str, Any]:
             else None,
         }
     rows_per_node = dict(Counter(df["node"]))
+    actors_per_node = dict(Counter(df.drop_duplicates("actor")["node"]))
     return {
         "input_rows": n_inputs,
         "prediction_rows": len(df),
@@ -303,6 +337,7 @@ def summarize(preds, n_inputs: int, seconds: float) -> dict[str, Any]:
         "rows_per_s": round(len(df) / seconds, 3) if seconds else None,
         "models": per_model,
         "rows_per_node": rows_per_node,
+        "actors_per_node": actors_per_node,  # actors that inferred rows
         "error_examples": df.loc[df["error"] != "", "error"].head(5).tolist(),
     }
 
@@ -363,9 +398,9 @@ def _print(s: dict[str, Any]) -> None:
             f"  {label}: {m['inferred']} inferred, {m['errors']} errors, JSON valid "
             f"{m['json_valid']:.2f}, {m['mean_latency_ms']} ms/row  -> {s['predictions'][label]}"
         )
-    print(
-        "  rows per node: " + ", ".join(f"{k}: {v}" for k, v in sorted(s["rows_per_node"].items()))
-    )
+    for what in ("rows", "actors"):
+        per_node = sorted(s[f"{what}_per_node"].items())
+        print(f"  {what} per node: " + ", ".join(f"{k}: {v}" for k, v in per_node))
     if s.get("report"):
         print(f"REPORT: {s['report']}")
     print(f"SUMMARY: {s['output_dir']}/summary.json")

@@ -192,7 +192,7 @@ def index_cases(cfg: IndexConfig) -> dict[str, Any]:
         "study_id",
     ]
     good.write_datasink(_make_sink("cases", cfg.milvus, columns))
-    warm_s = store.warm()  # one reload; both vector fields searched once
+    warm_s = store.warm()  # flush, wait for the indexes, both vector fields searched once
     first_query_s, steady = _query_seconds(store, dim)
     return {
         "collection": store.name,

@@ -53,7 +53,10 @@ def output_schema(counterfactual: bool, blank: bool) -> pa.Schema:
     if blank:
         optional.append("blank_answer")
     schema = prediction_schema(optional)
-    return schema.append(pa.field("model_label", pa.string(), nullable=False))
+    # Not part of the predictions contract: the job splits rows by model and counts the
+    # actors per node, then drops both before writing.
+    schema = schema.append(pa.field("model_label", pa.string(), nullable=False))
+    return schema.append(pa.field("actor", pa.string(), nullable=False))
 
 
 def node_name() -> str:
@@ -68,6 +71,14 @@ def node_name() -> str:
     node_id = ctx.get_node_id()
     ip = ray.util.get_node_ip_address()
     return f"{ip}/{node_id[:12]}"
+
+
+def actor_name() -> str:
+    """This process's Ray actor id (``pid-<pid>`` outside an actor)."""
+    import ray
+
+    actor = ray.get_runtime_context().get_actor_id() if ray.is_initialized() else None
+    return actor or f"pid-{os.getpid()}"
 
 
 def pin_threads(num_cpus: float) -> int:
@@ -142,9 +153,9 @@ class VQAPredictor:
                 self.reasoners[e.model].load_adapter(e.label)
         self.schema = output_schema(counterfactual, blank_control)
         try:
-            self.node = node_name()
+            self.node, self.actor = node_name(), actor_name()
         except Exception:  # outside Ray (unit tests): no node
-            self.node = "local"
+            self.node, self.actor = "local", f"pid-{os.getpid()}"
 
     # ------------------------------------------------------------------ helpers
 
@@ -222,6 +233,7 @@ class VQAPredictor:
                 rec["language"] = row.get("language")
                 rec["node"] = self.node
                 rec["model_label"] = entry.label
+                rec["actor"] = self.actor
                 out.append(rec)
         return pa.Table.from_pylist(
             [{n: r.get(n) for n in self.schema.names} for r in out], schema=self.schema

@@ -48,6 +48,7 @@ class MilvusSettings:
     hnsw_ef_construction: int = 200
     ef: int = 64
     timeout_s: float = 30.0  # connect: retried with backoff until this runs out
+    index_timeout_s: float = 900.0  # warm: the longest wait for a server's index build
 
     def resolved_uri(self) -> str:
         """``uri``, else ``$MEDRAY_MILVUS_URI``, else the running local cluster's Milvus,
@@ -152,19 +153,99 @@ def _vector(vector: Sequence[float], dim: int, what: str) -> list[float]:
     return vec
 
 
+# faiss's message for an index file shorter than its header says: Milvus Lite read a
+# sidecar while its background builder was still writing it (see ``load``).
+_HALF_WRITTEN = "read error"
+LOAD_ATTEMPTS = 3
+
+
+def load(client, name: str, attempts: int = LOAD_ATTEMPTS) -> None:
+    """``load_collection(name)``, retrying only a half-written index file, at most
+    ``attempts`` times; RetrievalError naming the collection and the fix otherwise.
+
+    Milvus Lite builds a new segment's index in a background thread while the collection
+    is loaded, and writes it to a file in place; a ``load`` of the same collection at
+    that moment (after a ``release``) builds the same file again, or reads it half
+    written. MedRay never releases a loaded collection, so its own loads cannot meet a
+    build in flight; another client that releases and reloads can, and then a second
+    try after the writer finished reads the whole file.
+    """
+    from pymilvus.exceptions import MilvusException
+
+    for attempt in range(1, attempts + 1):
+        try:
+            client.load_collection(name)
+            return
+        except MilvusException as e:
+            if _HALF_WRITTEN not in str(e):
+                raise RetrievalError(f"cannot load collection {name!r}: {e}") from None
+            if attempt == attempts:
+                raise RetrievalError(
+                    f"cannot load collection {name!r}: an index file stays unreadable after "
+                    f"{attempts} tries ({str(e)[:300]}); the file is damaged: rebuild the "
+                    "collection with the index job (cases.drop_existing=true / "
+                    "knowledge.drop_existing=true)"
+                ) from None
+            log.warning(
+                "collection %r: an index file was being written while it loaded; "
+                "loading again (try %d of %d)",
+                name,
+                attempt + 1,
+                attempts,
+            )
+            time.sleep(float(attempt))
+
+
 def _ensure_loaded(client, name: str) -> None:
     """After a server restart collections come back released; searches need them loaded."""
     from pymilvus.client.types import LoadState
 
     if client.get_load_state(name)["state"] != LoadState.Loaded:
-        client.load_collection(name)
+        load(client, name)
 
 
-def reload(client, name: str) -> None:
-    """Flush, release and load ``name``: loading waits for the built indexes (see ``warm``)."""
-    client.flush(name)
-    client.release_collection(name)
-    client.load_collection(name)
+def wait_for_index(client, name: str, timeout_s: float) -> None:
+    """Block until Milvus reports every row of ``name``'s indexes built; RetrievalError
+    naming the collection after ``timeout_s``.
+
+    A Milvus server builds the indexes of flushed segments asynchronously and reports the
+    rows still to index (``pending_index_rows``); a loaded collection switches to each
+    segment's index once it is built, without a release. Milvus Lite reports every index
+    finished at once and indexes new segments of a loaded collection in the background
+    (searches scan those segments exactly until then).
+    """
+    deadline = time.monotonic() + timeout_s
+    while True:
+        pending = {}
+        for index in client.list_indexes(name):
+            d = client.describe_index(name, index_name=index) or {}
+            rows = int(d.get("pending_index_rows") or 0)
+            if rows or str(d.get("state", "Finished")) not in ("Finished", "IndexState.Finished"):
+                pending[index] = f"{d.get('state')}, {rows} rows pending"
+        if not pending:
+            return
+        if time.monotonic() >= deadline:
+            raise RetrievalError(
+                f"collection {name!r}: indexes not built after {timeout_s:.0f} s ({pending}); "
+                "Milvus's index nodes may be overloaded or down: check the Milvus server, or "
+                "raise milvus.index_timeout_s"
+            )
+        time.sleep(min(2.0, max(0.0, deadline - time.monotonic())))
+
+
+def _create(client, name: str, schema, params) -> None:
+    """``create_collection``, where another client creating ``name`` at the same moment
+    is not an error (two index jobs, or the first two collections of a new server, both
+    creating the metadata collection; Milvus Lite then answers "already exists" or
+    "File exists"); the caller's checks of the existing collection follow."""
+    from pymilvus.exceptions import MilvusException
+
+    try:
+        client.create_collection(name, schema=schema, index_params=params)
+    except MilvusException:
+        if not client.has_collection(name):
+            raise
+        log.info("collection %r was created by another client at the same time", name)
 
 
 class _Collection:
@@ -223,7 +304,7 @@ class _Collection:
             schema.add_field("unused", DataType.FLOAT_VECTOR, dim=2)  # Milvus needs a vector field
             params = self.client.prepare_index_params()
             params.add_index("unused", index_type="FLAT", metric_type="L2")
-            self.client.create_collection(META_COLLECTION, schema=schema, index_params=params)
+            _create(self.client, META_COLLECTION, schema, params)
         self._meta = None
         self.client.upsert(
             META_COLLECTION,
@@ -328,7 +409,7 @@ class CaseStore(_Collection):
         params = self.client.prepare_index_params()
         self._index(params, "image_vec")
         self._index(params, "text_vec")
-        self.client.create_collection(self.name, schema=schema, index_params=params)
+        _create(self.client, self.name, schema, params)
         self._record({**metadata, "dim": dim})
 
     def upsert(self, rows: Sequence[Mapping[str, Any]]) -> int:
@@ -379,19 +460,18 @@ class CaseStore(_Collection):
         return self._hits_many(res, "sample_id", len(vecs))
 
     def warm(self, fields: Sequence[Literal["image", "text"]] = ("image", "text")) -> float:
-        """Flush, reload with the built indexes and run one search per field; returns the
-        seconds.
+        """Flush, wait until Milvus reports the indexes built and run one search per
+        field; returns the seconds.
 
-        After a flush Milvus (Lite) builds the sealed segments' HNSW index in the background
-        and answers by brute force until then (``describe_index`` already says
-        ``Finished``): at 50k rows the first searches cost ~8x the steady ones for ~25 s.
-        ``load_collection`` after a release waits for the index, so the first user query
-        after the index job is a steady one. Searches from other clients fail while the
-        collection reloads (the Serve app's Retriever retries once).
+        The collection stays loaded throughout (:func:`wait_for_index`): releasing and
+        loading it again while Milvus Lite's background builder writes a new segment's
+        index made the load read a half-written file (``faiss::read_index ... read
+        error``), and searches of other clients fail while a collection is released.
         """
         meta = self._require()
         t0 = time.perf_counter()
-        reload(self.client, self.name)
+        self.client.flush(self.name)
+        wait_for_index(self.client, self.name, self.settings.index_timeout_s)
         v = np.random.default_rng(0).normal(size=int(meta["dim"]))
         for name in fields:
             self.search((v / np.linalg.norm(v)).tolist(), field=name, k=10)
@@ -441,7 +521,7 @@ class KnowledgeStore(_Collection):
         params = self.client.prepare_index_params()
         params.add_index("sparse", index_type="SPARSE_INVERTED_INDEX", metric_type="BM25")
         self._index(params, "dense")
-        self.client.create_collection(self.name, schema=schema, index_params=params)
+        _create(self.client, self.name, schema, params)
         self._record({**metadata, "dim": dim})
 
     def upsert(self, rows: Sequence[Mapping[str, Any]]) -> int:

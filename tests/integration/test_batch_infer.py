@@ -61,9 +61,12 @@ def test_two_models_on_every_node_with_a_corrupt_row(ray_cluster, tmp_path, medr
         assert all(r["error"] == "" for k, r in by_id.items() if k != "t:004")
         assert s["models"][label]["errors"] == 1
     assert read_predictions(s["predictions"]["sft"]).manifest.adapter == adapter
-    nodes = s["rows_per_node"]
+    # The pool starts every actor before it hands out rows (3 actors of 0.5 CPU on 1-CPU
+    # nodes: at least 2 nodes), and each gets a batch (5 batches, one in flight per actor).
+    nodes, actors = s["rows_per_node"], s["actors_per_node"]
     assert sum(nodes.values()) == 18
-    assert len(nodes) >= 2, nodes
+    assert sum(actors.values()) == 3, actors
+    assert len(actors) >= 2 and set(actors) == set(nodes), (actors, nodes)
     report = Path(s["report"])
     assert report.is_file() and "unreadable" in report.read_text().lower()
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())

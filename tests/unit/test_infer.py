@@ -204,7 +204,7 @@ def test_predictor_keeps_corrupt_rows_and_answers_with_every_model(tiny_vlm, tmp
     good = [r for r in out if r["sample_id"] != "t:001"]
     assert all(r["error"] == "" and r["raw_text"] is not None and r["latency_ms"] > 0 for r in good)
     assert all(r["node"] == "local" for r in out)
-    build_table([{k: v for k, v in r.items() if k != "model_label"} for r in out])  # contract
+    build_table([{k: v for k, v in r.items() if k not in ("model_label", "actor")} for r in out])
     assert len(p.reasoners) == 1  # the adapter shares its base model
 
 
@@ -212,7 +212,7 @@ def test_output_schema_is_fixed_whatever_the_rows():
     from medray.infer.predictor import output_schema
 
     s = output_schema(counterfactual=True, blank=False)
-    assert {"cf_roi_answer", "cf_random_answer", "node", "model_label"} <= set(s.names)
+    assert {"cf_roi_answer", "cf_random_answer", "node", "model_label", "actor"} <= set(s.names)
     assert "blank_answer" not in s.names
     assert isinstance(s, pa.Schema)
 
