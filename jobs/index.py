@@ -198,6 +198,7 @@ def index_cases(cfg: IndexConfig) -> dict[str, Any]:
         "collection": store.name,
         "clip_model": clip_model,
         "dim": dim,
+        "index": store.built_indexes(["image_vec", "text_vec"]),
         "rows_in": embedded.count(),
         "rows_indexed": good.count(),
         "collection_rows": store.count(),
@@ -253,20 +254,26 @@ def index_knowledge(cfg: IndexConfig) -> dict[str, Any]:
         "collection": store.name,
         "text_model": k.text_model,
         "chunks": len(chunks),
+        "index": store.built_indexes(["dense"]),
         "collection_rows": store.count(),
         "files": len({c.source for c in chunks}),
     }
 
 
 def main(cfg: IndexConfig) -> dict[str, Any]:
-    from medray.retrieval.store import connect
+    from medray.retrieval.store import connect, detect_backend
     from medray.runtime import init_ray
     from medray.train.ray_hf import storage_path
 
     init_ray()
-    connect(cfg.milvus)  # fail fast with a clear message if Milvus is down
+    client = connect(cfg.milvus)  # fail fast with a clear message if Milvus is down
     t0 = time.perf_counter()
-    summary: dict[str, Any] = {"milvus_uri": cfg.milvus.resolved_uri()}
+    summary: dict[str, Any] = {
+        "milvus_uri": cfg.milvus.resolved_uri(),
+        "milvus": cfg.milvus.display_uri(),
+        "milvus_backend": detect_backend(cfg.milvus, client),
+    }
+    client.close()
     if cfg.cases.enabled:
         summary["cases"] = index_cases(cfg)
     if cfg.knowledge.enabled:
@@ -280,20 +287,30 @@ def main(cfg: IndexConfig) -> dict[str, Any]:
     return summary
 
 
+def index_line(indexes: dict[str, dict[str, Any]]) -> str:
+    """``HNSW COSINE (image_vec, text_vec)``: the index type the server reports per field."""
+    by_kind: dict[str, list[str]] = {}
+    for name, info in indexes.items():
+        kind = f"{info.get('index_type', '?')} {info.get('metric_type', '')}".strip()
+        by_kind.setdefault(kind, []).append(name)
+    return "; ".join(f"{kind} ({', '.join(names)})" for kind, names in by_kind.items())
+
+
 def _print(s: dict[str, Any], out_dir: Path) -> None:
     print("\n=== MedRay index summary ===")
-    print(f"Milvus: {s['milvus_uri']}")
+    print(f"Milvus: {s['milvus']} ({s['milvus_backend']})")
     if "cases" in s:
         c = s["cases"]
         print(
             f"cases: {c['rows_indexed']} of {c['rows_in']} rows indexed ({c['error_count']} unreadable), "
-            f"collection holds {c['collection_rows']}; first query {c['first_query_s'] * 1000:.0f} ms, "
-            f"steady {c['steady_query_s'] * 1000:.0f} ms"
+            f"collection holds {c['collection_rows']}, index {index_line(c['index'])}; first query "
+            f"{c['first_query_s'] * 1000:.0f} ms, steady {c['steady_query_s'] * 1000:.0f} ms"
         )
     if "knowledge" in s:
         k = s["knowledge"]
         print(
-            f"knowledge: {k['chunks']} chunks from {k['files']} files, collection holds {k['collection_rows']}"
+            f"knowledge: {k['chunks']} chunks from {k['files']} files, collection holds "
+            f"{k['collection_rows']}, index {index_line(k['index'])}"
         )
     print(f"RESULTS: {out_dir}/summary.json")
 

@@ -169,3 +169,24 @@ def require_state():
             "no local cluster is running; start one with `medray cluster up`"
         )
     return state
+
+
+def local_milvus_uri(uri: str = "") -> str:
+    """``uri``, else ``$MEDRAY_MILVUS_URI``, else the running local cluster's Milvus Lite,
+    else "" (the library's default, ``http://127.0.0.1:19530``).
+
+    The stores take their URI as an argument; finding the local dev cluster's Milvus from
+    its state file is a CLI concern and lives here.
+    """
+    import os
+
+    from medray.cluster import local
+    from medray.retrieval.connection import URI_ENV
+
+    if uri or os.environ.get(URI_ENV):
+        return uri or os.environ[URI_ENV]
+    try:
+        state = local.read_state()
+    except local.ClusterError as e:
+        raise click.ClickException(str(e)) from None
+    return state.milvus_uri if state else ""

@@ -19,12 +19,16 @@ def _filters(items: tuple[str, ...]) -> dict[str, list[str]]:
 
 
 def _run(ctx: click.Context, fn) -> None:
+    from medray.cli.cluster import local_milvus_uri
     from medray.retrieval import MilvusSettings, RetrievalError
     from medray.retrieval.search import Searcher
 
     o = ctx.obj
     settings = MilvusSettings(
-        uri=o["uri"], cases_collection=o["cases"], knowledge_collection=o["knowledge"]
+        uri=local_milvus_uri(o["uri"]),
+        db_name=o["db"],
+        cases_collection=o["cases"],
+        knowledge_collection=o["knowledge"],
     )
     try:
         hits = fn(Searcher(settings))
@@ -51,15 +55,21 @@ def _run(ctx: click.Context, fn) -> None:
     "--milvus-uri",
     "uri",
     default="",
-    help="Milvus URI [default: $MEDRAY_MILVUS_URI or the local cluster's].",
+    help="Milvus URI [default: $MEDRAY_MILVUS_URI or the local cluster's]; the token comes "
+    "from $MEDRAY_MILVUS_TOKEN, TLS files from $MEDRAY_MILVUS_TLS_*.",
+)
+@click.option(
+    "--db", default="", help="Milvus database [default: $MEDRAY_MILVUS_DB or the server's]."
 )
 @click.option("--cases", default="cases", show_default=True, help="Cases collection.")
 @click.option("--knowledge", default="knowledge", show_default=True, help="Knowledge collection.")
 @click.option("--json", "as_json", is_flag=True, help="Print results as JSON.")
 @click.pass_context
-def search(ctx: click.Context, uri: str, cases: str, knowledge: str, as_json: bool) -> None:
+def search(
+    ctx: click.Context, uri: str, db: str, cases: str, knowledge: str, as_json: bool
+) -> None:
     """Search similar cases (CLIP) and the knowledge base (hybrid dense + BM25)."""
-    ctx.obj = {"uri": uri, "cases": cases, "knowledge": knowledge, "json": as_json}
+    ctx.obj = {"uri": uri, "db": db, "cases": cases, "knowledge": knowledge, "json": as_json}
 
 
 _k = click.option("-k", "--top-k", "k", default=5, show_default=True, help="Number of results.")

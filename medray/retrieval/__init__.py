@@ -1,15 +1,8 @@
 """Similar-case and knowledge retrieval in Milvus (pymilvus; Milvus Lite by default)."""
 
+from medray.retrieval.connection import MilvusSettings, RetrievalError, TLSSettings, connect
 from medray.retrieval.corpus import Chunk, CorpusError, load_corpus
-from medray.retrieval.store import (
-    CaseStore,
-    Hit,
-    KnowledgeStore,
-    MilvusSettings,
-    RetrievalError,
-    build_filter,
-    connect,
-)
+from medray.retrieval.store import CaseStore, Hit, KnowledgeStore, build_filter
 
 __all__ = [
     "CaseStore",
@@ -19,6 +12,7 @@ __all__ = [
     "KnowledgeStore",
     "MilvusSettings",
     "RetrievalError",
+    "TLSSettings",
     "build_filter",
     "connect",
     "load_corpus",

@@ -1,13 +1,15 @@
 """Milvus collections for similar cases and the knowledge base (pymilvus ``MilvusClient``).
 
-``cases``: one row per image — CLIP image and text (report) vectors with HNSW indexes,
+``cases``: one row per image — CLIP image and text (report) vectors with HNSW (or, on a
+Milvus server, DISKANN) indexes (``connection.vector_index``),
 report text, labels, modality, split, source, study id; primary key ``sample_id`` so
 upserts never duplicate. ``knowledge``: chunks of the knowledge corpus with a dense
 sentence-embedding vector and a BM25 sparse vector computed by Milvus from the text,
 searched with RRF-fused hybrid search.
 
-The URI comes from settings: the local Milvus Lite server (``medray cluster up``) by
-default, any Milvus server or Zilliz Cloud for scale. Each collection records the model
+Where Milvus is (URI, token, database, TLS) comes from ``MilvusSettings`` and the
+environment (``medray.retrieval.connection``): the local Milvus Lite server by default,
+any Milvus server or Zilliz Cloud for scale. Each collection records the model
 that produced its vectors (in the ``medray_collections`` metadata collection), so
 searches embed queries the same way.
 """
@@ -16,55 +18,29 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 import numpy as np
 
+from medray.retrieval.connection import (  # noqa: F401  (re-exported: the store's public API)
+    DEFAULT_URI,
+    TOKEN_ENV,
+    URI_ENV,
+    MilvusSettings,
+    RetrievalError,
+    VectorIndex,
+    connect,
+    detect_backend,
+    search_params,
+    vector_index,
+)
+
 log = logging.getLogger(__name__)
 
-DEFAULT_URI = "http://127.0.0.1:19530"
-URI_ENV = "MEDRAY_MILVUS_URI"
-TOKEN_ENV = "MEDRAY_MILVUS_TOKEN"
 META_COLLECTION = "medray_collections"
-
-
-class RetrievalError(RuntimeError):
-    """Milvus is unreachable, a collection is missing or mismatched, or a query is invalid."""
-
-
-@dataclass(frozen=True)
-class MilvusSettings:
-    """Where Milvus is and how collections are indexed and searched."""
-
-    uri: str = ""  # empty: $MEDRAY_MILVUS_URI, else the local cluster's, else the default
-    token: str = ""  # empty: $MEDRAY_MILVUS_TOKEN (Milvus with auth / Zilliz Cloud)
-    cases_collection: str = "cases"
-    knowledge_collection: str = "knowledge"
-    hnsw_m: int = 16
-    hnsw_ef_construction: int = 200
-    ef: int = 64
-    timeout_s: float = 30.0  # connect: retried with backoff until this runs out
-    index_timeout_s: float = 900.0  # warm: the longest wait for a server's index build
-
-    def resolved_uri(self) -> str:
-        """``uri``, else ``$MEDRAY_MILVUS_URI``, else the running local cluster's Milvus,
-        else the local default."""
-        if self.uri or os.environ.get(URI_ENV):
-            return self.uri or os.environ[URI_ENV]
-        from medray.cluster.local import ClusterError, read_state
-
-        try:
-            state = read_state()
-        except ClusterError:
-            state = None
-        return state.milvus_uri if state else DEFAULT_URI
-
-    def resolved_token(self) -> str:
-        return self.token or os.environ.get(TOKEN_ENV, "")
 
 
 @dataclass(frozen=True)
@@ -74,37 +50,6 @@ class Hit:
     id: str
     score: float
     payload: dict[str, Any] = field(default_factory=dict)
-
-
-def connect(settings: MilvusSettings):
-    """A ``MilvusClient`` that answered ``list_collections()``; RetrievalError otherwise.
-
-    Connecting is retried with backoff for up to ``settings.timeout_s``: a busy Milvus
-    Lite server (one Python process) can miss a short deadline under load.
-    """
-    from pymilvus import MilvusClient
-
-    uri = settings.resolved_uri()
-    deadline = time.monotonic() + settings.timeout_s
-    delay, last = 0.5, None
-    while True:
-        remaining = deadline - time.monotonic()
-        try:
-            client = MilvusClient(
-                uri=uri, token=settings.resolved_token(), timeout=max(1.0, min(10.0, remaining))
-            )
-            client.list_collections()
-            return client
-        except Exception as e:  # pymilvus raises MilvusException, gRPC errors, timeouts...
-            last = e
-        if time.monotonic() + delay >= deadline:
-            break
-        time.sleep(delay)
-        delay = min(delay * 2, 5.0)
-    raise RetrievalError(
-        f"cannot reach Milvus at {uri} ({type(last).__name__}: {last}); start the local cluster with "
-        f"`medray cluster up` or point {URI_ENV} / milvus.uri at a running Milvus"
-    ) from None
 
 
 def _quote(value: Any) -> str:
@@ -273,7 +218,7 @@ class _Collection:
             return self._meta[1]
         if not self.exists():
             raise RetrievalError(
-                f"collection {self.name!r} does not exist at {self.settings.resolved_uri()}; "
+                f"collection {self.name!r} does not exist at {self.settings.display_uri()}; "
                 "build it with the index job (python -m jobs.index)"
             )
         if not self._loaded:
@@ -341,16 +286,33 @@ class _Collection:
     def flush(self) -> None:
         self.client.flush(self.name)
 
-    def _index(self, params, field_name: str) -> None:
+    def vector_index(self) -> VectorIndex:
+        """The dense index this collection gets on this backend (``connection.vector_index``)."""
+        return vector_index(self.settings, detect_backend(self.settings, self.client))
+
+    def _index(self, params, field_name: str, index: VectorIndex) -> None:
         params.add_index(
             field_name,
-            index_type="HNSW",
-            metric_type="COSINE",
-            params={
-                "M": self.settings.hnsw_m,
-                "efConstruction": self.settings.hnsw_ef_construction,
-            },
+            index_type=index.index_type,
+            metric_type=index.metric_type,
+            params=dict(index.build_params),
         )
+
+    def _search_params(self, meta: Mapping[str, Any], k: int, ef: int | None = None):
+        """Search parameters for the index the collection was built with (recorded at create;
+        collections made before the record are HNSW)."""
+        settings = self.settings if ef is None else replace(self.settings, ef=ef)
+        return search_params(str(meta.get("index_type", "HNSW")), k, settings)
+
+    def built_indexes(self, fields: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """What the server reports for each vector field's index: type, metric, parameters."""
+        out = {}
+        for name in fields:
+            info = self.client.describe_index(self.name, index_name=name) or {}
+            out[name] = {
+                k: v for k, v in info.items() if k not in ("field_name", "index_name", "state")
+            }
+        return out
 
     def _hits(self, result, pk: str, i: int = 0) -> list[Hit]:
         return [
@@ -385,7 +347,7 @@ class CaseStore(_Collection):
         super().__init__(settings, settings.cases_collection, client, meta_ttl_s)
 
     def create(self, dim: int, metadata: Mapping[str, Any], *, drop_existing: bool = False) -> None:
-        """Create the collection and its HNSW indexes (no-op if it exists with the same dim)."""
+        """Create the collection and its vector indexes (no-op if it exists with the same dim)."""
         from pymilvus import DataType, MilvusClient
 
         if self._keep_existing(dim, drop_existing):
@@ -406,11 +368,12 @@ class CaseStore(_Collection):
             ("study_id", 128),
         ):
             schema.add_field(name, DataType.VARCHAR, max_length=length)
+        index = self.vector_index()
         params = self.client.prepare_index_params()
-        self._index(params, "image_vec")
-        self._index(params, "text_vec")
+        self._index(params, "image_vec", index)
+        self._index(params, "text_vec", index)
         _create(self.client, self.name, schema, params)
-        self._record({**metadata, "dim": dim})
+        self._record({**metadata, "dim": dim, "index_type": index.index_type})
 
     def upsert(self, rows: Sequence[Mapping[str, Any]]) -> int:
         """Insert or replace rows by ``sample_id``; returns the number written."""
@@ -454,7 +417,7 @@ class CaseStore(_Collection):
             output_fields=CASE_OUTPUT,
             search_params={
                 "metric_type": "COSINE",
-                "params": {"ef": max(ef or self.settings.ef, k)},
+                "params": self._search_params(meta, k, ef),
             },
         )
         return self._hits_many(res, "sample_id", len(vecs))
@@ -518,11 +481,12 @@ class KnowledgeStore(_Collection):
                 output_field_names=["sparse"],
             )
         )
+        index = self.vector_index()
         params = self.client.prepare_index_params()
         params.add_index("sparse", index_type="SPARSE_INVERTED_INDEX", metric_type="BM25")
-        self._index(params, "dense")
+        self._index(params, "dense", index)
         _create(self.client, self.name, schema, params)
-        self._record({**metadata, "dim": dim})
+        self._record({**metadata, "dim": dim, "index_type": index.index_type})
 
     def upsert(self, rows: Sequence[Mapping[str, Any]]) -> int:
         if not rows:
@@ -564,7 +528,7 @@ class KnowledgeStore(_Collection):
             AnnSearchRequest(
                 data=vecs,
                 anns_field="dense",
-                param={"params": {"ef": max(self.settings.ef, k)}},
+                param={"params": self._search_params(meta, k)},
                 limit=k * 2,
                 expr=expr,
             ),
@@ -594,6 +558,6 @@ class KnowledgeStore(_Collection):
         vec = _vector(dense_vector, int(meta.get("dim", len(dense_vector))), "query")
         res = self.client.search(
             self.name, data=[vec], anns_field="dense", limit=k, output_fields=KNOWLEDGE_OUTPUT,
-            search_params={"metric_type": "COSINE", "params": {"ef": max(self.settings.ef, k)}},
+            search_params={"metric_type": "COSINE", "params": self._search_params(meta, k)},
         )  # fmt: skip
         return self._hits(res, "chunk_id")

@@ -85,13 +85,9 @@ class Retriever:
         """
         from pymilvus import MilvusClient
 
-        uri = self.settings.resolved_uri()
         try:
             client = MilvusClient(
-                uri=uri,
-                token=self.settings.resolved_token(),
-                timeout=self.settings.timeout_s,
-                dedicated=True,
+                **self.settings.client_kwargs(), timeout=self.settings.timeout_s, dedicated=True
             )
             client.list_collections()
         except Exception:
