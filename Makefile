@@ -23,7 +23,7 @@ lint: install
 	$(BIN)/ruff format --check .
 
 test: lint
-	$(BIN)/python -m pytest -m "unit or integration" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -m "unit or integration" --durations=15 $(PYTEST_ARGS)
 
 format: install
 	$(BIN)/ruff format .
