@@ -178,19 +178,26 @@ def wait_for_index(client, name: str, timeout_s: float) -> None:
         time.sleep(min(2.0, max(0.0, deadline - time.monotonic())))
 
 
-def _create(client, name: str, schema, params) -> None:
+def _create(client, name: str, schema, params, wait_s: float = 10.0) -> None:
     """``create_collection``, where another client creating ``name`` at the same moment
     is not an error (two index jobs, or the first two collections of a new server, both
-    creating the metadata collection; Milvus Lite then answers "already exists" or
-    "File exists"); the caller's checks of the existing collection follow."""
+    creating the metadata collection; Milvus Lite then answers "already exists", or "File
+    exists" while the other creation is still under way, so this waits up to ``wait_s``
+    for it to finish); the caller's checks of the existing collection follow."""
     from pymilvus.exceptions import MilvusException
 
     try:
         client.create_collection(name, schema=schema, index_params=params)
-    except MilvusException:
-        if not client.has_collection(name):
-            raise
-        log.info("collection %r was created by another client at the same time", name)
+        return
+    except MilvusException as e:
+        error = e
+    deadline = time.monotonic() + wait_s
+    # The other creator registers the collection, then its indexes: wait for both.
+    while not (client.has_collection(name) and client.list_indexes(name)):
+        if time.monotonic() >= deadline:
+            raise error
+        time.sleep(0.2)
+    log.info("collection %r was created by another client at the same time", name)
 
 
 class _Collection:
