@@ -40,7 +40,7 @@ from benchmarks import gpu_parts as gp
 REAL = {"vlm": "qwen2-vl-2b-random", "lm": "qwen2.5-0.5b-random", "clip": "clip-vit-b-32-random"}
 TINY = {"vlm": "tiny-qwen2-vl", "lm": "tiny-lm", "clip": "tiny-clip"}
 PRIOR_ART_MS = {"p50": 87.0, "p95": 145.0}  # prior art 003, its 2.7B QA model
-SECTIONS = ("reasoner", "sft", "summariser", "clip")
+SECTIONS = ("summariser", "clip", "sft", "reasoner")  # the short ones first
 
 
 def stream_run(reasoner, reqs, device: str) -> dict[str, float]:
@@ -125,6 +125,7 @@ def reasoner_rows(emit: gp.Emitter, args, device: str, bandwidth: float | None) 
 
     processor_rows(emit, reasoner, msgs, image, device, max(args.batches))
     stream_run(reasoner, [GenRequest(msgs, [image], GenerationParams(8))], device)  # warm-up
+    fit_budget(emit, args, stream_run(reasoner, reqs(1), device))
     results: dict[tuple[str, int], dict[str, Any]] = {}
 
     def measure(kind: str, lora: str | None, batch: int, reps: int) -> None:
@@ -134,8 +135,8 @@ def reasoner_rows(emit: gp.Emitter, args, device: str, bandwidth: float | None) 
         row = summarize(runs, batch)
         ctx = row["prompt_tokens"] + row["new_tokens"] / 2
         row = {**row, **limits.row(batch, ctx), "peak_gib": gp.peak_gib(device)}
-        row["decode_frac_of_limit"] = row["decode_tok_s_total"] / row.pop(
-            "limit_tok_s_total_this_batch"
+        row["decode_frac_of_limit"] = (
+            row["decode_tok_s_total"] / row["limit_tok_s_total_this_batch"]
         )
         results[(kind, batch)] = emit(
             "reasoner", path="serve_stream_many", variant=kind, batch=batch, **row
@@ -166,6 +167,27 @@ def reasoner_rows(emit: gp.Emitter, args, device: str, bandwidth: float | None) 
             measure("lora", "bench-lora", batch, args.reps + (1 if batch == 1 else 0))
         measure("plain_adapter_loaded", None, 1, args.reps)  # base requests, LoRA replica
     ratios(emit, results, args)
+
+
+def fit_budget(emit, args, probe: dict[str, float]) -> None:
+    """Fewer repetitions when one request's time says the plan would outrun ``--budget-s``
+    (a lent GPU's minutes are few); the ``plan`` row says what was kept."""
+    # Request-equivalents of the plan: each row's runs plus one warm-up, large batches
+    # counted 1.3x, the extra parts as in reasoner_rows.
+    big = [b for b in args.batches if b > 1]
+    cost = args.latency_requests + 1 + 1.3 * len(big) * (args.reps + 1)
+    extra = {"bare": 1.2 * len(args.batches) * max(2, args.reps), "scored": 2.6}
+    extra["lora"] = 1.2 * (args.reps + 2) + 1.4 * len(big) * (args.reps + 1) + args.reps + 1
+    cost += sum(v for k, v in extra.items() if k in args.parts)
+    planned = cost * probe["e2e"]
+    kept = {"latency_requests": args.latency_requests, "parts": sorted(args.parts)}
+    if args.budget_s and planned > args.budget_s:
+        scale = args.budget_s / planned
+        args.latency_requests = max(8, int(args.latency_requests * scale))
+        if scale < 0.6:
+            args.parts.discard("bare")
+        kept = {"latency_requests": args.latency_requests, "parts": sorted(args.parts)}
+    emit("plan", request_s=probe["e2e"], planned_s=planned, budget_s=args.budget_s, **kept)
 
 
 def processor_rows(emit, reasoner, msgs, image, device: str, batch: int) -> None:
@@ -296,6 +318,8 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--latency-requests", type=int, default=None)
     ap.add_argument("--parts", default="bare,scored,lora", help="extra reasoner rows")
     ap.add_argument("--clip-batch", type=int, default=None)
+    ap.add_argument("--budget-s", type=float, default=None, help="reasoner rows' time budget")
+    ap.add_argument("--table", metavar="JSONL", help="print a Markdown table of a run's rows")
     ap.add_argument("--compare", nargs=2, metavar=("BEFORE", "AFTER"))
     args = ap.parse_args(argv)
     names = TINY if args.tiny else REAL
@@ -319,6 +343,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
     if args.compare:
         compare(*args.compare)
+        return 0
+    if args.table:
+        from benchmarks.gpu_table import table
+
+        print(table(args.table))
         return 0
     emit = gp.Emitter(args.out, args.label)
     device = args.device
