@@ -23,7 +23,7 @@ if [ -z "${GPU22_TINY:-}" ]; then
   export PYTHONPATH=/tmp/site
   nvidia-smi --query-gpu=name,driver_version,memory.used,memory.total,clocks.sm,clocks.mem \
     --format=csv | tee "$OUT/nvidia-smi.txt"
-  COMMON=(--budget-s "${REASONER_BUDGET_S:-200}")
+  COMMON=(--budget-s "${REASONER_BUDGET_S:-160}")
   VLM_PRESET=qwen2-vl-2b-random
 else
   COMMON=(--tiny --device cpu)
@@ -33,20 +33,20 @@ fi
 cd "$HERE/after" || exit 4
 stamp "build"
 if [ -z "${GPU22_TINY:-}" ]; then
-  timeout "${BUILD_S:-150}" $PY -m medray.cli.main models build --random-weights \
+  timeout "${BUILD_S:-120}" $PY -m medray.cli.main models build --random-weights \
     qwen2-vl-2b qwen2.5-0.5b clip-vit-b-32 2>&1 | grep -v "Writing\|Loading" | tee "$OUT/build.log"
 fi
 VLM=$($PY -c "from medray.models import resolve; print(resolve('$VLM_PRESET'))" 2>/dev/null | tail -1)
 stamp "after: $VLM"
-timeout "${AFTER_S:-300}" $PY -m benchmarks.gpu_models "${COMMON[@]}" --out "$OUT/after.jsonl" \
+timeout "${AFTER_S:-280}" $PY -m benchmarks.gpu_models "${COMMON[@]}" --out "$OUT/after.jsonl" \
   2>"$OUT/after.err" | short
 stamp "after done (rc ${PIPESTATUS[0]})"
 
 if [ -d "$HERE/before" ]; then
   cd "$HERE/before" || exit 5
-  timeout "${BEFORE_S:-80}" $PY -m benchmarks.gpu_models "${COMMON[@]}" --label before \
+  timeout "${BEFORE_S:-90}" $PY -m benchmarks.gpu_models "${COMMON[@]}" --label before \
     --sections reasoner --vlm "$VLM" --parts scored --batches "${BEFORE_BATCHES:-1,32}" \
-    --latency-requests 5 --out "$OUT/before.jsonl" 2>"$OUT/before.err" | short
+    --latency-requests 3 --out "$OUT/before.jsonl" 2>"$OUT/before.err" | short
   stamp "before done (rc ${PIPESTATUS[0]})"
   cd "$HERE/after" || exit 6
   $PY -m benchmarks.gpu_models --compare "$OUT/before.jsonl" "$OUT/after.jsonl" \
@@ -55,6 +55,6 @@ fi
 echo "----- errors (tails)"
 tail -n 4 "$OUT"/*.err
 echo "----- table"
-cat "$OUT"/after.jsonl "$OUT"/compare.jsonl 2>/dev/null >"$OUT/all.jsonl"
-$PY -m benchmarks.gpu_models --table "$OUT/all.jsonl" | cut -c1-400
+cat "$OUT"/after.jsonl "$OUT"/compare.jsonl 2>/dev/null >/tmp/gpu22-all.jsonl
+$PY -m benchmarks.gpu_models --table /tmp/gpu22-all.jsonl | cut -c1-400
 stamp "end"

@@ -25,7 +25,6 @@ then a ``ratios`` line. Needs no Ray, trl, DeepSpeed or pymilvus.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import tempfile
@@ -36,6 +35,7 @@ from typing import Any
 import torch
 
 from benchmarks import gpu_parts as gp
+from benchmarks.gpu_table import compare, table
 
 REAL = {"vlm": "qwen2-vl-2b-random", "lm": "qwen2.5-0.5b-random", "clip": "clip-vit-b-32-random"}
 TINY = {"vlm": "tiny-qwen2-vl", "lm": "tiny-lm", "clip": "tiny-clip"}
@@ -123,7 +123,11 @@ def reasoner_rows(emit: gp.Emitter, args, device: str, bandwidth: float | None) 
     def reqs(n: int, lora: str | None = None):
         return [GenRequest(msgs, [image], params, lora) for _ in range(n)]
 
-    processor_rows(emit, reasoner, msgs, image, device, max(args.batches))
+    if not processor_rows(emit, reasoner, msgs, image, device, max(args.batches)):
+        # Keep the figures coming from the host path (main's) rather than none; the error
+        # row says why.
+        reasoner.encode = lambda kwargs: reasoner.processor(**kwargs).to(device)
+        emit("fallback", what="images prepared on the host: the device path failed")
     stream_run(reasoner, [GenRequest(msgs, [image], GenerationParams(8))], device)  # warm-up
     fit_budget(emit, args, stream_run(reasoner, reqs(1), device))
     results: dict[tuple[str, int], dict[str, Any]] = {}
@@ -155,18 +159,34 @@ def reasoner_rows(emit: gp.Emitter, args, device: str, bandwidth: float | None) 
 
     for batch in args.batches:
         measure("plain", None, batch, args.latency_requests if batch == 1 else args.reps)
-    if "bare" in args.parts:
-        bare_rows(emit, reasoner, msgs, image, device, args, results)
-    if "scored" in args.parts:
-        scored_rows(emit, reasoner, generate_scored, msgs, image, device, args)
-    if "lora" in args.parts:  # last: the reasoner keeps its peft wrapper once one was loaded
-        lora_info = gp.make_lora_adapter(reasoner.base.name_or_path, adapter)
+
+    def lora_rows() -> None:  # last: the reasoner keeps its peft wrapper once one is loaded
+        emit("lora_adapter", **gp.make_lora_adapter(reasoner.base.name_or_path, adapter))
         reasoner.load_adapter("bench-lora")
-        emit("lora_adapter", **lora_info)
         for batch in args.batches:
             measure("lora", "bench-lora", batch, args.reps + (1 if batch == 1 else 0))
         measure("plain_adapter_loaded", None, 1, args.reps)  # base requests, LoRA replica
+
+    parts = {
+        "bare": lambda: bare_rows(emit, reasoner, msgs, image, device, args, results),
+        "scored": lambda: scored_rows(emit, reasoner, generate_scored, msgs, image, device, args),
+        "lora": lora_rows,
+    }
+    for name, part in parts.items():
+        if name in args.parts:
+            guarded(emit, f"reasoner.{name}", part)
     ratios(emit, results, args)
+
+
+def guarded(emit, section: str, fn) -> bool:
+    """Run ``fn``; on an error emit an ``error`` row instead (one part failing must not
+    lose the others' figures). True when it ran."""
+    try:
+        fn()
+        return True
+    except Exception as e:
+        emit("error", section=section, error=f"{type(e).__name__}: {e}"[:2000])
+        return False
 
 
 def fit_budget(emit, args, probe: dict[str, float]) -> None:
@@ -183,24 +203,29 @@ def fit_budget(emit, args, probe: dict[str, float]) -> None:
     kept = {"latency_requests": args.latency_requests, "parts": sorted(args.parts)}
     if args.budget_s and planned > args.budget_s:
         scale = args.budget_s / planned
-        args.latency_requests = max(8, int(args.latency_requests * scale))
+        args.latency_requests = min(
+            args.latency_requests, max(8, int(args.latency_requests * scale))
+        )
         if scale < 0.6:
             args.parts.discard("bare")
         kept = {"latency_requests": args.latency_requests, "parts": sorted(args.parts)}
     emit("plan", request_s=probe["e2e"], planned_s=planned, budget_s=args.budget_s, **kept)
 
 
-def processor_rows(emit, reasoner, msgs, image, device: str, batch: int) -> None:
-    """The processor call alone: images prepared on the host and copied, or on the device."""
+def processor_rows(emit, reasoner, msgs, image, device: str, batch: int) -> bool:
+    """The processor call alone: images prepared on the host and copied, or on the device.
+    False when a path failed (the error row says why)."""
     proc = reasoner.processor
     prompts = [proc.apply_chat_template(msgs, add_generation_prompt=True)] * batch
     kw = {"text": prompts, "images": [image] * batch, "return_tensors": "pt", "padding": True}
     row: dict[str, Any] = {}
     for where, extra in (("host", {}), ("device", {"device": device})):
         fn = lambda extra=extra: proc(**kw, **extra).to(device)  # noqa: E731
-        fn()
+        if not guarded(emit, f"processor.{where}", fn):
+            return False
         row[f"{where}_ms"] = 1000 * min(gp.timed(fn, device)[0] for _ in range(3))
     emit("processor", batch=batch, image_size=image.size[0], **row)
+    return True
 
 
 def bare_rows(emit, reasoner, msgs, image, device: str, args, results) -> None:
@@ -280,27 +305,6 @@ def ratios(emit, results, args) -> None:
     emit("ratios", **out)
 
 
-def compare(before: str, after: str) -> None:
-    """Ratio rows (after / before) for the rows two runs share."""
-
-    def load(path: str) -> dict[tuple, dict]:
-        rows = [json.loads(line) for line in Path(path).read_text().splitlines() if line]
-        keyed = {}
-        for r in rows:
-            if r["bench"] in ("reasoner", "processor"):
-                keyed[(r["bench"], r.get("path"), r.get("variant"), r["batch"])] = r
-        return keyed
-
-    a, b = load(before), load(after)
-    emit = gp.Emitter(None, "compare")
-    for key in sorted(set(a) & set(b), key=str):
-        fields = {}
-        for f in ("ttft_ms", "e2e_ms", "decode_ms_per_step", "peak_gib", "host_ms", "device_ms"):
-            if a[key].get(f) and b[key].get(f):
-                fields[f"{f}_after_over_before"] = b[key][f] / a[key][f]
-        emit("before_after", key="/".join(str(k) for k in key), **fields)
-
-
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--tiny", action="store_true", help="tiny presets, short runs (smoke test)")
@@ -345,8 +349,6 @@ def main(argv: list[str] | None = None) -> int:
         compare(*args.compare)
         return 0
     if args.table:
-        from benchmarks.gpu_table import table
-
         print(table(args.table))
         return 0
     emit = gp.Emitter(args.out, args.label)
@@ -376,11 +378,7 @@ def main(argv: list[str] | None = None) -> int:
     failed = 0
     for name in args.sections:
         t0 = time.perf_counter()
-        try:
-            steps[name]()
-        except Exception as e:  # one section failing must not lose the others' figures
-            failed += 1
-            emit("error", section=name, error=f"{type(e).__name__}: {e}"[:2000])
+        failed += not guarded(emit, name, steps[name])
         gp.free(device)
         emit("section", section=name, seconds=time.perf_counter() - t0)
     return 1 if failed else 0

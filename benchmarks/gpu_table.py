@@ -1,10 +1,13 @@
-"""Markdown tables of a ``benchmarks/gpu_models.py`` run (``--table FILE``), for the README."""
+"""Reading ``benchmarks/gpu_models.py`` runs: before/after ratios (``--compare``) and
+Markdown tables for the README (``--table``)."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 from typing import Any
+
+from benchmarks.gpu_parts import Emitter
 
 
 def _f(value: Any, digits: int = 1) -> str:
@@ -80,3 +83,24 @@ def table(path: str) -> str:
             text = ", ".join(f"{k} {_f(v, 3)}" for k, v in fields.items())
             out.append(f"- **{r['bench']}** ({r['label']}): {text}")
     return "\n".join(out)
+
+
+def compare(before: str, after: str) -> None:
+    """Ratio rows (after / before) for the rows two runs share."""
+
+    def load(path: str) -> dict[tuple, dict]:
+        rows = [json.loads(line) for line in Path(path).read_text().splitlines() if line]
+        keyed = {}
+        for r in rows:
+            if r["bench"] in ("reasoner", "processor"):
+                keyed[(r["bench"], r.get("path"), r.get("variant"), r["batch"])] = r
+        return keyed
+
+    a, b = load(before), load(after)
+    emit = Emitter(None, "compare")
+    for key in sorted(set(a) & set(b), key=str):
+        fields = {}
+        for f in ("ttft_ms", "e2e_ms", "decode_ms_per_step", "peak_gib", "host_ms", "device_ms"):
+            if a[key].get(f) and b[key].get(f):
+                fields[f"{f}_after_over_before"] = b[key][f] / a[key][f]
+        emit("before_after", key="/".join(str(k) for k in key), **fields)
