@@ -129,7 +129,8 @@ def reasoner_rows(emit: gp.Emitter, args, device: str, bandwidth: float | None) 
         reasoner.encode = lambda kwargs: reasoner.processor(**kwargs).to(device)
         emit("fallback", what="images prepared on the host: the device path failed")
     stream_run(reasoner, [GenRequest(msgs, [image], GenerationParams(8))], device)  # warm-up
-    fit_budget(emit, args, stream_run(reasoner, reqs(1), device))
+    if args.budget_s:
+        fit_budget(emit, args, stream_run(reasoner, reqs(1), device))
     results: dict[tuple[str, int], dict[str, Any]] = {}
 
     def measure(kind: str, lora: str | None, batch: int, reps: int) -> None:
@@ -163,9 +164,10 @@ def reasoner_rows(emit: gp.Emitter, args, device: str, bandwidth: float | None) 
     def lora_rows() -> None:  # last: the reasoner keeps its peft wrapper once one is loaded
         emit("lora_adapter", **gp.make_lora_adapter(reasoner.base.name_or_path, adapter))
         reasoner.load_adapter("bench-lora")
-        for batch in args.batches:
+        for batch in args.lora_batches:
             measure("lora", "bench-lora", batch, args.reps + (1 if batch == 1 else 0))
-        measure("plain_adapter_loaded", None, 1, args.reps)  # base requests, LoRA replica
+        if 1 in args.lora_batches:
+            measure("plain_adapter_loaded", None, 1, args.reps)  # base requests, LoRA replica
 
     parts = {
         "bare": lambda: bare_rows(emit, reasoner, msgs, image, device, args, results),
@@ -288,18 +290,23 @@ def scored_rows(emit, reasoner, generate_scored, msgs, image, device: str, args)
 def ratios(emit, results, args) -> None:
     lo, hi = min(args.batches), max(args.batches)
     b1 = results[("plain", lo)]
-    out: dict[str, Any] = {
-        f"b{hi}_over_b{lo}_tok_s_total": results[("plain", hi)]["tok_s_total"] / b1["tok_s_total"],
-        f"b{hi}_over_b{lo}_decode_tok_s_total": results[("plain", hi)]["decode_tok_s_total"]
-        / b1["decode_tok_s_total"],
-        "b1_decode_over_limit_nominal": b1["decode_tok_s_per_seq"] / b1["limit_b1_tok_s_nominal"],
-    }
-    if b1.get("limit_b1_tok_s_measured_bw"):
+    out: dict[str, Any] = {}
+    if hi > lo:
+        top = results[("plain", hi)]
+        out[f"b{hi}_over_b{lo}_tok_s_total"] = top["tok_s_total"] / b1["tok_s_total"]
+        out[f"b{hi}_over_b{lo}_decode_tok_s_total"] = (
+            top["decode_tok_s_total"] / b1["decode_tok_s_total"]
+        )
+    if lo == 1:
+        out["b1_decode_over_limit_nominal"] = (
+            b1["decode_tok_s_per_seq"] / b1["limit_b1_tok_s_nominal"]
+        )
+    if lo == 1 and b1.get("limit_b1_tok_s_measured_bw"):
         out["b1_decode_over_limit_measured_bw"] = (
             b1["decode_tok_s_per_seq"] / b1["limit_b1_tok_s_measured_bw"]
         )
-    for batch in args.batches:
-        if ("lora", batch) in results:
+    for batch in args.lora_batches:
+        if ("lora", batch) in results and ("plain", batch) in results:
             plain, lora = results[("plain", batch)], results[("lora", batch)]
             out[f"lora_over_plain_tok_s_b{batch}"] = lora["tok_s_total"] / plain["tok_s_total"]
     emit("ratios", **out)
@@ -321,6 +328,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--reps", type=int, default=None)
     ap.add_argument("--latency-requests", type=int, default=None)
     ap.add_argument("--parts", default="bare,scored,lora", help="extra reasoner rows")
+    ap.add_argument("--lora-batches", default=None, help="batch sizes with LoRA (--batches)")
     ap.add_argument("--clip-batch", type=int, default=None)
     ap.add_argument("--budget-s", type=float, default=None, help="reasoner rows' time budget")
     ap.add_argument("--table", metavar="JSONL", help="print a Markdown table of a run's rows")
@@ -336,6 +344,8 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
         if getattr(args, key) is None:
             setattr(args, key, value)
     args.batches = sorted(int(b) for b in str(args.batches).split(","))
+    lora = args.lora_batches
+    args.lora_batches = sorted(int(b) for b in lora.split(",")) if lora else args.batches
     args.sections = [s for s in args.sections.split(",") if s]
     args.parts = set(args.parts.split(","))
     if unknown := set(args.sections) - set(SECTIONS):
