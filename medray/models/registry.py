@@ -7,10 +7,8 @@ first use. Tiny presets are built from a fixed spec and seed into
 ``$MEDRAY_HOME/models/<name>-<hash>`` (atomic, under a file lock, so many Ray workers can
 ask at once); rebuilding gives the same weights, which ``weights_checksum`` shows.
 
-``random`` presets (``qwen2-vl-2b-random``, ...) are the hub presets' real-size
-architectures with RANDOM weights (:mod:`medray.models.real_configs`), built the same way
-for speed and memory benchmarks only; ``random_weights_preset`` maps a hub preset to its
-twin, ``is_random_weights`` tells a build apart, and the loaders warn when they load one.
+``random`` presets (``qwen2-vl-2b-random``, ...) are hub presets' real-size architectures
+with RANDOM weights, built the same way for benchmarks only (:mod:`medray.models.fullsize`).
 """
 
 from __future__ import annotations
@@ -57,11 +55,9 @@ class Preset:
         kind: model family (``vlm``, ``lm``, ``clip``, ``embedder``).
         source: ``hub`` (``ref`` is a hub id, loaded with ``from_pretrained``), ``tiny``
             (built offline from ``spec`` and ``seed``), ``package`` (``ref`` is
-            ``package/subdir`` inside an installed Python package) or ``random`` (the
-            real-size architecture of hub preset ``ref`` built offline from ``spec`` with
-            random weights: benchmarks only).
-        ref: hub id or package path; for random presets the hub preset they copy; empty
-            for tiny presets.
+            ``package/subdir`` inside an installed Python package) or ``random`` (hub preset
+            ``ref``'s real size built from ``spec`` with random weights: benchmarks only).
+        ref: hub id, package path or (random presets) hub preset; empty for tiny presets.
         spec: dimensions for a tiny build; the published config for a random build.
         description: one line for ``medray models list``.
     """
@@ -333,8 +329,7 @@ def ensure_built(preset: Preset | str, *, force: bool = False, device: str | Non
     Args:
         preset: the preset or its name.
         force: rebuild even if cached.
-        device: where a random preset's weights are initialised (default: cuda when
-            available); tiny presets always build on the CPU.
+        device: where random weights are initialised (default: cuda when available).
     """
     from filelock import FileLock
 
