@@ -48,7 +48,9 @@ def test_gpu_benchmark_runs_at_tiny_size_without_ray(tmp_path):
         by.setdefault(r["bench"], []).append(r)
     assert {r["section"] for r in by["section"]} == {"reasoner", "sft", "summariser", "clip"}
 
-    stream = {(r["variant"], r["batch"]): r for r in by["reasoner"] if r["path"] == "serve_stream_many"}
+    stream = {
+        (r["variant"], r["batch"]): r for r in by["reasoner"] if r["path"] == "serve_stream_many"
+    }
     assert set(stream) == {(v, b) for v in ("plain", "lora") for b in (1, 2)} | {
         ("plain_adapter_loaded", 1)
     }
