@@ -17,7 +17,8 @@ from __future__ import annotations
 from typing import Any
 
 # Qwen/Qwen2-VL-2B-Instruct config.json (text keys under text_config, as transformers 5
-# nests them) and preprocessor_config.json; 2,208,985,600 parameters.
+# nests them; vision "in_chans" under transformers' name "in_channels") and
+# preprocessor_config.json (min/max pixels); 2,208,985,600 parameters.
 QWEN2_VL_2B: dict[str, Any] = {
     "text_config": {
         "vocab_size": 151936,

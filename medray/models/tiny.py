@@ -9,6 +9,7 @@ read it through the same code path as a hub id. Builders are pure apart from wri
 
 from __future__ import annotations
 
+import copy
 import json
 from collections.abc import Mapping
 from pathlib import Path
@@ -97,13 +98,15 @@ def make_qwen2_vl(
         chat_template=tokenizer.chat_template,
     )
     config = Qwen2VLConfig(
+        # Copies: transformers rewrites nested dicts (rope settings) in place, and a preset's
+        # spec must not change (its cache key is a hash of it).
         text_config={
-            **text_config,
+            **copy.deepcopy(dict(text_config)),
             "bos_token_id": ids[PAD],
             "eos_token_id": ids[IM_END],
             "pad_token_id": ids[PAD],
         },
-        vision_config=dict(vision_config),
+        vision_config=copy.deepcopy(dict(vision_config)),
         image_token_id=ids[IMAGE_PAD],
         video_token_id=ids[VIDEO_PAD],
         vision_start_token_id=ids[VISION_START],
@@ -173,7 +176,7 @@ def make_qwen2_lm(
 
     pad, eos = tokenizer.convert_tokens_to_ids(PAD), tokenizer.convert_tokens_to_ids(IM_END)
     config = Qwen2Config(
-        **{"tie_word_embeddings": True, **config_values},
+        **{"tie_word_embeddings": True, **copy.deepcopy(dict(config_values))},
         bos_token_id=pad,
         eos_token_id=eos,
         pad_token_id=pad,

@@ -5,6 +5,7 @@ No real-size model is built here: architectures are instantiated on the meta dev
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 
@@ -42,6 +43,8 @@ def test_random_presets_have_the_published_architectures():
     vl = random_weights_preset("qwen2-vl-2b").spec
     lm = random_weights_preset("qwen2.5-0.5b").spec
     clip = random_weights_preset("clip-vit-b-32").spec
+    specs_before = copy.deepcopy((vl, lm, clip))
+    keys_before = [random_weights_preset(n).cache_key() for n in ("qwen2-vl-2b", "qwen2.5-0.5b")]
     tok = padded_tokenizer(vl["tokenizer_size"], 0)
     assert len(tok) == 151665  # Qwen2's tokenizer length
     model, processor = make_qwen2_vl(
@@ -63,6 +66,11 @@ def test_random_presets_have_the_published_architectures():
     assert clip == open_clip.get_model_config("ViT-B-32")
     with torch.device("meta"):
         assert _params(open_clip.CLIP(**clip)) == PUBLISHED_PARAMS["ViT-B-32"]
+    # Building must not rewrite the presets' specs (their cache keys hash them).
+    assert (vl, lm, clip) == specs_before
+    assert keys_before == [
+        random_weights_preset(n).cache_key() for n in ("qwen2-vl-2b", "qwen2.5-0.5b")
+    ]
 
 
 def test_padded_vocab_encodes_as_before_and_decodes_every_id():
