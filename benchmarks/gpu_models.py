@@ -44,7 +44,8 @@ SECTIONS = ("summariser", "clip", "sft", "reasoner")  # the short ones first
 
 
 def stream_run(reasoner, reqs, device: str) -> dict[str, float]:
-    """One ``Reasoner.stream_many`` call consumed like the Serve deployment does."""
+    """One ``Reasoner.stream_many`` call (the Serve deployment's batched generator),
+    consumed in this thread (the deployment consumes it from a worker thread)."""
     gp.sync(device)
     t0 = time.perf_counter()
     stamps: list[float] = []
