@@ -29,6 +29,17 @@ class ModelSettings:
     device: str = "cpu"
     served_name: str = "medray-reasoner"  # the base model's name in /v1/models
 
+    def __post_init__(self) -> None:
+        from medray.models.fullsize import is_random_weights
+
+        for role in ("reasoner", "summariser", "clip", "text_embedder"):
+            ref = getattr(self, role)
+            if is_random_weights(ref):
+                raise ConfigError(
+                    f"models.{role}: {ref!r} has RANDOM weights (a benchmark-only build): "
+                    "serving refuses it; use a trained model, a hub id or a tiny preset"
+                )
+
 
 @dataclass(frozen=True)
 class GenerationSettings:

@@ -20,31 +20,60 @@ def list_cmd() -> None:
 
     for p in sorted(PRESETS.values(), key=lambda p: (p.kind, p.source != "tiny", p.name)):
         where = p.ref or "built offline"
+        if p.source == "random":
+            where = f"built offline from {p.ref}'s config, RANDOM weights"
         click.echo(f"{p.name:22s} {p.kind:9s} {p.source:8s} {where:58s} {p.description}")
 
 
 @models.command()
 @click.argument("names", nargs=-1)
 @click.option("--force", is_flag=True, help="Rebuild even if cached.")
-def build(names: tuple[str, ...], force: bool) -> None:
-    """Build tiny presets (all of them when NAMES is empty) into $MEDRAY_HOME/models."""
-    from medray.models import PRESETS, UnknownPresetError, ensure_built, get_preset
+@click.option(
+    "--random-weights",
+    is_flag=True,
+    help="Build NAMES (hub presets, e.g. qwen2-vl-2b) at their real size with RANDOM "
+    "weights, for speed and memory benchmarks only.",
+)
+@click.option(
+    "--device",
+    default=None,
+    help="Where random weights are initialised (default: cuda when available).",
+)
+def build(names: tuple[str, ...], force: bool, random_weights: bool, device: str | None) -> None:
+    """Build tiny presets (all of them when NAMES is empty) into $MEDRAY_HOME/models.
 
+    With --random-weights, build the real-size architecture of each hub preset in NAMES
+    with random weights instead (marked as such; serving refuses them).
+    """
+    from medray.models import PRESETS, UnknownPresetError, ensure_built, get_preset
+    from medray.models import random_weights_preset as twin
+
+    if random_weights and not names:
+        raise click.ClickException("--random-weights needs preset NAMES (e.g. qwen2-vl-2b)")
     try:
-        presets = [get_preset(n) for n in names] or [
-            p for p in PRESETS.values() if p.source == "tiny"
-        ]
+        if random_weights:
+            presets = [twin(n) for n in names]
+        else:
+            presets = [get_preset(n) for n in names] or [
+                p for p in PRESETS.values() if p.source == "tiny"
+            ]
     except UnknownPresetError as e:
         raise click.ClickException(str(e)) from None
     total = time.perf_counter()
     for p in presets:
-        if p.source != "tiny":
+        if p.source == "random" and not random_weights:
             raise click.ClickException(
-                f"{p.name} is a {p.source} preset ({p.ref}); only tiny presets are built"
+                f"{p.name} has RANDOM weights (benchmarks only): build it with --random-weights"
+            )
+        if p.source not in ("tiny", "random"):
+            raise click.ClickException(
+                f"{p.name} is a {p.source} preset ({p.ref}); only tiny presets are built "
+                "(or its real size with random weights: --random-weights)"
             )
         t0 = time.perf_counter()
-        path = ensure_built(p, force=force)
-        click.echo(f"{p.name:16s} {time.perf_counter() - t0:5.1f}s  {path}")
+        path = ensure_built(p, force=force, device=device)
+        note = "  (RANDOM weights: benchmarks only)" if p.source == "random" else ""
+        click.echo(f"{p.name:16s} {time.perf_counter() - t0:5.1f}s  {path}{note}")
     click.echo(f"done in {time.perf_counter() - total:.1f}s")
 
 
@@ -52,7 +81,13 @@ def build(names: tuple[str, ...], force: bool) -> None:
 @click.argument("name")
 def info(name: str) -> None:
     """Resolve NAME (preset, folder or hub id) and show where it loads from and its checksum."""
-    from medray.models import PRESETS, UnknownPresetError, resolve, weights_checksum
+    from medray.models import (
+        PRESETS,
+        UnknownPresetError,
+        is_random_weights,
+        resolve,
+        weights_checksum,
+    )
 
     try:
         location = resolve(name)
@@ -62,6 +97,7 @@ def info(name: str) -> None:
     if name in PRESETS:
         p = PRESETS[name]
         out.update(kind=p.kind, source=p.source, description=p.description)
+    out["random_weights"] = is_random_weights(location)
     try:
         out["weights_sha256"] = weights_checksum(location)
     except FileNotFoundError:

@@ -7,10 +7,14 @@ offline and a real hub checkpoint go through the same code.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
+from medray.models.fullsize import RANDOM_MARKER, is_random_weights
 from medray.models.registry import Kind, ModelNotAvailableError, resolve
+
+log = logging.getLogger(__name__)
 
 
 def _offline_error(ref: str, location: str, err: Exception) -> ModelNotAvailableError:
@@ -23,6 +27,14 @@ def _offline_error(ref: str, location: str, err: Exception) -> ModelNotAvailable
 
 def _load(ref: str, kind: Kind, fn):
     location = resolve(ref, kind)
+    if is_random_weights(location):
+        log.warning(
+            "model %r at %s has RANDOM weights (%s): it is for speed and memory "
+            "benchmarks only and its outputs are noise",
+            ref,
+            location,
+            RANDOM_MARKER,
+        )
     try:
         return fn(location)
     except (OSError, ValueError) as e:

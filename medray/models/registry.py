@@ -6,6 +6,9 @@ the string the family's loader takes (a hub id or a folder), building a tiny pre
 first use. Tiny presets are built from a fixed spec and seed into
 ``$MEDRAY_HOME/models/<name>-<hash>`` (atomic, under a file lock, so many Ray workers can
 ask at once); rebuilding gives the same weights, which ``weights_checksum`` shows.
+
+``random`` presets (``qwen2-vl-2b-random``, ...) are hub presets' real-size architectures
+with RANDOM weights, built the same way for benchmarks only (:mod:`medray.models.fullsize`).
 """
 
 from __future__ import annotations
@@ -22,12 +25,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from medray.models import real_configs
 from medray.paths import models_dir
 
 log = logging.getLogger(__name__)
 
 Kind = Literal["vlm", "lm", "clip", "embedder"]
-Source = Literal["hub", "tiny", "package"]
+Source = Literal["hub", "tiny", "package", "random"]
 
 # Bump when a builder changes what it writes for the same spec and seed.
 # 2: the VLM chat template renders a system message's text parts (was a list's repr).
@@ -50,10 +54,11 @@ class Preset:
         name: registry name used in configs.
         kind: model family (``vlm``, ``lm``, ``clip``, ``embedder``).
         source: ``hub`` (``ref`` is a hub id, loaded with ``from_pretrained``), ``tiny``
-            (built offline from ``spec`` and ``seed``) or ``package`` (``ref`` is
-            ``package/subdir`` inside an installed Python package).
-        ref: hub id or package path; empty for tiny presets.
-        spec: dimensions for a tiny build.
+            (built offline from ``spec`` and ``seed``), ``package`` (``ref`` is
+            ``package/subdir`` inside an installed Python package) or ``random`` (hub preset
+            ``ref``'s real size built from ``spec`` with random weights: benchmarks only).
+        ref: hub id, package path or (random presets) hub preset; empty for tiny presets.
+        spec: dimensions for a tiny build; the published config for a random build.
         description: one line for ``medray models list``.
     """
 
@@ -125,6 +130,14 @@ PRESETS: dict[str, Preset] = {
             description="Qwen2-VL 2B instruct (default GPU reasoner)",
         ),
         Preset(
+            "qwen2-vl-2b-random",
+            "vlm",
+            "random",
+            "qwen2-vl-2b",
+            spec=real_configs.QWEN2_VL_2B,
+            description="Qwen2-VL-2B-Instruct's architecture, RANDOM weights: benchmarks only",
+        ),
+        Preset(
             "qwen2-vl-7b",
             "vlm",
             "hub",
@@ -163,6 +176,14 @@ PRESETS: dict[str, Preset] = {
             "Qwen/Qwen2.5-0.5B-Instruct",
             description="Qwen2.5 0.5B instruct (summariser)",
         ),
+        Preset(
+            "qwen2.5-0.5b-random",
+            "lm",
+            "random",
+            "qwen2.5-0.5b",
+            spec=real_configs.QWEN25_05B,
+            description="Qwen2.5-0.5B-Instruct's architecture, RANDOM weights: benchmarks only",
+        ),
         # CLIP image-report models
         Preset(
             "tiny-clip",
@@ -195,6 +216,14 @@ PRESETS: dict[str, Preset] = {
             "hub",
             "hf-hub:laion/CLIP-ViT-B-32-laion2B-s34B-b79K",
             description="open_clip ViT-B-32 (LAION-2B)",
+        ),
+        Preset(
+            "clip-vit-b-32-random",
+            "clip",
+            "random",
+            "clip-vit-b-32",
+            spec=real_configs.CLIP_VIT_B_32,
+            description="open_clip ViT-B-32's architecture, RANDOM weights: benchmarks only",
         ),
         Preset(
             "biomedclip",
@@ -262,7 +291,7 @@ def resolve(ref: str, kind: Kind | None = None) -> str:
         preset = PRESETS[ref]
         if kind is not None and preset.kind != kind:
             raise ValueError(f"preset {ref!r} is a {preset.kind} model, expected a {kind} model")
-        if preset.source == "tiny":
+        if preset.source in ("tiny", "random"):
             return str(ensure_built(preset))
         if preset.source == "package":
             return str(_package_path(preset.ref))
@@ -287,44 +316,42 @@ def _package_path(ref: str) -> Path:
 
 
 def tiny_path(preset: Preset) -> Path:
-    """Cache folder of a tiny preset (whether built or not)."""
+    """Cache folder of a built (tiny or random) preset, whether built or not."""
     return models_dir() / f"{preset.name}-{preset.cache_key()}"
 
 
-def ensure_built(preset: Preset | str, *, force: bool = False) -> Path:
-    """Build a tiny preset into the cache unless it is there; return its folder.
+def ensure_built(preset: Preset | str, *, force: bool = False, device: str | None = None) -> Path:
+    """Build a tiny or random preset into the cache unless it is there; return its folder.
 
     Safe under concurrency: one process builds under a file lock into a temporary folder
     and renames it into place; others wait and reuse it.
+
+    Args:
+        preset: the preset or its name.
+        force: rebuild even if cached.
+        device: where random weights are initialised (default: cuda when available).
     """
     from filelock import FileLock
 
-    from medray.models.tiny import BUILDERS
-
     if isinstance(preset, str):
         preset = get_preset(preset)
-    if preset.source != "tiny":
-        raise ValueError(f"preset {preset.name!r} is not a tiny preset (source: {preset.source})")
+    if preset.source not in ("tiny", "random"):
+        raise ValueError(
+            f"preset {preset.name!r} is not built offline (source: {preset.source}); "
+            "tiny and random presets are"
+        )
     target = tiny_path(preset)
     marker = target / "medray_build.json"
     if marker.is_file() and not force:
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(target) + ".lock", timeout=600):
+    with FileLock(str(target) + ".lock", timeout=1800):
         if marker.is_file() and not force:
             return target
         t0 = time.perf_counter()
         tmp = Path(tempfile.mkdtemp(prefix=f".{preset.name}-", dir=target.parent))
         try:
-            BUILDERS[preset.kind](preset.spec, preset.seed, tmp)
-            info = {
-                "preset": preset.name,
-                "kind": preset.kind,
-                "seed": preset.seed,
-                "spec": preset.spec,
-                "build_version": BUILD_VERSION,
-                "checksum": weights_checksum(tmp),
-            }
+            info = _build(preset, tmp, device)
             (tmp / "medray_build.json").write_text(json.dumps(info, indent=2))
             if target.exists():
                 shutil.rmtree(target)
@@ -332,10 +359,27 @@ def ensure_built(preset: Preset | str, *, force: bool = False) -> Path:
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
-        log.info(
-            "built tiny preset %s in %.1fs -> %s", preset.name, time.perf_counter() - t0, target
-        )
+        log.info("built preset %s in %.1fs -> %s", preset.name, time.perf_counter() - t0, target)
     return target
+
+
+def _build(preset: Preset, out: Path, device: str | None) -> dict[str, Any]:
+    """Run the preset's builder into ``out``; return the build record."""
+    info: dict[str, Any] = {
+        "preset": preset.name,
+        "kind": preset.kind,
+        "seed": preset.seed,
+        "spec": preset.spec,
+        "build_version": BUILD_VERSION,
+    }
+    if preset.source == "tiny":
+        from medray.models.tiny import BUILDERS
+
+        BUILDERS[preset.kind](preset.spec, preset.seed, out)
+        return {**info, "checksum": weights_checksum(out)}
+    from medray.models.fullsize import build_random
+
+    return {**info, **build_random(preset, out, device)}
 
 
 def weights_checksum(folder: str | Path) -> str:

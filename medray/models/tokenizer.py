@@ -94,3 +94,40 @@ def wrap_tokenizer(
     )
     fast.chat_template = chat_template
     return fast
+
+
+def _filler(i: int) -> str:
+    """A byte-level token string for filler id ``i`` (``Ġ`` + base-26 letters: " xyz")."""
+    letters = ""
+    i += 1
+    while i:
+        i, r = divmod(i - 1, 26)
+        letters = chr(97 + r) + letters
+    return "\u0120zz" + letters
+
+
+def pad_vocab(tok: Tokenizer, size: int) -> Tokenizer:
+    """A copy of a trained BPE tokenizer whose vocabulary has exactly ``size`` ids.
+
+    For benchmark builds at a real model's vocabulary size: the extra ids are filler
+    tokens (``" zz<letters>"``) with no merges, so encoding text gives the same ids as
+    before and never produces them, while decoding any id below ``size`` works (as it
+    does for a model's randomly sampled ids).
+
+    Raises:
+        ValueError: ``size`` is smaller than the trained vocabulary.
+    """
+    import json
+
+    data = json.loads(tok.to_str())
+    vocab: dict[str, int] = data["model"]["vocab"]
+    have = max(vocab.values()) + 1
+    if size < have:
+        raise ValueError(f"cannot pad a vocabulary of {have} ids down to {size}")
+    i = 0
+    for new_id in range(have, size):
+        while _filler(i) in vocab:
+            i += 1
+        vocab[_filler(i)] = new_id
+        i += 1
+    return Tokenizer.from_str(json.dumps(data))
