@@ -76,23 +76,33 @@ def trained(tmp_path_factory, tiny_models):
     root = tmp_path_factory.mktemp("trained")
     reasoner = _vlm_adapter(tiny_models["tiny-qwen2-vl"], root / "reasoner")
     summariser = _lm_adapter(tiny_models["tiny-lm"], root / "summariser")
-    return {"reasoner": reasoner, "summariser": summariser}
+    medqa = _lm_adapter(tiny_models["tiny-lm"], root / "medqa")
+    return {"reasoner": reasoner, "summariser": summariser, "medqa": medqa}
 
 
 @pytest.fixture(scope="module")
 def client(trained):
     from medray.serving.guard import Guard
+    from medray.serving.medqa import MedQA
     from medray.serving.reasoner import Reasoner
     from medray.serving.summariser import Summariser
     from serve_apps.backend import LocalBackend
     from serve_apps.gateway import create_app
 
     reasoner = Reasoner("tiny-qwen2-vl", adapters={"sft-run": trained["reasoner"]})
-    backend = LocalBackend(Guard(), reasoner, Summariser(trained["summariser"]), None, None)
+    backend = LocalBackend(
+        Guard(),
+        reasoner,
+        Summariser(trained["summariser"]),
+        None,
+        None,
+        medqa=MedQA(trained["medqa"], "medqa-run"),
+    )
     args = from_dict(
         AppArgs,
         {
             "adapters": {"sft-run": trained["reasoner"]},
+            "models": {"medqa": trained["medqa"], "medqa_name": "medqa-run"},
             "retrieval": {"enabled": False},
             "agent": {"enabled": False},
             "safety": {"domain_control": False},
@@ -216,3 +226,37 @@ def test_served_summariser_equals_the_sft_evaluation_on_report_rows(trained):
     ]
     assert [o["summary"] for o in outs] == [summary_contract.parse(t) for t in sft["raw_text"]]
     assert all(o["summary"] for o in outs) and outs[0]["summary"] != outs[1]["summary"]
+
+
+def test_generate_is_the_medqa_model_and_equals_its_sft_evaluation(trained, client):
+    from medray.contracts import medqa
+    from medray.train.sft_eval import SFTGenerator
+
+    models = {m["id"]: m["endpoint"] for m in client.get("/v1/models").json()["data"]}
+    assert models == {
+        "medray-reasoner": "/v1/chat/completions",
+        "sft-run": "/v1/chat/completions",
+        "medqa-run": "/generate",
+    }
+    questions = ["What is pleural effusion?", "Which drug treats absence seizures?"]
+    frame = pd.DataFrame([{"prompt": medqa.prompt(q), "completion": ""} for q in questions])
+    evaluated = SFTGenerator(trained["medqa"], "lm", medqa.MAX_NEW_TOKENS)(frame)["raw_text"]
+    for q, expected in zip(questions, evaluated, strict=True):
+        r = client.post(
+            "/generate",
+            json={
+                "question": q,
+                "model": "medqa-run",
+                "temperature": 0,
+                "max_length": medqa.MAX_NEW_TOKENS,
+                "use_safety": False,
+            },
+        )
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert body["response"] == expected.strip() and body["response"]
+        assert body["model"]["model"] == "medqa-run" and body["model"]["kind"] == "adapter"
+    wrong = client.post(
+        "/generate", json={"question": "What is pleural effusion?", "model": "sft-run"}
+    )
+    assert wrong.status_code == 404 and "medqa-run" in wrong.json()["error"]["message"]
