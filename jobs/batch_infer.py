@@ -93,7 +93,8 @@ class CounterfactualSettings:
     """Inputs of the faithfulness figures of jobs.evaluate (flip rates, blank control)."""
 
     enabled: bool = False  # also answer with the ROI / a random same-size region inpainted
-    roi: Literal["reference", "predicted", "both"] = "both"  # where the ROI comes from
+    # Where the ROI comes from (medray.contracts.counterfactual.SOURCES).
+    roi: Literal["reference", "predicted", "both", "predicted_first"] = "both"
     blank_control: bool = False  # also answer with a blank image (text prior)
     seed: int = 0  # of the random regions
 

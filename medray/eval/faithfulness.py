@@ -1,8 +1,9 @@
 """Counterfactual faithfulness: does the answer depend on the region the model points at?
 
-Batch inference asks the model again with the region of interest inpainted
-(``cf_roi_answer``) and with a random region of the same size inpainted
-(``cf_random_answer``). A model that really looks at the region changes its answer
+Batch inference (and GRPO's reward and in-job evaluation) asks the model again with the
+region of interest inpainted (``cf_roi_answer``) and with a random region of the same size
+inpainted (``cf_random_answer``), both made by the reasoner's counterfactual contract
+(:mod:`medray.contracts.counterfactual`). A model that really looks at the region changes its answer
 (*flips*) more often in the first case: the faithfulness signal is the gap
 ``roi_flip_rate - random_flip_rate``. A flip is a change of the answer under the VQA
 protocol's normalisation (:func:`medray.eval.vqa.same_answer`), so ``"Yes."`` -> ``"yes"``
