@@ -96,7 +96,11 @@ def stage_evaluate(ctx: Context) -> dict[str, Any]:
     )
     s = evaluate.main(ecfg)
     ctx.outputs["report"] = s["report"]
-    acc = ", ".join(f"{label} {_fmt(h.get('accuracy'))}" for label, h in s["runs"].items())
+    acc = "; ".join(
+        f"{label} closed accuracy {_fmt(h.get('closed accuracy'))} (blank-image control "
+        f"{_fmt(h.get('blank-image accuracy'))}), JSON validity {_fmt(h.get('JSON validity'))}"
+        for label, h in s["runs"].items()
+    )
     return {
         "report": s["report"],
         "report_json": s["report_json"],
@@ -104,5 +108,5 @@ def stage_evaluate(ctx: Context) -> dict[str, Any]:
         "rows": s["rows"],
         "runs": s["runs"],
         "seconds": s["seconds"],
-        "line": f"{s['rows']} rows, accuracy {acc}; {len(s['plots'])} plots -> {s['report']}",
+        "line": f"{s['rows']} held-out rows: {acc}; {len(s['plots'])} plots -> {s['report']}",
     }

@@ -114,7 +114,8 @@ def stage_summariser_sft(ctx: Context) -> dict[str, Any]:
     ctx.outputs["summariser"] = s["final_checkpoint"]
     ev = s["eval"] or {}
     scores = (
-        f"ROUGE-L {_fmt(ev.get('rougeL'))}, BLEU {_fmt(ev.get('bleu'))} ({ev.get('n')} reports)"
+        f"ROUGE-L {_fmt(ev.get('rougeL'))} (copy-the-input baseline "
+        f"{_fmt(ev.get('copy_input_rougeL'))}), BLEU {_fmt(ev.get('bleu'))} ({ev.get('n')} reports)"
         if ev
         else ""
     )
