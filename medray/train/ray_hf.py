@@ -172,7 +172,7 @@ def dataset_from_ray(
     return datasets.Dataset.from_parquet(str(path), cache_dir=str(workdir / "hf-cache"))
 
 
-FINAL_MARKER = "medray_final.json"
+from medray.models.finetuned import FINAL_MARKER  # noqa: E402  (one home: the loader)
 
 
 def latest_checkpoint(workdir: str | Path) -> tuple[str, str] | None:

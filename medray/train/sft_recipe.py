@@ -218,6 +218,7 @@ def sft_loop(config: dict[str, Any]) -> None:
             "training_mode": mode,
             "adapter": bool(s.lora.enabled),
             "base_model": location,
+            "base_model_name": s.model,
             "workers": gather_workers(),
         }
         report_final(trainer, metrics, workdir, save_extra=processing.save_pretrained)
