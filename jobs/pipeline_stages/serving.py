@@ -22,7 +22,6 @@ waits until the app runs and checks that ``GET /v1/models`` lists every adapter.
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -54,23 +53,18 @@ class ServeStageConfig:
 
 
 def adapter_base(folder: str | Path) -> str | None:
-    """The base model a LoRA adapter folder was trained on (the training job's
-    ``medray_final.json``, else peft's ``adapter_config.json``); None for a full checkpoint.
+    """The base model a LoRA adapter folder was trained on; None for a full checkpoint
+    (``medray.models.finetuned.describe``, the one loader's view of a trained model).
 
     Raises:
         FileNotFoundError: ``folder`` is not a folder.
     """
-    p = Path(folder).expanduser()
-    if not p.is_dir():
+    from medray.models.finetuned import describe
+
+    if not Path(folder).expanduser().is_dir():
         raise FileNotFoundError(f"model folder {folder} does not exist")
-    if not (p / "adapter_config.json").is_file():
-        return None
-    marker = p / "medray_final.json"
-    if marker.is_file():
-        base = json.loads(marker.read_text()).get("base_model") or ""
-        if base:
-            return base
-    return json.loads((p / "adapter_config.json").read_text()).get("base_model_name_or_path") or ""
+    source = describe(str(folder), "vlm")
+    return source.base_name if source.kind == "adapter" else None
 
 
 def _same_model(a: str, b: str) -> bool:
@@ -91,21 +85,23 @@ def _same_model(a: str, b: str) -> bool:
 
 
 def check_adapter_base(name: str, folder: str, reasoner: str) -> None:
-    """Refuse adapter ``name`` unless it was trained on the app's reasoner ``reasoner``.
+    """Refuse adapter ``name`` unless it was trained on the app's reasoner ``reasoner``
+    (the loader's own check, ``medray.models.finetuned.describe``).
 
     Raises:
         ConfigError: naming the adapter, its base and the app's reasoner.
     """
+    from medray.models.finetuned import AdapterBaseMismatchError, describe
+
+    if not Path(folder).expanduser().is_dir():
+        raise ConfigError(f"serve: adapter {name!r}: folder {folder} does not exist")
     try:
-        base = adapter_base(folder)
-    except FileNotFoundError as e:
-        raise ConfigError(f"serve: adapter {name!r}: {e}") from None
-    if base is not None and not _same_model(base, reasoner):
+        describe(str(folder), "vlm", expected_base=reasoner)
+    except AdapterBaseMismatchError as e:
         raise ConfigError(
-            f"serve: adapter {name!r} ({folder}) was trained on base model {base!r}, but the "
-            f"app's reasoner is {reasoner!r}; an adapter only runs on its own base: set "
-            f"serve.overrides=[models.reasoner=...] to that base, or drop the adapter"
-        )
+            f"serve: adapter {name!r} is refused: {e}; or set "
+            "serve.overrides=[models.reasoner=...] to its base"
+        ) from None
 
 
 # ------------------------------------------------------------------------- the plan

@@ -59,7 +59,10 @@ def test_an_adapter_trained_on_another_base_is_refused_by_name_when_the_config_l
 
 def test_a_configured_adapter_folder_on_another_base_is_refused_by_name(tmp_path):
     other = _adapter(tmp_path / "other", "some-org/another-vlm")
-    with pytest.raises(ConfigError, match="adapter 'mine' .*base model 'some-org/another-vlm'"):
+    with pytest.raises(
+        ConfigError,
+        match="adapter 'mine' is refused: .*trained on base model 'some-org/another-vlm'",
+    ):
         _cfg("stages=[serve]", f"serve.adapters={{mine: {other}}}")
     with pytest.raises(ConfigError, match="does not exist"):
         _cfg("stages=[serve]", f"serve.adapters={{mine: {tmp_path / 'missing'}}}")
