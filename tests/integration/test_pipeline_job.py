@@ -44,7 +44,9 @@ def _submit(*args: str) -> subprocess.CompletedProcess:
         "python", "-m", "jobs.pipeline", "--config", "jobs/configs/pipeline_tiny.yaml", *args,
     ]  # fmt: skip
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=900, cwd=REPO, env=os.environ)
-    assert res.returncode == 0, res.stdout[-4000:] + res.stderr[-4000:]
+    out = res.stdout + res.stderr
+    at = out.rfind("Traceback (most recent call last)")
+    assert res.returncode == 0, out[at : at + 8000] if at >= 0 else out[-8000:]
     return res
 
 
@@ -61,6 +63,11 @@ def test_pipeline_uses_every_node_trains_and_resumes(ray_cluster, tiny_models, m
         f"run.name={run_name}", "stages=[summariser_sft,preprocess]",  # any order
         "summariser_sft.sft.optim.max_steps=12", "summariser_sft.sft.optim.save_steps=4",
         "summariser_sft.sft.fault.fail_at_step=7", "summariser_sft.data.limit_eval=8",
+        "summariser_sft.data.limit_train=96",
+        "preprocess.sources=[" + ", ".join(
+            f"{{kind: {k}, path: $MEDRAY_HOME/synth/pipeline/{k}, synth_n: {n}}}"
+            for k, n in (("mimic-cxr", 200), ("vqa-rad", 80), ("slake", 40), ("medmcqa", 200))
+        ) + "]",
     )  # fmt: skip
     assert "injected failure at step 7" in res.stdout + res.stderr
 
@@ -81,7 +88,7 @@ def test_pipeline_uses_every_node_trains_and_resumes(ray_cluster, tiny_models, m
     assert summary["outputs"]["data"] == pre["output"]
     # The summariser SFT (jobs.train_sft, task summariser) on the preprocessed report rows.
     train = summary["stages"]["summariser_sft"]
-    assert train["rows"]["train"]["usable"] == 96  # limit_train of pipeline_tiny.yaml
+    assert train["rows"]["train"]["usable"] == 96  # limit_train
     assert len({w["node_id"] for w in train["workers"]}) == 2  # SPREAD: one worker per node
     assert len(summary["nodes_used"]) == 3
     assert math.isfinite(train["loss_first"]) and math.isfinite(train["loss_last"])
@@ -160,6 +167,7 @@ def test_pipeline_serves_what_it_trains_and_every_path_answers_alike(
     import httpx
     from ray import serve
 
+    from medray.contracts import summariser as summariser_contract
     from medray.data.output import read_table
     from medray.eval.predictions import read_predictions
     from medray.serving.deploy import remove
@@ -244,7 +252,7 @@ def test_pipeline_serves_what_it_trains_and_every_path_answers_alike(
         assert len(ev_rows) == 3
         handle = serve.get_deployment_handle("Summariser", app_name="medray")
         for r in ev_rows:
-            steps = [ln.split(". ", 1)[1] for ln in r["prompt"].splitlines() if ln[:1].isdigit()]
+            steps = summariser_contract.steps_from_findings(r["findings"])
             out = handle.summarise.remote("", steps, "").result(timeout_s=120)
             assert out["summary"] == r["raw_text"].strip(), r["sample_id"]
     finally:
