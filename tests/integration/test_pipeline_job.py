@@ -177,7 +177,7 @@ def test_pipeline_serves_what_it_trains_and_every_path_answers_alike(
     res = _submit(
         f"run.name={run_name}", "stages=[preprocess,sft_reasoner,summariser_sft,batch_infer,serve]",
         "preprocess.sources=[{kind: vqa-rad, path: $MEDRAY_HOME/synth/pipeline-serve/vqa-rad, "
-        "synth_n: 40}, {kind: mimic-cxr, path: $MEDRAY_HOME/synth/pipeline-serve/mimic, synth_n: 60}]",
+        "synth_n: 40}, {kind: mimic-cxr, path: $MEDRAY_HOME/synth/pipeline-serve/mimic, synth_n: 150}]",
         "sft_reasoner.sft.optim.max_steps=6", "sft_reasoner.data.limit_train=24",
         "summariser_sft.sft.optim.max_steps=6", "summariser_sft.data.limit_train=24",
         "summariser_sft.data.limit_eval=3", "summariser_sft.eval.max_new_tokens=12",
