@@ -63,7 +63,7 @@ class SFTEvalSettings:
     """Held-out evaluation after training (greedy generation)."""
 
     enabled: bool = True
-    max_new_tokens: int = 96
+    max_new_tokens: int = 0  # 0: the task's contract (what its Serve deployment generates)
     batch_size: int = 32
 
 
@@ -171,6 +171,13 @@ def build_trainer(cfg: TrainSFTConfig, train_ds, max_steps: int):
     )
 
 
+def contract_tokens(task: str) -> int:
+    """The generation length of ``task``'s contract (the served model's default)."""
+    from medray.contracts import medqa, reasoner, summariser
+
+    return {"reasoner": reasoner, "summariser": summariser, "medqa": medqa}[task].MAX_NEW_TOKENS
+
+
 def evaluate(
     cfg: TrainSFTConfig, eval_ds, checkpoint: str, rows_path: Path | None = None
 ) -> dict[str, Any]:
@@ -185,9 +192,8 @@ def evaluate(
         fn_constructor_kwargs={
             "checkpoint": checkpoint,
             "kind": MODEL_KIND[cfg.task],
-            "max_new_tokens": cfg.eval.max_new_tokens,
+            "max_new_tokens": cfg.eval.max_new_tokens or contract_tokens(cfg.task),
             "blank_images": cfg.data.blank_images,
-            "settings": cfg.sft,
         },
         batch_format="pandas",
         batch_size=cfg.eval.batch_size,

@@ -139,12 +139,18 @@ def inpaint(image: Image.Image, boxes: Sequence[Box], margin: float = RING) -> I
     Each box is filled with the mean colour of a ring around it (``margin`` times the box
     size wide; the image mean for a box covering everything) and softened with a Gaussian
     blur inside the boxes only. A box of under one pixel still covers one pixel.
+
+    Raises:
+        ValueError: a box that is not ``(x1, y1, x2, y2)`` inside ``[0, 1]``.
     """
     img = image.convert("RGB")
     arr = np.asarray(img).astype(np.float32)
     height, width = arr.shape[:2]
     mask = np.zeros((height, width), dtype=bool)
-    for x1, y1, x2, y2 in boxes:
+    for box in boxes:
+        x1, y1, x2, y2 = (float(v) for v in box)
+        if not (0.0 <= x1 <= x2 <= 1.0 and 0.0 <= y1 <= y2 <= 1.0):
+            raise ValueError(f"box {tuple(box)} is not (x1, y1, x2, y2) inside [0, 1]")
         px1, py1 = int(np.floor(x1 * width)), int(np.floor(y1 * height))
         px2 = max(int(np.ceil(x2 * width)), min(px1 + 1, width))
         py2 = max(int(np.ceil(y2 * height)), min(py1 + 1, height))

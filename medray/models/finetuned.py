@@ -105,6 +105,32 @@ def _same_base(a: str, b: str) -> bool:
     return pa.exists() and pb.exists() and pa.resolve() == pb.resolve()
 
 
+def _check_base(ref: str, base: str, base_name: str, expected: str, kind: Kind, known: bool) -> str:
+    """The base to load adapter ``ref`` onto; refuses a different known base by name.
+
+    The adapter's base is known when the training job recorded it (``known``) or its
+    folder exists here; a base recorded only as a path that does not exist here (a run
+    copied from another machine) is taken to be ``expected``, with a warning.
+    """
+    from medray.models.registry import resolve
+
+    wanted = expected
+    with contextlib.suppress(Exception):
+        wanted = resolve(expected, kind)
+    candidates = {base, base_name}
+    with contextlib.suppress(Exception):
+        candidates.add(resolve(base_name, kind))
+    if any(c and (c == expected or _same_base(c, wanted)) for c in candidates):
+        return base if base and Path(base).exists() else wanted
+    if base and (known or Path(base).exists()):
+        raise AdapterBaseMismatchError(
+            f"adapter {ref!r} was trained on base model {base_name!r}, not on "
+            f"{expected!r}: load it onto {base_name!r} (the model it was trained on)"
+        )
+    log.warning("adapter %s names base %r, not found here: loading it onto %r", ref, base, expected)
+    return wanted
+
+
 def describe(ref: str, kind: Kind, expected_base: str | None = None) -> ModelSource:
     """What ``ref`` is (see :class:`ModelSource`).
 
@@ -135,16 +161,7 @@ def describe(ref: str, kind: Kind, expected_base: str | None = None) -> ModelSou
     base = run.get("base_model") or peft_cfg.get("base_model_name_or_path") or ""
     base_name = run.get("base_model_name") or base
     if expected_base is not None:
-        wanted = expected_base
-        with contextlib.suppress(Exception):
-            wanted = resolve(expected_base, kind)
-        if base and not (_same_base(base, wanted) or base_name == expected_base):
-            raise AdapterBaseMismatchError(
-                f"adapter {ref!r} was trained on base model {base_name!r}, not on "
-                f"{expected_base!r}: load it onto {base_name!r} (the model it was trained on)"
-            )
-        if not base or not Path(base).exists():
-            base = wanted  # moved or relative base: the caller's base is the same model
+        base = _check_base(ref, base, base_name, expected_base, kind, known=bool(run))
     if not base:
         raise ValueError(
             f"adapter {ref!r} names no base model (no {FINAL_MARKER} and no "
@@ -177,7 +194,7 @@ def load_finetuned(
     *,
     expected_base: str | None = None,
     trainable: bool = False,
-    device: str = "cpu",
+    device: str | None = "cpu",
     **model_kwargs: Any,
 ):
     """``(model, processing, source)`` for ``ref`` (see :func:`describe`).
@@ -204,7 +221,8 @@ def load_finetuned(
             model = PeftModel.from_pretrained(model, source.adapter, is_trainable=trainable)
             if not trainable:
                 model = model.merge_and_unload()
-    model.to(device)
+    if device is not None:  # None: leave placement to the trainer (DeepSpeed)
+        model.to(device)
     if not trainable:
         model.eval()
     return model, processing, source

@@ -181,7 +181,7 @@ def generate(
     results = []
     for i in range(new.shape[0]):
         ids = new[i].tolist()
-        cut = next((k for k, t in enumerate(ids) if t in eos or t == kwargs["pad_token_id"]), None)
+        cut = next((k for k, t in enumerate(ids) if t in eos), None)
         ids = ids[:cut] if cut is not None else ids
         finish = "stop" if cut is not None or len(ids) < params.max_new_tokens else "length"
         results.append(

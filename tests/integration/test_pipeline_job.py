@@ -180,13 +180,13 @@ def test_pipeline_serves_what_it_trains_and_every_path_answers_alike(
         "synth_n: 40}, {kind: mimic-cxr, path: $MEDRAY_HOME/synth/pipeline-serve/mimic, synth_n: 150}]",
         "sft_reasoner.sft.optim.max_steps=6", "sft_reasoner.data.limit_train=24",
         "summariser_sft.sft.optim.max_steps=6", "summariser_sft.data.limit_train=24",
-        "summariser_sft.data.limit_eval=3", "summariser_sft.eval.max_new_tokens=12",
+        "summariser_sft.data.limit_eval=3",
         "batch_infer.input.limit=3", "batch_infer.counterfactual.enabled=false",
         "batch_infer.counterfactual.blank_control=false",
         f"batch_infer.generation.max_new_tokens={tokens}",
         f"serve.port={SERVE_PORT}",
         "serve.overrides=[retrieval.enabled=false, agent.enabled=false, "
-        f"generation.max_new_tokens={tokens}, generation.summary_tokens=12]",
+        f"generation.max_new_tokens={tokens}]",
     )  # fmt: skip
     summary = json.loads((medray_home / "runs" / run_name / "summary.json").read_text())
     base_url = f"http://127.0.0.1:{SERVE_PORT}"
