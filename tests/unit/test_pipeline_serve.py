@@ -123,3 +123,15 @@ def test_adapter_base_reads_the_training_marker_and_tells_full_checkpoints(tmp_p
     assert adapter_base(tmp_path / "full") is None
     with pytest.raises(FileNotFoundError):
         adapter_base(tmp_path / "nope")
+
+
+def test_a_deployment_the_args_turn_off_leaves_the_serve_config_too():
+    from medray.serving.deploy import load_serve_config
+
+    names = lambda c: [d["name"] for d in c["applications"][0]["deployments"]]  # noqa: E731
+    full = load_serve_config("serve_apps/configs/local.yaml")
+    assert {"Retriever", "Agent"} <= set(names(full))
+    off = load_serve_config(
+        "serve_apps/configs/local.yaml", ["retrieval.enabled=false", "agent.enabled=false"]
+    )
+    assert names(off) == [n for n in names(full) if n not in ("Retriever", "Agent")]
