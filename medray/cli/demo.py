@@ -84,6 +84,7 @@ def demo(
         raise click.UsageError(str(e)) from None
     log_path = runs_dir() / f"{run_name}.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
+    log_path.write_text("")
     click.echo(f"Full log (the job's output and Ray's logs): {log_path}")
     for note in plan.serve_notes():
         click.echo(f"  serve plan: {note}")
@@ -103,7 +104,7 @@ def demo(
             except local.ClusterError as e:
                 raise click.ClickException(f"{e}\nNothing was left running.") from None
         click.echo(f"      dashboard {state.dashboard_url}, Milvus {state.milvus_uri}")
-        _build_presets()
+        _build_presets(log_path)
         click.echo(f"[3/5] Pipeline job {run_name} (ray job submit); one line per stage:")
         rc = _run_pipeline(config_file, run_name, overrides, log_path)
         if rc != 0:
@@ -125,14 +126,34 @@ def demo(
     _print_figures(summary, time.perf_counter() - t0)
 
 
-def _build_presets() -> None:
+def _build_presets(log_path: Path) -> None:
+    """Build the tiny presets (cached); their build logs and progress bars go to the log."""
+    import contextlib
+    import logging
+
     from medray.models import PRESETS, ensure_built
 
     t = time.perf_counter()
     names = [p.name for p in PRESETS.values() if p.source == "tiny"]
-    for p in PRESETS.values():
-        if p.source == "tiny":
-            ensure_built(p)
+    handler = logging.FileHandler(log_path)
+    root = logging.getLogger()
+    consoles = [h for h in root.handlers if isinstance(h, logging.StreamHandler)]
+    with (
+        log_path.open("a") as log,
+        contextlib.redirect_stderr(log),
+        contextlib.redirect_stdout(log),
+    ):
+        for h in consoles:
+            root.removeHandler(h)
+        root.addHandler(handler)
+        try:
+            for p in PRESETS.values():
+                if p.source == "tiny":
+                    ensure_built(p)
+        finally:
+            root.removeHandler(handler)
+            for h in consoles:
+                root.addHandler(h)
     click.echo(
         f"[2/5] Tiny model presets ready ({', '.join(names)}) in {time.perf_counter() - t:.0f}s"
     )
@@ -147,7 +168,7 @@ def _run_pipeline(config_file: str, run_name: str, overrides, log_path: Path) ->
     entry = ["python", "-m", "jobs.pipeline", "--config", config_file, f"run.name={run_name}"]
     entry += list(overrides)
     result: dict[str, int] = {}
-    with log_path.open("w") as log:
+    with log_path.open("a") as log:
         worker = threading.Thread(
             target=lambda: result.setdefault("rc", submit(entry, repo_root(), stdout=log)),
             daemon=True,
