@@ -178,8 +178,9 @@ def _run_pipeline(config_file: str, run_name: str, overrides, log_path: Path) ->
             while True:
                 done = not worker.is_alive()
                 for line in reader.readlines():
-                    if line.startswith(STAGE_MARK):
-                        click.echo("  " + line.rstrip())
+                    at = line.find(STAGE_MARK)  # after any progress bar's cursor codes
+                    if at >= 0 and line[at:].split("] ", 1)[0][len(STAGE_MARK) :].count("/"):
+                        click.echo("  " + line[at:].rstrip())
                 if done:
                     break
                 time.sleep(1.0)

@@ -63,7 +63,9 @@ def test_pipeline_uses_every_node_trains_and_resumes(ray_cluster, tiny_models, m
         f"run.name={run_name}", "stages=[summariser_sft,preprocess]",  # any order
         "summariser_sft.sft.optim.max_steps=12", "summariser_sft.sft.optim.save_steps=4",
         "summariser_sft.sft.fault.fail_at_step=7", "summariser_sft.data.limit_eval=8",
-        "summariser_sft.data.limit_train=96",
+        "summariser_sft.data.limit_train=96", "summariser_sft.sft.optim.logging_steps=3",
+        "summariser_sft.sft.lora={enabled: true, r: 8, alpha: 16, dropout: 0.05, "
+        "target_modules: [q_proj, k_proj, v_proj, o_proj]}",
         "preprocess.sources=[" + ", ".join(
             f"{{kind: {k}, path: $MEDRAY_HOME/synth/pipeline/{k}, synth_n: {n}}}"
             for k, n in (("mimic-cxr", 200), ("vqa-rad", 80), ("slake", 40), ("medmcqa", 200))
