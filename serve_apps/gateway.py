@@ -57,11 +57,6 @@ from serve_apps.settings import AppArgs
 
 log = logging.getLogger("medray.gateway")
 
-QA_SYSTEM_PROMPT = (
-    "You are a careful medical question-answering assistant for research use. Answer "
-    "concisely and say when a clinician must be consulted."
-)
-
 
 class APIError(Exception):
     """An error the client gets as JSON with a status code.
@@ -855,7 +850,9 @@ def create_app(
                     "content": [
                         {
                             "type": "text",
-                            "text": reasoner_contract.SYSTEM_PROMPT if images else QA_SYSTEM_PROMPT,
+                            "text": reasoner_contract.SYSTEM_PROMPT
+                            if images
+                            else reasoner_contract.TEXT_SYSTEM_PROMPT,
                         }
                     ],
                 },

@@ -5,7 +5,8 @@ THE one home of what the vision-language reasoner is shown and what it must writ
 (``jobs/batch_infer.py``), the evaluation job, the Serve reasoner and the agent import it;
 none of them builds a reasoner prompt or parses an answer any other way.
 
-* Prompt: :data:`SYSTEM_PROMPT` as the system turn, then one user turn holding one
+* Prompt: :data:`SYSTEM_PROMPT` as the system turn (:data:`TEXT_SYSTEM_PROMPT` for a
+  text-only chat), then one user turn holding one
   ``{"type": "image"}`` placeholder *before* the question text when there is an image
   (:func:`messages`); an empty question becomes :data:`DEFAULT_QUESTION`.
   :func:`build_messages` is the same for a unified-schema row (``medray/data/schema.py``),
@@ -48,6 +49,7 @@ __all__ = [
     "MAX_FINDING_STEPS",
     "MAX_NEW_TOKENS",
     "SYSTEM_PROMPT",
+    "TEXT_SYSTEM_PROMPT",
     "ParseResult",
     "StepStreamer",
     "answer_confidence",
@@ -65,6 +67,11 @@ SYSTEM_PROMPT = (
     "You are a careful medical imaging assistant for research use. Answer with one JSON "
     'object: {"caption": str, "reasoning": [str, ...], "boxes": [[x1, y1, x2, y2], ...], '
     '"answer": str}, boxes normalised to [0, 1].'
+)
+# A text-only conversation with the reasoner (OpenAI chat without an image).
+TEXT_SYSTEM_PROMPT = (
+    "You are a careful medical question-answering assistant for research use. Answer "
+    "concisely and say when a clinician must be consulted."
 )
 DEFAULT_QUESTION = "Describe the image."
 MAX_NEW_TOKENS = 96

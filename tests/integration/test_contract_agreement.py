@@ -18,7 +18,7 @@ import json
 import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
-from infer_fixtures import chest_png, make_adapter, vqa_row
+from infer_fixtures import chest_png, vqa_row
 
 from medray.config import from_dict
 from medray.contracts import summariser as summary_contract
@@ -29,6 +29,26 @@ from serve_apps.settings import AppArgs
 pytestmark = pytest.mark.integration
 
 TOKENS = 24
+
+
+def _vlm_adapter(base: str, out) -> str:
+    """A LoRA adapter with random weights strong enough that the tiny VLM's greedy answers
+    depend on the image and question (so equal answers across paths mean something)."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    from medray.models import load_vlm
+
+    torch.manual_seed(4)
+    model, _ = load_vlm(base)
+    cfg = LoraConfig(
+        r=8, lora_alpha=256, target_modules=["q_proj", "v_proj"], init_lora_weights=False
+    )
+    get_peft_model(model, cfg).save_pretrained(out)
+    (out / FINAL_MARKER).write_text(
+        json.dumps({"base_model": base, "base_model_name": "tiny-qwen2-vl", "steps": 1})
+    )
+    return str(out)
 
 
 def _lm_adapter(base: str, out) -> str:
@@ -54,29 +74,35 @@ def _lm_adapter(base: str, out) -> str:
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, tiny_models):
     root = tmp_path_factory.mktemp("trained")
-    vlm = tiny_models["tiny-qwen2-vl"]
-    reasoner = make_adapter(vlm, root / "reasoner", seed=4)
-    (root / "reasoner" / FINAL_MARKER).write_text(
-        json.dumps({"base_model": vlm, "base_model_name": "tiny-qwen2-vl", "steps": 1})
-    )
+    reasoner = _vlm_adapter(tiny_models["tiny-qwen2-vl"], root / "reasoner")
     summariser = _lm_adapter(tiny_models["tiny-lm"], root / "summariser")
-    return {"reasoner": reasoner, "summariser": summariser}
+    medqa = _lm_adapter(tiny_models["tiny-lm"], root / "medqa")
+    return {"reasoner": reasoner, "summariser": summariser, "medqa": medqa}
 
 
 @pytest.fixture(scope="module")
 def client(trained):
     from medray.serving.guard import Guard
+    from medray.serving.medqa import MedQA
     from medray.serving.reasoner import Reasoner
     from medray.serving.summariser import Summariser
     from serve_apps.backend import LocalBackend
     from serve_apps.gateway import create_app
 
     reasoner = Reasoner("tiny-qwen2-vl", adapters={"sft-run": trained["reasoner"]})
-    backend = LocalBackend(Guard(), reasoner, Summariser(trained["summariser"]), None, None)
+    backend = LocalBackend(
+        Guard(),
+        reasoner,
+        Summariser(trained["summariser"]),
+        None,
+        None,
+        medqa=MedQA(trained["medqa"], "medqa-run"),
+    )
     args = from_dict(
         AppArgs,
         {
             "adapters": {"sft-run": trained["reasoner"]},
+            "models": {"medqa": trained["medqa"], "medqa_name": "medqa-run"},
             "retrieval": {"enabled": False},
             "agent": {"enabled": False},
             "safety": {"domain_control": False},
@@ -114,7 +140,7 @@ def test_every_path_gives_the_same_greedy_answer_and_summary(trained, client):
     )
     batch = predictor(pa.Table.from_pylist(ROWS))
     batch_texts = batch.column("raw_text").to_pylist()
-    assert len(batch_texts) == len(ROWS) and all(batch_texts)
+    assert len(batch_texts) == len(ROWS) and len(set(batch_texts)) == len(ROWS)
     # The SFT job's held-out evaluation (merged adapter).
     frame = pd.DataFrame([training_row("reasoner", r) for r in ROWS])
     evaluated = SFTGenerator(trained["reasoner"], "vlm", TOKENS)(frame)["raw_text"].tolist()
@@ -170,7 +196,9 @@ def test_every_path_gives_the_same_greedy_answer_and_summary(trained, client):
         steps = summary_contract.steps_from_answer(
             parsed.get("caption"), parsed.get("reasoning") or [], parsed.get("answer")
         )
-        if steps:
+        if not steps:  # nothing parsed to summarise: the served summary says nothing
+            assert ev["summary"]["text"] == ""
+        else:
             prompt = summary_contract.prompt(steps)
             frame = pd.DataFrame([{"prompt": prompt, "completion": ""}])
             sft = SFTGenerator(trained["summariser"], "lm", summary_contract.MAX_NEW_TOKENS)
@@ -197,4 +225,38 @@ def test_served_summariser_equals_the_sft_evaluation_on_report_rows(trained):
         served.summarise_steps(summary_contract.steps_from_findings(r["findings"])) for r in reports
     ]
     assert [o["summary"] for o in outs] == [summary_contract.parse(t) for t in sft["raw_text"]]
-    assert any(o["tokens"] > 0 for o in outs)
+    assert all(o["summary"] for o in outs) and outs[0]["summary"] != outs[1]["summary"]
+
+
+def test_generate_is_the_medqa_model_and_equals_its_sft_evaluation(trained, client):
+    from medray.contracts import medqa
+    from medray.train.sft_eval import SFTGenerator
+
+    models = {m["id"]: m["endpoint"] for m in client.get("/v1/models").json()["data"]}
+    assert models == {
+        "medray-reasoner": "/v1/chat/completions",
+        "sft-run": "/v1/chat/completions",
+        "medqa-run": "/generate",
+    }
+    questions = ["What is pleural effusion?", "Which drug treats absence seizures?"]
+    frame = pd.DataFrame([{"prompt": medqa.prompt(q), "completion": ""} for q in questions])
+    evaluated = SFTGenerator(trained["medqa"], "lm", medqa.MAX_NEW_TOKENS)(frame)["raw_text"]
+    for q, expected in zip(questions, evaluated, strict=True):
+        r = client.post(
+            "/generate",
+            json={
+                "question": q,
+                "model": "medqa-run",
+                "temperature": 0,
+                "max_length": medqa.MAX_NEW_TOKENS,
+                "use_safety": False,
+            },
+        )
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert body["response"] == expected.strip() and body["response"]
+        assert body["model"]["model"] == "medqa-run" and body["model"]["kind"] == "adapter"
+    wrong = client.post(
+        "/generate", json={"question": "What is pleural effusion?", "model": "sft-run"}
+    )
+    assert wrong.status_code == 404 and "medqa-run" in wrong.json()["error"]["message"]
