@@ -9,7 +9,7 @@ Default models are the registry's real-size RANDOM-weight builds (``qwen2-vl-2b-
 like the hub checkpoints; speed and memory do not depend on the weights' values); ``--tiny``
 uses the tiny presets. Every row comes from the project's own classes: the reasoner rows
 from :class:`medray.serving.reasoner.Reasoner` (``stream_many``, the Serve deployment's
-batched path; ``generate_scored``, batch inference's), with and without a LoRA adapter
+batched path; ``medray.models.generate.generate`` with scores, batch inference's), with and without a LoRA adapter
 (random weights, shaped by the SFT config) attached through ``Reasoner.load_adapter``.
 
 Reasoner rows: one 448x448 image + a question per request, ``--new-tokens`` greedy tokens,
@@ -99,7 +99,18 @@ class Limits:
 
 
 def reasoner_rows(emit: gp.Emitter, args, device: str, bandwidth: float | None) -> None:
-    from medray.infer.scoring import generate_scored
+    from medray.models.generate import GenerationParams as GP
+    from medray.models.generate import generate, render
+
+    def generate_scored(reasoner, msgs, images, max_new_tokens):
+        # Batch inference's call: the one generate path with scores, adapters disabled.
+        texts = [render(reasoner.processor, m) for m in msgs]
+        with reasoner.host.active(None) as model:
+            return generate(
+                model, reasoner.processor, texts, images, GP(max_new_tokens), scores=True
+            )
+
+    from medray.contracts import reasoner as reasoner_contract
     from medray.serving.reasoner import GenerationParams, GenRequest, Reasoner
 
     work = Path(tempfile.mkdtemp(prefix="medray-gpu-bench-"))
@@ -119,7 +130,7 @@ def reasoner_rows(emit: gp.Emitter, args, device: str, bandwidth: float | None) 
     )
     image = gp.test_image(args.image_size)
     params = GenerationParams(max_new_tokens=args.new_tokens)
-    msgs = Reasoner.messages_for(gp.QUESTION, True)
+    msgs = reasoner_contract.messages(gp.QUESTION, True)
 
     def reqs(n: int, lora: str | None = None):
         return [GenRequest(msgs, [image], params, lora) for _ in range(n)]
@@ -127,8 +138,7 @@ def reasoner_rows(emit: gp.Emitter, args, device: str, bandwidth: float | None) 
     if not processor_rows(emit, reasoner, msgs, image, device, max(args.batches)):
         # Keep the figures coming from the host path (main's) rather than none; the error
         # row says why.
-        reasoner.encode = lambda kwargs: reasoner.processor(**kwargs).to(device)
-        emit("fallback", what="images prepared on the host: the device path failed")
+        emit("fallback", what="the device image path failed; generation still uses it")
     stream_run(reasoner, [GenRequest(msgs, [image], GenerationParams(8))], device)  # warm-up
     if args.budget_s:
         fit_budget(emit, args, stream_run(reasoner, reqs(1), device))

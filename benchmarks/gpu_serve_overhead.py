@@ -40,6 +40,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from transformers import StoppingCriteriaList
 
+    from medray.contracts import reasoner as reasoner_contract
+    from medray.models.generate import encode
     from medray.serving.reasoner import (
         GenerationParams,
         GenRequest,
@@ -50,12 +52,11 @@ def main(argv: list[str] | None = None) -> int:
 
     r = Reasoner(args.vlm, device=args.device)
     image = gp.test_image(448)
-    msgs = Reasoner.messages_for(gp.QUESTION, True)
+    msgs = reasoner_contract.messages(gp.QUESTION, True)
     prompt = r.processor.apply_chat_template(msgs, add_generation_prompt=True)
     inputs = {}
     for b in (int(x) for x in args.batches.split(",")):
-        kw = {"text": [prompt] * b, "images": [image] * b, "return_tensors": "pt", "padding": True}
-        inputs[b] = r.encode(kw)
+        inputs[b] = encode(r.processor, [prompt] * b, [image] * b, args.device)
 
     def gen(b: int, n: int, **kw) -> None:
         with torch.inference_mode():

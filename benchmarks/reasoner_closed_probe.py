@@ -78,9 +78,9 @@ def main() -> None:
 
     torch.set_num_threads(a.threads)
     if a.system is not None:
-        import medray.serving.reasoner as serving
+        import medray.contracts.reasoner as contract
 
-        serving.SYSTEM_PROMPT = a.system
+        contract.SYSTEM_PROMPT = a.system
     torch.manual_seed(0)
     train_df = load_split(a.data, "train", a.train_query)
     test_df = load_split(a.data, "test", a.eval_query)
@@ -108,8 +108,7 @@ def main() -> None:
     sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
 
     def generated_answers(chunk: list[dict]) -> list[str | None]:
-        from medray.structured import parse_answer
-        from medray.train.reasoner_format import build_messages, row_image
+        from medray.contracts.reasoner import build_messages, parse_answer, row_image
 
         texts = [
             proc.apply_chat_template(build_messages(r, False), add_generation_prompt=True)

@@ -84,7 +84,8 @@ class GenerationSettings:
     """Greedy decoding of the structured JSON answer."""
 
     max_new_tokens: int = 96
-    prompt: Literal["serving"] = "serving"  # the serving reasoner's system prompt and chat
+    # The reasoner contract's prompt (medray.contracts.reasoner), as every path uses.
+    prompt: Literal["serving"] = "serving"
 
 
 @dataclass(frozen=True)

@@ -132,7 +132,7 @@ def build_dataset(cfg: TrainGRPOConfig):
             "reward needs (a model that does not predict boxes leaves it nothing to inpaint): "
             "use a dataset with boxes (e.g. SLAKE) or set grpo.rewards.counterfactual=0"
         )
-    # Ordered: the random counterfactual regions and the sampling draws follow the row order.
+    # Ordered: the sampling draws follow the row order (random regions follow the sample id).
     held_out, n_eval, boxed_eval = split(d.eval_split, cfg.eval.max_rows, ordered=True)
     counts = {
         "rows": {d.train_split: n_train, d.eval_split: n_eval},

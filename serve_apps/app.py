@@ -7,6 +7,7 @@ Graph (``app_builder``)::
       -> Reasoner    (medray.serving.reasoner.Reasoner: VLM, streams steps; LoRA adapters
                       through serve.multiplexed, LRU-evicted)
       -> Summariser  (medray.serving.summariser.Summariser)
+      -> MedQA       (medray.serving.medqa.MedQA: the text medical-QA model of /generate)
       -> Embedder    (medray.serving.embedder.Embedder: CLIP + sentence vectors,
                       @serve.batch dynamic batching)
       -> Retriever   (medray.serving.retriever.Retriever: Milvus cases + knowledge)
@@ -190,14 +191,36 @@ class SummariserDeployment:
     """Serve wrapper of :class:`medray.serving.summariser.Summariser`."""
 
     def __init__(self, args: AppArgs) -> None:
+        from medray.contracts.summariser import MAX_NEW_TOKENS
         from medray.serving.summariser import Summariser
 
         self.summariser = Summariser(
-            args.models.summariser, args.generation.summary_tokens, args.models.device
+            args.models.summariser,
+            args.generation.summary_tokens or MAX_NEW_TOKENS,
+            args.models.device,
         )
 
     async def summarise(self, caption: str, reasoning: Sequence[str], answer: str):
         return await asyncio.to_thread(self.summariser.summarise, caption, reasoning, answer)
+
+    def ready(self) -> bool:
+        return True
+
+
+@serve.deployment(name="MedQA")
+class MedQADeployment:
+    """Serve wrapper of :class:`medray.serving.medqa.MedQA` (``POST /generate``)."""
+
+    def __init__(self, args: AppArgs) -> None:
+        from medray.serving.medqa import MedQA
+
+        self.medqa = MedQA(args.models.medqa, args.models.medqa_name, args.models.device)
+
+    async def answer(self, question: str, choices: Sequence[str] | None, params: GenerationParams):
+        return await asyncio.to_thread(self.medqa.answer, question, choices, params)
+
+    def describe(self) -> dict[str, Any]:
+        return self.medqa.describe()
 
     def ready(self) -> bool:
         return True
@@ -387,7 +410,9 @@ class ServeBackend:
         embedder: DeploymentHandle,
         retriever: DeploymentHandle | None,
         agent: DeploymentHandle | None = None,
+        medqa: DeploymentHandle | None = None,
     ) -> None:
+        self.medqa = medqa
         self.guard = guard
         self.reasoner = reasoner
         self.summariser = summariser
@@ -413,6 +438,11 @@ class ServeBackend:
 
     async def summarise(self, caption, reasoning, answer):
         return await self.summariser.summarise.remote(caption, list(reasoning), answer)
+
+    async def answer_question(self, question, choices, params):
+        if self.medqa is None:
+            raise RuntimeError("the MedQA deployment is not part of this app")
+        return await self.medqa.answer.remote(question, choices, params)
 
     async def clip_image(self, image):
         return await self.embedder.clip_image.remote(image)
@@ -460,8 +490,16 @@ class ServeBackend:
             yield event
 
     async def readiness(self):
-        names = ("guard", "reasoner", "summariser", "embedder")
-        handles = (self.guard, self.reasoner, self.summariser, self.embedder)
+        pairs = [
+            (n, h)
+            for n, h in zip(
+                ("guard", "reasoner", "summariser", "embedder", "medqa"),
+                (self.guard, self.reasoner, self.summariser, self.embedder, self.medqa),
+                strict=True,
+            )
+            if h is not None
+        ]
+        names, handles = [n for n, _ in pairs], [h for _, h in pairs]
         results = await asyncio.gather(*(h.ready.remote() for h in handles), return_exceptions=True)
         status: dict[str, Any] = {n: r is True for n, r in zip(names, results, strict=True)}
         if self.retriever is not None:
@@ -519,9 +557,10 @@ class Gateway:
         retriever: DeploymentHandle | None,
         args: AppArgs,
         agent: DeploymentHandle | None = None,
+        medqa: DeploymentHandle | None = None,
     ) -> None:
         self.args = args
-        self.backend = ServeBackend(guard, reasoner, summariser, embedder, retriever, agent)
+        self.backend = ServeBackend(guard, reasoner, summariser, embedder, retriever, agent, medqa)
 
     def __serve_build_asgi_app__(self):
         from serve_apps.gateway import create_app
@@ -557,6 +596,7 @@ def app_builder(args: dict[str, Any]) -> serve.Application:
     guard = GuardDeployment.bind(cfg)
     reasoner = ReasonerDeployment.bind(cfg)
     summariser = SummariserDeployment.bind(cfg)
+    medqa = MedQADeployment.bind(cfg)
     embedder = EmbedderDeployment.bind(cfg)
     retriever = RetrieverDeployment.bind(cfg) if cfg.retrieval.enabled else None
     agent = (
@@ -564,4 +604,4 @@ def app_builder(args: dict[str, Any]) -> serve.Application:
         if cfg.agent.enabled
         else None
     )
-    return Gateway.bind(guard, reasoner, summariser, embedder, retriever, cfg, agent)
+    return Gateway.bind(guard, reasoner, summariser, embedder, retriever, cfg, agent, medqa)

@@ -15,9 +15,9 @@ from typing import Any, Protocol
 
 from PIL import Image
 
+from medray.models.generate import GenerationParams
 from medray.safety import SafetyReport
 from medray.serving.aio import iterate_in_thread
-from medray.serving.reasoner import GenerationParams
 
 
 class Backend(Protocol):
@@ -51,6 +51,12 @@ class Backend(Protocol):
     async def summarise(
         self, caption: str, reasoning: Sequence[str], answer: str
     ) -> dict[str, Any]: ...
+
+    async def answer_question(
+        self, question: str, choices: Sequence[str] | None, params: GenerationParams
+    ) -> dict[str, Any]:
+        """The text medical-QA model's answer (``MedQA.answer``)."""
+        ...
 
     async def clip_image(self, image: Image.Image) -> list[float]: ...
 
@@ -86,6 +92,7 @@ class LocalBackend:
         agent: the agent's settings (``medray.agent.AgentSettings``); the agent runs in
             this process over this backend. None: no agent.
         served_name: the reasoner's served name (the agent's OpenAI-compatible model).
+        medqa: the text medical-QA model (``medray.serving.medqa.MedQA``), or None.
     """
 
     def __init__(
@@ -98,7 +105,9 @@ class LocalBackend:
         adapter_cache=None,
         agent=None,
         served_name: str = "medray-reasoner",
+        medqa=None,
     ) -> None:
+        self.medqa = medqa
         self._agent = None
         if agent is not None:
             from medray.agent.factory import build_agent
@@ -139,6 +148,11 @@ class LocalBackend:
     async def summarise(self, caption, reasoning, answer):
         return await asyncio.to_thread(self.summariser.summarise, caption, reasoning, answer)
 
+    async def answer_question(self, question, choices, params):
+        if self.medqa is None:
+            raise RuntimeError("no medical-QA model in this backend")
+        return await asyncio.to_thread(self.medqa.answer, question, choices, params)
+
     async def clip_image(self, image):
         return (await asyncio.to_thread(self.embedder.clip_images, [image]))[0].tolist()
 
@@ -171,6 +185,7 @@ class LocalBackend:
             "reasoner": True,
             "summariser": True,
             "embedder": True,
+            **({"medqa": True} if self.medqa is not None else {}),
         }
         status["retriever"] = (
             await asyncio.to_thread(self.retriever.status) if self.retriever else {"enabled": False}

@@ -18,9 +18,11 @@ from medray.config import ConfigError
 
 def build_app(config_file: str, overrides: list[str], host: str = "127.0.0.1"):
     """The FastAPI app over :class:`serve_apps.backend.LocalBackend`."""
+    from medray.contracts.summariser import MAX_NEW_TOKENS
     from medray.serving.deploy import load_serve_config
     from medray.serving.embedder import Embedder
     from medray.serving.guard import Guard
+    from medray.serving.medqa import MedQA
     from medray.serving.reasoner import AdapterCache, GenerationParams, Reasoner
     from medray.serving.retriever import Retriever
     from medray.serving.summariser import Summariser
@@ -51,12 +53,13 @@ def build_app(config_file: str, overrides: list[str], host: str = "127.0.0.1"):
     backend = LocalBackend(
         Guard(args.safety),
         reasoner,
-        Summariser(m.summariser, args.generation.summary_tokens, m.device),
+        Summariser(m.summariser, args.generation.summary_tokens or MAX_NEW_TOKENS, m.device),
         Embedder(m.clip, m.text_embedder, m.device),
         retriever,
         AdapterCache(reasoner, args.max_loaded_adapters),
         agent=args.agent if args.agent.enabled else None,  # runs in this process
         served_name=m.served_name,
+        medqa=MedQA(m.medqa, m.medqa_name, m.device),
     )
     return create_app(backend, args, title="MedRay (single-process baseline)")
 

@@ -40,9 +40,10 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from medray import DISCLAIMER, __version__
 from medray.agent import AgentInput
+from medray.contracts import reasoner as reasoner_contract
+from medray.models.generate import GenerationParams
 from medray.safety import SafetyReport, merge
 from medray.serving.images import ImageError, decode_base64, open_image
-from medray.serving.reasoner import SYSTEM_PROMPT, GenerationParams
 from medray.serving.retriever import RetrievalUnavailable
 from serve_apps.backend import Backend
 from serve_apps.schemas import (
@@ -55,11 +56,6 @@ from serve_apps.schemas import (
 from serve_apps.settings import AppArgs
 
 log = logging.getLogger("medray.gateway")
-
-QA_SYSTEM_PROMPT = (
-    "You are a careful medical question-answering assistant for research use. Answer "
-    "concisely and say when a clinician must be consulted."
-)
 
 
 class APIError(Exception):
@@ -434,13 +430,22 @@ def create_app(
 
     @api.get("/v1/models", summary="Models (OpenAI-compatible)")
     async def list_models() -> dict[str, Any]:
-        """The base reasoner and every configured LoRA adapter."""
+        """The base reasoner and every configured LoRA adapter (``/v1/chat/completions``,
+        ``/v1/analyze``), then the text medical-QA model (``/generate``)."""
         created = int(time.time())
+        served = [(n, "/v1/chat/completions") for n in args.model_names()]
+        served += [(n, "/generate") for n in args.qa_model_names()]
         return {
             "object": "list",
             "data": [
-                {"id": name, "object": "model", "created": created, "owned_by": "medray"}
-                for name in args.model_names()
+                {
+                    "id": name,
+                    "object": "model",
+                    "created": created,
+                    "owned_by": "medray",
+                    "endpoint": endpoint,
+                }
+                for name, endpoint in served
             ],
         }
 
@@ -459,8 +464,19 @@ def create_app(
         "/generate", summary="Text medical QA: {question, temperature, max_length, use_safety}"
     )
     async def generate(body: GenerateRequest, request: Request) -> dict[str, Any]:
-        """Answer a text question. Returns ``{response, safety_report, inference_time_ms}``."""
+        """Answer a text question with the medical-QA model (``body.model``: one of
+        ``args.qa_model_names()``, default the configured one). Returns ``{response,
+        model, safety_report, inference_time_ms}``; ``model`` says which weights answered."""
         question = check_question(body.question, "question", allow_empty=False)
+        if body.model is not None and body.model not in args.qa_model_names():
+            raise APIError(
+                404,
+                f"the model {body.model!r} does not answer /generate; text QA models: "
+                f"{', '.join(args.qa_model_names())}",
+                "model_not_found",
+                "model",
+                "invalid_request_error",
+            )
         max_new = tokens_for(body.max_length, "max_length")
         if body.use_safety:
             req_report = await backend.check_request(question)
@@ -468,19 +484,16 @@ def create_app(
                 metrics.count("medray_guard_refusals", {"endpoint": "/generate"})
                 return {
                     "response": req_report.refusal,
+                    "model": None,
                     "safety_report": report_dict(req_report),
                     "inference_time_ms": 0.0,
                 }
-        messages = [
-            {"role": "system", "content": [{"type": "text", "text": QA_SYSTEM_PROMPT}]},
-            {"role": "user", "content": [{"type": "text", "text": question}]},
-        ]
         t0 = time.perf_counter()
-        final = await backend.complete(
-            messages, [], GenerationParams(max_new, body.temperature), None
+        answer = await backend.answer_question(
+            question, None, GenerationParams(max_new, body.temperature)
         )
         ms = (time.perf_counter() - t0) * 1000
-        text = final.get("text", "")
+        text = answer.get("text", "")
         if body.use_safety:
             report = merge(req_report, await backend.check_answer(text))
         else:
@@ -489,6 +502,7 @@ def create_app(
             )
         return {
             "response": text,
+            "model": answer.get("model"),
             "safety_report": report_dict(report),
             "inference_time_ms": round(ms, 1),
         }
@@ -594,6 +608,7 @@ def create_app(
                     "errors": parse.get("errors", []),
                     "completion_tokens": final.get("completion_tokens", 0),
                     "finish_reason": final.get("finish_reason"),
+                    "model": final.get("model"),
                 },
             )
             summary, timings["summary"] = await timed(
@@ -601,7 +616,7 @@ def create_app(
                     value.get("caption", ""), value.get("reasoning", []), value.get("answer", "")
                 )
             )
-            yield _sse("summary", {"text": summary["summary"]})
+            yield _sse("summary", {"text": summary["summary"], "model": summary.get("model")})
             # The answer check needs only the generated text: run it beside retrieval.
             check_task = asyncio.create_task(
                 timed(backend.check_answer(f"{final.get('text', '')}\n{summary['summary']}"))
@@ -628,6 +643,7 @@ def create_app(
                     question=question,
                     reasoning_text=final.get("text", ""),
                     parsed=value or None,
+                    reasoning_ok=bool(parse.get("ok", False)),
                     summary=summary["summary"],
                     image_cases=cases.get("hits", []),
                 )
@@ -667,7 +683,11 @@ def create_app(
             async for name, data in backend.agent_events(agent_input):
                 if name == "agent_answer":
                     text = "\n".join(
-                        [*data["findings"], data["most_likely_diagnosis"], *data["next_steps"]]
+                        [
+                            *data["findings"],
+                            data["most_likely_diagnosis"] or "",
+                            *data["next_steps"],
+                        ]
                     )
                     reports.append(await backend.check_answer(text))
                 yield name, data
@@ -678,16 +698,7 @@ def create_app(
             yield "error", {"message": f"the agent failed ({type(e).__name__}); request id {rid}"}
 
     def _reasoner_messages(question: str) -> list[dict[str, Any]]:
-        return [
-            {"role": "system", "content": [{"type": "text", "text": SYSTEM_PROMPT}]},
-            {
-                "role": "user",
-                "content": [
-                    {"type": "image"},
-                    {"type": "text", "text": question or "Describe the image."},
-                ],
-            },
-        ]
+        return reasoner_contract.messages(question, True)
 
     async def _similar_cases(image: Image.Image, k: int) -> tuple[dict[str, Any], float]:
         t0 = time.perf_counter()
@@ -826,13 +837,23 @@ def create_app(
             raise APIError(
                 422, "the last user message is empty: ask a question", "empty_question", "messages"
             )
+        users = [m for m in messages if m["role"] == "user"]
+        if not has_system and len(images) == 1 and len(messages) == 1 and len(users) == 1:
+            # One question about one image: exactly the reasoner contract's prompt (image
+            # first), so the answer equals batch inference's and /v1/analyze's.
+            return reasoner_contract.messages(last_user, True), images, last_user
         if not has_system:
             messages.insert(
                 0,
                 {
                     "role": "system",
                     "content": [
-                        {"type": "text", "text": SYSTEM_PROMPT if images else QA_SYSTEM_PROMPT}
+                        {
+                            "type": "text",
+                            "text": reasoner_contract.SYSTEM_PROMPT
+                            if images
+                            else reasoner_contract.TEXT_SYSTEM_PROMPT,
+                        }
                     ],
                 },
             )
@@ -901,6 +922,7 @@ def create_app(
                 "total_tokens": usage[0] + usage[1],
             },
             "safety_report": report_dict(report),
+            "medray_model": None if req_report.refused else final.get("model"),
         }
 
     async def _chat_stream(cid, created, model, messages, images, params, adapter, req_report):
@@ -945,6 +967,7 @@ def create_app(
                 final.get("finish_reason", "stop"),
                 usage=usage,
                 safety_report=report_dict(report),
+                medray_model=final.get("model"),
             )
         except Exception as e:
             log.error("chat stream %s failed: %s", cid, type(e).__name__)

@@ -22,6 +22,11 @@ class GenerateRequest(_Strict):
     )
     max_length: int = Field(100, ge=1, description="Maximum new tokens.")
     use_safety: bool = Field(True, description="Run the guard on the question and the answer.")
+    model: str | None = Field(
+        None,
+        description="The text medical-QA model's name (GET /v1/models); default: the "
+        "configured one.",
+    )
 
 
 class AnalyzeRequest(_Strict):

@@ -23,16 +23,18 @@ class ModelSettings:
     """Which models each deployment loads (preset, hub id or folder)."""
 
     reasoner: str = "tiny-qwen2-vl"
-    summariser: str = "tiny-lm"
+    summariser: str = "tiny-lm"  # preset, or the SFT summariser's adapter / checkpoint
+    medqa: str = "tiny-lm"  # POST /generate's text QA model: preset, or the sft_medqa output
     clip: str = "tiny-clip"
     text_embedder: str = "minilm-l6"
     device: str = "cpu"
     served_name: str = "medray-reasoner"  # the base model's name in /v1/models
+    medqa_name: str = "medray-medqa"  # the QA model's name in /v1/models and /generate
 
     def __post_init__(self) -> None:
         from medray.models.fullsize import is_random_weights
 
-        for role in ("reasoner", "summariser", "clip", "text_embedder"):
+        for role in ("reasoner", "summariser", "medqa", "clip", "text_embedder"):
             ref = getattr(self, role)
             if is_random_weights(ref):
                 raise ConfigError(
@@ -48,7 +50,7 @@ class GenerationSettings:
     max_new_tokens: int = 64
     max_new_tokens_limit: int = 512
     temperature: float = 0.0
-    summary_tokens: int = 16
+    summary_tokens: int = 0  # 0: the summariser contract's length (what its evaluation used)
 
     def __post_init__(self) -> None:
         if not 1 <= self.max_new_tokens <= self.max_new_tokens_limit:
@@ -136,12 +138,18 @@ class AppArgs:
     def __post_init__(self) -> None:
         if self.max_loaded_adapters < 1:
             raise ConfigError("max_loaded_adapters must be at least 1")
-        clash = self.models.served_name in self.adapters
-        if clash:
-            raise ConfigError(
-                f"adapter name {self.models.served_name!r} clashes with models.served_name"
-            )
+        for key in ("served_name", "medqa_name"):
+            if getattr(self.models, key) in self.adapters:
+                raise ConfigError(
+                    f"adapter name {getattr(self.models, key)!r} clashes with models.{key}"
+                )
+        if self.models.medqa_name == self.models.served_name:
+            raise ConfigError("models.medqa_name must differ from models.served_name")
 
     def model_names(self) -> list[str]:
-        """Names accepted as ``model``: the base model, then the adapters."""
+        """Names accepted as the reasoner's ``model``: the base model, then the adapters."""
         return [self.models.served_name, *sorted(self.adapters)]
+
+    def qa_model_names(self) -> list[str]:
+        """Names accepted as ``/generate``'s ``model`` (the text medical-QA model)."""
+        return [self.models.medqa_name]

@@ -39,6 +39,7 @@ from langchain_core.messages import HumanMessage, SystemMessage
 from langgraph.graph import END, START, StateGraph
 
 from medray import DISCLAIMER
+from medray.agent import honesty
 from medray.agent import prompts as P
 from medray.agent.tools import AgentTools
 from medray.config import ConfigError
@@ -107,6 +108,7 @@ class AgentInput:
         parsed: the reasoner's parsed answer (``caption``, ``reasoning``, ``answer``) or None.
         summary: the summariser's label.
         image_cases: similar cases found from the image (citable as ``C`` labels).
+        reasoning_ok: the reasoner's output parsed (None: it did when ``parsed`` is given).
     """
 
     question: str = ""
@@ -114,12 +116,14 @@ class AgentInput:
     parsed: Mapping[str, Any] | None = None
     summary: str = ""
     image_cases: Sequence[Mapping[str, Any]] = ()
+    reasoning_ok: bool | None = None
 
 
 class State(TypedDict, total=False):
     question: str
     injection: list[str]
     reasoning: str
+    reasoning_ok: bool
     parsed: dict[str, Any]
     summary: str
     image_cases: list[dict[str, Any]]
@@ -279,7 +283,10 @@ class RagAgent:
         found = _str_list((res["value"] or {}).get("diagnoses"), 5)
         fallback = None
         source = "llm"
-        if not found:
+        if not found and not st.get("reasoning_ok", True):
+            source, found = "none", []
+            fallback = "the reasoner's output could not be parsed: no candidate diagnoses"
+        elif not found:
             source, found = self._fallback_diagnoses(st)
             fallback = f"the model's diagnoses were not readable; taken from the {source}"
             if not found:
@@ -432,13 +439,8 @@ class RagAgent:
         evidence = st.get("evidence", {})
         diagnoses = list(st.get("diagnoses", []))
         notes: list[str] = []
-        if not diagnoses:
-            titles = [
-                e["title"] for e in evidence.values() if e["kind"] == "knowledge" and e["title"]
-            ]
-            diagnoses = list(dict.fromkeys(titles))[:3]
-            if diagnoses:
-                notes.append("no candidate diagnoses: the titles of the knowledge hits are used")
+        if not diagnoses:  # retrieved titles are topics, not evidence about this image
+            notes.append("no candidate diagnoses: none is named")
         inp = {
             "question": st["question"],
             "reasoning": _clean(st.get("reasoning", ""), 600),
@@ -707,6 +709,14 @@ class RagAgent:
             "output": {"confidence": final["confidence"], "risk_level": report.risk_level},
             "fallback": None,
         }
+        final = honesty.settle(
+            final,
+            reasoning_ok=st.get("reasoning_ok", True),
+            diagnoses_source=st.get("diagnoses_source", "none"),
+            grounding=self._grounding(st, draft),
+            trace=st.get("trace", []),
+        )
+        entry["output"]["confidence"] = final["confidence"]
         return {"final": final, "trace": [entry], "events": [("agent_answer", final)]}
 
     # ------------------------------------------------------------------ graph
@@ -738,11 +748,13 @@ class RagAgent:
     def _initial(self, inp: AgentInput) -> State:
         question, found = strip_injection(inp.question)
         parsed = dict(inp.parsed or {})
+        ok = inp.reasoning_ok if inp.reasoning_ok is not None else inp.parsed is not None
         return {
             "question": question or "(no question: describe the image)",
             "injection": found,
             "reasoning": strip_injection(inp.reasoning_text)[0],
-            "parsed": parsed,
+            "reasoning_ok": bool(ok),
+            "parsed": parsed if ok else {},
             "summary": strip_injection(inp.summary)[0],
             "image_cases": [dict(c) for c in inp.image_cases],
             "cycle": 0,

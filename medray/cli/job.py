@@ -8,6 +8,7 @@ import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import IO
 
 import click
 
@@ -36,8 +37,12 @@ def submit(
     working_dir: Path,
     wait: bool = True,
     env_vars: dict[str, str] | None = None,
+    stdout: IO[str] | None = None,
 ) -> int:
-    """Run ``ray job submit --working-dir DIR -- ENTRYPOINT``; return its exit code."""
+    """Run ``ray job submit --working-dir DIR -- ENTRYPOINT``; return its exit code.
+
+    ``stdout``: an open file for the job's output (stdout and stderr); default: the terminal.
+    """
     env, address = submit_env_and_address()
     # MEDRAY_SOURCE_ROOT: relative data paths in configs (../shared/data/...) resolve
     # against the checkout the job came from, not against the uploaded copy.
@@ -61,7 +66,9 @@ def submit(
     if not wait:
         cmd.append("--no-wait")
     cmd += ["--", *entrypoint]
-    return subprocess.call(cmd, env=env)
+    if stdout is None:
+        return subprocess.call(cmd, env=env)
+    return subprocess.call(cmd, env=env, stdout=stdout, stderr=subprocess.STDOUT)
 
 
 @click.group()

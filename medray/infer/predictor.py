@@ -1,11 +1,14 @@
 """The Ray Data callable class of batch inference: input rows -> prediction rows.
 
-:class:`VQAPredictor` loads every configured model once per actor (LoRA adapters share
-their base model through the serving :class:`~medray.serving.reasoner.Reasoner`), pins
-torch to the actor's CPUs, and for each batch (pyarrow in, pyarrow out) decodes the
-images, asks every model, parses the answers with :mod:`medray.structured`, scores the
-answer's confidence from token log-probabilities, optionally asks again with the region
-of interest inpainted, a random same-size region inpainted and a blank image, and
+:class:`VQAPredictor` loads every configured model once per actor through the one loader
+(LoRA adapters share their base model in a :class:`~medray.models.finetuned.AdapterHost`),
+pins torch to the actor's CPUs, and for each batch (pyarrow in, pyarrow out) decodes the
+images, asks every model with the reasoner's contract prompt through the one generate
+path (:func:`medray.models.generate.generate`, with scores), parses the answers with the
+contract's parser, scores the answer's confidence from token log-probabilities,
+optionally asks again with the region of interest inpainted, a random same-size region
+inpainted (:func:`medray.contracts.counterfactual.counterfactual_images`) and a blank
+image, and
 returns one prediction row per (input row, model) in the ``medray-predictions/1``
 columns plus ``model_label``. A row whose image cannot be read (or whose input line is
 malformed) comes back with ``error`` set and null predictions: never dropped.
@@ -25,11 +28,11 @@ from typing import Any
 import pyarrow as pa
 from PIL import Image
 
+from medray.contracts import reasoner as contract
+from medray.contracts.counterfactual import counterfactual_images
 from medray.eval.predictions import REFERENCE_COLUMNS, prediction_schema, unreadable_row
 from medray.imaging import ImageDecodeError, decode_image
-from medray.infer.counterfactual import blank_like, inpaint, random_boxes, roi_boxes
-from medray.infer.scoring import Generated, answer_confidence, generate_scored
-from medray.structured import parse_answer
+from medray.models.generate import Generated, GenerationParams, generate, render
 
 log = logging.getLogger(__name__)
 REF_NAMES = tuple(c[0] for c in REFERENCE_COLUMNS)
@@ -109,16 +112,16 @@ class VQAPredictor:
         num_cpus: the actor's CPU reservation (torch threads).
         device: ``cpu`` or ``cuda``.
         counterfactual: also answer with the ROI and a random region inpainted.
-        roi_source: ``reference``, ``predicted`` or ``both`` (see :func:`roi_boxes`).
+        roi_source: one of :data:`medray.contracts.counterfactual.SOURCES`.
         blank_control: also answer with a blank image.
         seed: seed of the random regions.
-        prompt: ``serving`` (the serving reasoner's prompt, :meth:`Reasoner.messages_for`).
+        prompt: ``serving`` (the reasoner contract's prompt, the one every path uses).
     """
 
     def __init__(
         self,
         models: Sequence[Mapping[str, Any]],
-        max_new_tokens: int = 96,
+        max_new_tokens: int = contract.MAX_NEW_TOKENS,
         num_cpus: float = 1.0,
         device: str = "cpu",
         counterfactual: bool = False,
@@ -127,7 +130,7 @@ class VQAPredictor:
         seed: int = 0,
         prompt: str = "serving",
     ) -> None:
-        from medray.serving.reasoner import GenerationParams, Reasoner
+        from medray.models.finetuned import AdapterHost
 
         self.threads = pin_threads(num_cpus)
         self.max_new_tokens = max_new_tokens
@@ -139,18 +142,14 @@ class VQAPredictor:
         self.entries = [
             ModelEntry(m["label"], m["model"], m.get("adapter") or None) for m in models
         ]
-        self.reasoners: dict[str, Reasoner] = {}
+        self.params = GenerationParams(max_new_tokens)
+        self.hosts: dict[str, AdapterHost] = {}
         for base in dict.fromkeys(e.model for e in self.entries):
             adapters = {e.label: e.adapter for e in self.entries if e.model == base and e.adapter}
-            self.reasoners[base] = Reasoner(
-                base,
-                adapters=adapters,
-                default_params=GenerationParams(max_new_tokens),
-                device=device,
-            )
+            self.hosts[base] = AdapterHost(base, adapters, kind="vlm", device=device)
         for e in self.entries:  # attach adapters now: a bad adapter fails the actor at start
             if e.adapter:
-                self.reasoners[e.model].load_adapter(e.label)
+                self.hosts[e.model].load(e.label)
         self.schema = output_schema(counterfactual, blank_control)
         try:
             self.node, self.actor = node_name(), actor_name()
@@ -158,9 +157,6 @@ class VQAPredictor:
             self.node, self.actor = "local", f"pid-{os.getpid()}"
 
     # ------------------------------------------------------------------ helpers
-
-    def _messages(self, reasoner, question: str | None, has_image: bool):
-        return reasoner.messages_for(question or "", has_image)
 
     def _load(self, row: Mapping[str, Any]) -> tuple[Image.Image | None, str]:
         """The row's image (None for text-only rows) or the reason it cannot be read."""
@@ -187,19 +183,23 @@ class VQAPredictor:
             return None, f"image: {e}"
 
     def _ask(self, entry: ModelEntry, questions, images) -> tuple[list[Generated], float]:
-        reasoner = self.reasoners[entry.model]
-        msgs = [
-            self._messages(reasoner, q, im is not None)
+        host = self.hosts[entry.model]
+        adapter = entry.label if entry.adapter else None
+        processing = host.processing_for(adapter)
+        texts = [
+            render(processing, contract.messages(q, im is not None))
             for q, im in zip(questions, images, strict=True)
         ]
         t0 = time.perf_counter()
-        out = generate_scored(
-            reasoner,
-            msgs,
-            images,
-            max_new_tokens=self.max_new_tokens,
-            adapter=entry.adapter and entry.label,
-        )
+        with host.lock, host.active(adapter) as model:
+            out = generate(
+                model,
+                processing,
+                texts,
+                [im for im in images if im is not None],
+                self.params,
+                scores=True,
+            )
         return out, time.perf_counter() - t0
 
     # ------------------------------------------------------------------ the batch
@@ -220,7 +220,8 @@ class VQAPredictor:
                 images = [loaded[i][0] for i in ok]
                 gens, secs = self._ask(entry, [rows[i]["question"] for i in ok], images)
                 per_row_ms = 1000.0 * (secs + load_s) / len(ok)
-                tok = self.reasoners[entry.model].processor.tokenizer
+                host = self.hosts[entry.model]
+                tok = host.processing_for(entry.label if entry.adapter else None).tokenizer
                 for i, im, gen in zip(ok, images, gens, strict=True):
                     preds[i] = _prediction(gen, tok, im, per_row_ms)
                 if self.counterfactual or self.blank_control:
@@ -246,28 +247,33 @@ class VQAPredictor:
             if im is None:
                 continue
             if self.counterfactual:
-                roi = roi_boxes(rows[i], preds[i]["pred_boxes"] or [], self.roi_source)
-                if roi:
-                    rnd = random_boxes(roi, rows[i]["sample_id"], self.seed)
-                    for col, boxes in (("cf_roi_answer", roi), ("cf_random_answer", rnd)):
+                cf = counterfactual_images(
+                    im,
+                    rows[i],
+                    preds[i]["pred_boxes"] or [],
+                    source=self.roi_source,
+                    seed=self.seed,
+                )
+                if cf is not None:
+                    for col, variant in (("cf_roi_answer", cf[2]), ("cf_random_answer", cf[3])):
                         questions.append(rows[i]["question"])
-                        variants.append(inpaint(im, boxes))
+                        variants.append(variant)
                         where.append((i, col))
             if self.blank_control:
                 questions.append(rows[i]["question"])
-                variants.append(blank_like(im))
+                variants.append(contract.blank_like(im))
                 where.append((i, "blank_answer"))
         if not questions:
             return
         gens, _ = self._ask(entry, questions, variants)
         for (i, col), gen, im in zip(where, gens, variants, strict=True):
-            value = parse_answer(gen.text, im.size).value
+            value = contract.parse_answer(gen.text, im.size).value
             preds[i][col] = value.answer if value is not None and value.answer else None
 
 
 def _prediction(gen: Generated, tokenizer, image: Image.Image | None, latency_ms: float) -> dict:
     """The prediction columns of one generated answer."""
-    res = parse_answer(gen.text, image.size if image is not None else None)
+    res = contract.parse_answer(gen.text, image.size if image is not None else None)
     v = res.value
     answer = v.answer if v is not None and v.answer else None
     return {
@@ -280,7 +286,7 @@ def _prediction(gen: Generated, tokenizer, image: Image.Image | None, latency_ms
         "pred_caption": (v.caption or None) if v is not None else None,
         "pred_reasoning": list(v.reasoning) if v is not None else [],
         "pred_boxes": [list(b) for b in v.boxes] if v is not None else [],
-        "confidence": answer_confidence(gen, tokenizer) if answer is not None else None,
+        "confidence": contract.answer_confidence(gen, tokenizer) if answer is not None else None,
         "latency_ms": latency_ms,
         "error": "",
     }

@@ -1,11 +1,16 @@
 """The Reasoner: a vision-language model that streams step-wise reasoning.
 
-Generation runs in a thread with ``transformers.TextIteratorStreamer``; the token
-stream goes through :class:`medray.structured.StepStreamer`, so each completed
-``reasoning`` item becomes a step event as soon as it closes, and the stream ends with
-the parsed (and repaired) JSON answer. LoRA adapters (peft) are attached to the base
-model on demand by name and removed again, so a serving layer can keep the most
-recently used few (``serve.multiplexed`` in the Serve app, :class:`AdapterCache` here).
+What it is shown and how its answer is parsed is the reasoner's contract
+(:mod:`medray.contracts.reasoner`); its weights come from the one loader
+(:class:`medray.models.finetuned.AdapterHost`: the base model plus LoRA adapters
+attached by name on demand, each checked against the base) and every answer from the one
+generate path (:func:`medray.models.generate.generate`), so a served answer equals batch
+inference's and the evaluation's for the same image, question and adapter.
+
+Streaming: generation runs in a thread; the decoded pieces go through the contract's
+:class:`~medray.contracts.reasoner.StepStreamer`, so each completed ``reasoning`` item
+becomes a step event as soon as it closes. A serving layer keeps the most recently used
+adapters attached (``serve.multiplexed`` in the Serve app, :class:`AdapterCache` here).
 """
 
 from __future__ import annotations
@@ -16,20 +21,16 @@ import time
 from collections import OrderedDict
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from PIL import Image
 
-from medray.structured import StepStreamer
+from medray.contracts import reasoner as contract
+from medray.models.generate import GenerationParams, generate, render, tokenizer_of
 
 log = logging.getLogger(__name__)
 
-SYSTEM_PROMPT = (
-    "You are a careful medical imaging assistant for research use. Answer with one JSON "
-    'object: {"caption": str, "reasoning": [str, ...], "boxes": [[x1, y1, x2, y2], ...], '
-    '"answer": str}, boxes normalised to [0, 1].'
-)
+__all__ = ["AdapterCache", "GenRequest", "GenerationParams", "Reasoner", "UnknownAdapterError"]
 
 
 class UnknownAdapterError(KeyError):
@@ -37,15 +38,6 @@ class UnknownAdapterError(KeyError):
 
     def __str__(self) -> str:
         return str(self.args[0]) if self.args else "unknown adapter"
-
-
-@dataclass(frozen=True)
-class GenerationParams:
-    """Sampling settings of one request."""
-
-    max_new_tokens: int = 96
-    temperature: float = 0.0
-    top_p: float = 1.0
 
 
 class _StopFlag:
@@ -64,12 +56,12 @@ class _StopFlag:
 
 
 class Reasoner:
-    """A VLM (or any chat model with a processor) answering questions about images.
+    """A VLM answering questions about images, with named LoRA adapters.
 
     Args:
-        model: preset name, hub id or folder of the VLM (``load_vlm``).
-        adapters: adapter name -> peft adapter folder.
-        default_params: sampling used when a request gives none.
+        model: preset name, hub id or folder of the base VLM.
+        adapters: adapter name -> adapter folder or storage URI (trained on ``model``).
+        default_params: generation settings when a request gives none (the contract's).
         device: torch device.
     """
 
@@ -80,98 +72,68 @@ class Reasoner:
         default_params: GenerationParams | None = None,
         device: str = "cpu",
     ) -> None:
-        from medray.models import load_vlm
+        from medray.models.finetuned import AdapterHost
 
         t0 = time.perf_counter()
         self.model_ref = model
-        self.base, self.processor = load_vlm(model)
-        self.base.to(device).eval()
+        self.host = AdapterHost(model, dict(adapters or {}), kind="vlm", device=device)
         self.device = device
-        self.adapter_paths = {str(k): str(v) for k, v in (adapters or {}).items()}
-        self.default_params = default_params or GenerationParams()
-        self._peft = None  # PeftModel wrapping self.base once an adapter is loaded
-        self._loaded: set[str] = set()
-        # One generation at a time per instance: the active adapter is model state.
-        self._lock = threading.Lock()
+        self.default_params = default_params or contract.GENERATION
         log.info("reasoner %s loaded in %.1fs", model, time.perf_counter() - t0)
+
+    @property
+    def base(self):
+        """The base model (adapters not applied)."""
+        return self.host.model
+
+    @property
+    def processor(self):
+        """The base model's processor."""
+        return self.host.processing
 
     # ------------------------------------------------------------------ adapters
 
+    @property
+    def adapter_paths(self) -> dict[str, str]:
+        """Configured adapter name -> folder."""
+        return self.host.paths
+
     def adapter_names(self) -> list[str]:
         """Configured adapter names."""
-        return sorted(self.adapter_paths)
+        return self.host.names()
 
     def loaded_adapters(self) -> list[str]:
         """Adapters attached to the model now."""
-        return sorted(self._loaded)
+        return self.host.loaded()
+
+    def describe(self, adapter: str | None) -> dict[str, Any]:
+        """Which model answers for ``adapter``: the preset/base, or the adapter and its run."""
+        if adapter is None:
+            return {"model": self.model_ref, **self.host.source.summary()}
+        src = self.host.sources.get(adapter)
+        return {"model": adapter, **(src.summary() if src else {"kind": "adapter"})}
 
     def load_adapter(self, name: str) -> None:
         """Attach adapter ``name`` to the model (no-op if attached).
 
         Raises:
             UnknownAdapterError: ``name`` is not configured.
+            medray.models.finetuned.AdapterBaseMismatchError: trained on another base.
         """
-        if name not in self.adapter_paths:
+        if name not in self.host.paths:
             raise UnknownAdapterError(
                 f"unknown adapter {name!r}; configured adapters: "
                 f"{', '.join(self.adapter_names()) or 'none'}"
             )
-        with self._lock:
-            if name in self._loaded:
-                return
-            path = self.adapter_paths[name]
-            if not Path(path).is_dir():
-                raise FileNotFoundError(f"adapter {name!r}: folder {path} does not exist")
-            t0 = time.perf_counter()
-            if self._peft is None:
-                from peft import PeftModel
-
-                self._peft = PeftModel.from_pretrained(self.base, path, adapter_name=name)
-                self._peft.eval()
-            else:
-                self._peft.load_adapter(path, adapter_name=name)
-            self._loaded.add(name)
-            log.info("adapter %s loaded in %.2fs", name, time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        self.host.load(name)
+        log.info("adapter %s ready in %.2fs", name, time.perf_counter() - t0)
 
     def unload_adapter(self, name: str) -> None:
         """Detach adapter ``name`` and free its weights (no-op if not attached)."""
-        with self._lock:
-            if name not in self._loaded or self._peft is None:
-                return
-            self._peft.delete_adapter(name)
-            self._loaded.discard(name)
-            log.info("adapter %s unloaded", name)
+        self.host.unload(name)
 
     # ------------------------------------------------------------------ generation
-
-    def _inputs(self, messages: Sequence[Mapping[str, Any]], images: Sequence[Image.Image]):
-        prompt = self.processor.apply_chat_template(list(messages), add_generation_prompt=True)
-        kwargs: dict[str, Any] = {"text": [prompt], "return_tensors": "pt"}
-        if images:
-            kwargs["images"] = list(images)
-        return self.encode(kwargs)
-
-    def encode(self, kwargs: dict[str, Any]):
-        """The processor's outputs for ``kwargs``, on the model's device.
-
-        On an accelerator the images are resized, normalised and patched there (the
-        processor's torchvision backend takes ``device``) rather than on the host and then
-        copied: 70 ms instead of 148 ms for 32 images of 448x448 on an H200
-        (``benchmarks/README.md``, ``gpu_models.py``).
-        """
-        if kwargs.get("images") and str(self.device) != "cpu":
-            kwargs = {**kwargs, "device": self.device}
-        return self.processor(**kwargs).to(self.device)
-
-    @staticmethod
-    def messages_for(question: str, has_image: bool) -> list[dict[str, Any]]:
-        """Chat messages for one question (with an image placeholder)."""
-        content: list[dict[str, Any]] = [{"type": "image"}] if has_image else []
-        content.append({"type": "text", "text": question or "Describe the image."})
-        return [
-            {"role": "system", "content": [{"type": "text", "text": SYSTEM_PROMPT}]},
-            {"role": "user", "content": content},
-        ]
 
     def stream(
         self,
@@ -185,84 +147,12 @@ class Reasoner:
         Events: ``{"type": "token", "text"}`` for each decoded piece,
         ``{"type": "step", "kind", "text", "index"?}`` for each caption / reasoning step /
         answer as its JSON string closes, and finally ``{"type": "final", "text",
-        "parse", "completion_tokens", "prompt_tokens", "finish_reason"}``.
-
-        Args:
-            messages: chat messages; image parts are ``{"type": "image"}`` placeholders
-                filled in order from ``images``.
-            images: decoded RGB images.
-            params: sampling (defaults from the constructor).
-            adapter: LoRA adapter to use (attached on demand); None for the base model.
+        "parse", "completion_tokens", "prompt_tokens", "finish_reason", "model"}``.
         """
-        from transformers import StoppingCriteriaList, TextIteratorStreamer
-
-        params = params or self.default_params
-        if adapter is not None and adapter not in self._loaded:
-            self.load_adapter(adapter)
-        size = images[0].size if images else None
-        with self._lock:
-            inputs = self._inputs(messages, images)
-            prompt_tokens = int(inputs["input_ids"].shape[1])
-            streamer = TextIteratorStreamer(
-                self.processor.tokenizer, skip_prompt=True, skip_special_tokens=True, timeout=600
-            )
-            stop = _StopFlag()
-            gen_kwargs: dict[str, Any] = dict(
-                **inputs,
-                streamer=streamer,
-                max_new_tokens=params.max_new_tokens,
-                stopping_criteria=StoppingCriteriaList([stop]),
-            )
-            if params.temperature > 0:
-                gen_kwargs.update(
-                    do_sample=True, temperature=params.temperature, top_p=params.top_p
-                )
-            else:
-                gen_kwargs.update(do_sample=False)
-            model = self._select(adapter)
-            result: dict[str, Any] = {}
-
-            def run() -> None:
-                import torch
-
-                try:
-                    with torch.inference_mode():
-                        if adapter is None and self._peft is not None:
-                            with self._peft.disable_adapter():
-                                out = model.generate(**gen_kwargs)
-                        else:
-                            out = model.generate(**gen_kwargs)
-                    result["tokens"] = int(out.shape[1] - prompt_tokens)
-                except BaseException as e:
-                    result["error"] = e
-                    streamer.end()
-
-            thread = threading.Thread(target=run, name="medray-reasoner", daemon=True)
-            thread.start()
-            steps = StepStreamer(image_size=size)
-            pieces: list[str] = []
-            try:
-                for piece in streamer:
-                    if not piece:
-                        continue
-                    pieces.append(piece)
-                    yield {"type": "token", "text": piece}
-                    for ev in steps.feed(piece):
-                        yield {"type": "step", **ev.to_dict()}
-            finally:
-                stop.event.set()  # no-op when finished; stops generation if the caller left
-                thread.join()
-            if "error" in result:
-                raise result["error"]
-            n = result.get("tokens", 0)
-            yield {
-                "type": "final",
-                "text": "".join(pieces),
-                "parse": steps.finish().to_dict(),
-                "prompt_tokens": prompt_tokens,
-                "completion_tokens": n,
-                "finish_reason": "length" if n >= params.max_new_tokens else "stop",
-            }
+        for events in self.stream_many(
+            [GenRequest(messages, images, params or self.default_params, adapter)]
+        ):
+            yield from events[0]
 
     def stream_many(self, requests: Sequence[GenRequest]) -> Iterator[list[list[dict[str, Any]]]]:
         """Generate answers for several requests in batched forward passes.
@@ -271,14 +161,14 @@ class Reasoner:
         produced for it (``token`` and ``step`` events, then its ``final`` event once it
         is finished; possibly empty). Requests that share an adapter and sampling
         settings run as one padded batch; different ones run one group after another.
-        Greedy answers equal those of :meth:`stream` for the same request.
+        Greedy answers equal :func:`medray.models.generate.generate`'s for the request.
         """
         groups: dict[tuple, list[int]] = {}
         for i, r in enumerate(requests):
             key = (r.adapter, r.params.temperature, r.params.top_p)
             groups.setdefault(key, []).append(i)
         for (adapter, _, _), idx in groups.items():
-            if adapter is not None and adapter not in self._loaded:
+            if adapter is not None:
                 self.load_adapter(adapter)
             for step in self._generate_group([requests[i] for i in idx], adapter):
                 out: list[list[dict[str, Any]]] = [[] for _ in requests]
@@ -289,74 +179,48 @@ class Reasoner:
     def _generate_group(
         self, reqs: Sequence[GenRequest], adapter: str | None
     ) -> Iterator[list[list[dict[str, Any]]]]:
-        from transformers import StoppingCriteriaList
-
-        tok = self.processor.tokenizer
-        params = reqs[0].params
         limit = max(r.params.max_new_tokens for r in reqs)
+        params = GenerationParams(limit, reqs[0].params.temperature, reqs[0].params.top_p)
+        processing = self.host.processing_for(adapter)
+        tok = tokenizer_of(processing)
         eos_ids = self.base.generation_config.eos_token_id
         eos = set(eos_ids if isinstance(eos_ids, list) else [eos_ids]) - {None}
-        with self._lock:
-            prompts = [
-                self.processor.apply_chat_template(list(r.messages), add_generation_prompt=True)
-                for r in reqs
-            ]
-            images = [im for r in reqs for im in r.images]
-            side = tok.padding_side
-            tok.padding_side = "left"  # decoder-only batches pad on the left
-            try:
-                kwargs: dict[str, Any] = {"text": prompts, "return_tensors": "pt", "padding": True}
-                if images:
-                    kwargs["images"] = images
-                inputs = self.encode(kwargs)
-            finally:
-                tok.padding_side = side
-            lengths = inputs["attention_mask"].sum(dim=1).tolist()
-            states = [
-                _SeqState(tok, eos, r.params.max_new_tokens, r.images[0].size if r.images else None)
-                for r in reqs
-            ]
-            streamer = _BatchStreamer()
-            stop = _StopFlag()
+        texts = [render(processing, r.messages) for r in reqs]
+        images = [im for r in reqs for im in r.images]
+        states = [
+            _SeqState(tok, eos, r.params.max_new_tokens, r.images[0].size if r.images else None)
+            for r in reqs
+        ]
+        streamer = _BatchStreamer()
+        stop = _StopFlag()
 
-            def all_done(input_ids, scores, **kw):
-                import torch
+        def all_done(input_ids, scores, **kw):
+            import torch
 
-                done = stop.event.is_set() or all(st.done for st in states)
-                return torch.full(
-                    (input_ids.shape[0],), done, dtype=torch.bool, device=input_ids.device
-                )
-
-            gen_kwargs: dict[str, Any] = dict(
-                **inputs,
-                streamer=streamer,
-                max_new_tokens=limit,
-                stopping_criteria=StoppingCriteriaList([all_done]),
+            done = stop.event.is_set() or all(st.done for st in states)
+            return torch.full(
+                (input_ids.shape[0],), done, dtype=torch.bool, device=input_ids.device
             )
-            if params.temperature > 0:
-                gen_kwargs.update(
-                    do_sample=True, temperature=params.temperature, top_p=params.top_p
-                )
-            else:
-                gen_kwargs.update(do_sample=False)
-            model = self._select(adapter)
-            error: list[BaseException] = []
+
+        with self.host.lock, self.host.active(adapter) as model:
+            result: dict[str, Any] = {}
 
             def run() -> None:
-                import torch
-
                 try:
-                    with torch.inference_mode():
-                        if adapter is None and self._peft is not None:
-                            with self._peft.disable_adapter():
-                                model.generate(**gen_kwargs)
-                        else:
-                            model.generate(**gen_kwargs)
+                    result["out"] = generate(
+                        model,
+                        processing,
+                        texts,
+                        images,
+                        params,
+                        streamer=streamer,
+                        stopping=[all_done],
+                    )
                 except BaseException as e:
-                    error.append(e)
+                    result["error"] = e
                     streamer.end()
 
-            thread = threading.Thread(target=run, name="medray-reasoner-batch", daemon=True)
+            thread = threading.Thread(target=run, name="medray-reasoner", daemon=True)
             thread.start()
             try:
                 while True:
@@ -365,31 +229,27 @@ class Reasoner:
                         break
                     yield [st.add(t) for st, t in zip(states, step, strict=True)]
             finally:
-                stop.event.set()
+                stop.event.set()  # no-op when finished; stops generation if the caller left
                 thread.join()
-            if error:
-                raise error[0]
-            finals = []
-            for st, n_prompt in zip(states, lengths, strict=True):
-                events = [] if st.done else st._flush(final=True)
-                events.append(
-                    {
-                        "type": "final",
-                        "text": st.text,
-                        "parse": st.steps.finish().to_dict(),
-                        "prompt_tokens": int(n_prompt),
-                        "completion_tokens": len(st.ids),
-                        "finish_reason": st.finish_reason if st.done else "length",
-                    }
-                )
-                finals.append(events)
-            yield finals
-
-    def _select(self, adapter: str | None):
-        if adapter is None:
-            return self._peft if self._peft is not None else self.base
-        self._peft.set_adapter(adapter)
-        return self._peft
+        if "error" in result:
+            raise result["error"]
+        model_info = self.describe(adapter)
+        finals = []
+        for st, gen in zip(states, result["out"], strict=True):
+            events = [] if st.done else st._flush(final=True)
+            events.append(
+                {
+                    "type": "final",
+                    "text": st.text,
+                    "parse": st.steps.finish().to_dict(),
+                    "prompt_tokens": gen.prompt_tokens,
+                    "completion_tokens": len(st.ids),
+                    "finish_reason": st.finish_reason if st.done else "length",
+                    "model": model_info,
+                }
+            )
+            finals.append(events)
+        yield finals
 
     def generate(
         self,
@@ -415,7 +275,7 @@ class GenRequest:
 
     messages: Sequence[Mapping[str, Any]]
     images: Sequence[Image.Image] = ()
-    params: GenerationParams = GenerationParams()
+    params: GenerationParams = contract.GENERATION
     adapter: str | None = None
 
 
@@ -447,7 +307,7 @@ class _SeqState:
         self.limit = limit
         self.ids: list[int] = []
         self.text = ""
-        self.steps = StepStreamer(image_size=image_size)
+        self.steps = contract.StepStreamer(image_size=image_size)
         self.done = False
         self.finish_reason = "stop"
 

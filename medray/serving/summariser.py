@@ -1,60 +1,68 @@
-"""The Summariser: a causal text LM that turns reasoning into a short diagnosis."""
+"""The Summariser: a causal text LM that turns the reasoner's steps into a short diagnosis.
+
+Its prompt, target and output parsing are the summariser's contract
+(:mod:`medray.contracts.summariser`), its weights come from the one loader
+(:func:`medray.models.finetuned.load_finetuned`: a preset, a full checkpoint or a LoRA
+adapter trained by ``jobs/train_sft.py`` task ``summariser``) and its answer from the one
+generate path, so the served summary equals the SFT evaluation's for the same input.
+"""
 
 from __future__ import annotations
 
 import logging
 import time
 from collections.abc import Sequence
+from typing import Any
+
+from medray.contracts import summariser as contract
+from medray.models.generate import GenerationParams, generate
 
 log = logging.getLogger(__name__)
 
-SUMMARY_PROMPT = (
-    "Summarise the findings below as a short diagnostic label (a few words).\n"
-    "Caption: {caption}\nReasoning:\n{steps}\nAnswer: {answer}"
-)
-
 
 class Summariser:
-    """Wraps a causal LM (``load_lm``) with the summarisation prompt.
+    """A causal LM answering the summariser's contract prompt.
 
     Args:
-        model: preset name, hub id or folder.
-        max_new_tokens: length of a summary.
+        model: preset name, hub id, folder or storage URI (trained adapter or checkpoint).
+        max_new_tokens: length of a summary (the contract's by default).
         device: torch device.
+        base: the base an adapter must have been trained on (checked by name), if any.
     """
 
     def __init__(
-        self, model: str = "tiny-lm", max_new_tokens: int = 24, device: str = "cpu"
+        self,
+        model: str = "tiny-lm",
+        max_new_tokens: int = contract.MAX_NEW_TOKENS,
+        device: str = "cpu",
+        base: str | None = None,
     ) -> None:
-        from medray.models import load_lm
+        from medray.models.finetuned import load_finetuned
 
         t0 = time.perf_counter()
-        self.model, self.tokenizer = load_lm(model)
-        self.model.to(device).eval()
-        self.device = device
-        self.max_new_tokens = max_new_tokens
+        self.model, self.tokenizer, self.source = load_finetuned(
+            model, "lm", expected_base=base, device=device
+        )
+        self.model_ref = model
+        self.params = GenerationParams(max_new_tokens=max_new_tokens)
         log.info("summariser %s loaded in %.1fs", model, time.perf_counter() - t0)
 
-    @staticmethod
-    def prompt(caption: str, reasoning: Sequence[str], answer: str) -> str:
-        """The user message for one summary."""
-        steps = "\n".join(f"{i + 1}. {s}" for i, s in enumerate(reasoning)) or "(none)"
-        return SUMMARY_PROMPT.format(
-            caption=caption or "(none)", steps=steps, answer=answer or "(none)"
-        )
+    def describe(self) -> dict[str, Any]:
+        """Which model answers: the preset, or the trained model and its run."""
+        return {"model": self.model_ref, **self.source.summary()}
 
-    def summarise(self, caption: str, reasoning: Sequence[str], answer: str) -> dict[str, object]:
-        """Summarise one analysis: ``{"summary": str, "tokens": int}``."""
-        import torch
+    def summarise_steps(self, steps: Sequence[str]) -> dict[str, Any]:
+        """Summarise reasoning steps: ``{"summary", "tokens", "model"}``."""
+        gen = generate(self.model, self.tokenizer, [contract.prompt(steps)], (), self.params)[0]
+        return {
+            "summary": contract.parse(gen.text),
+            "tokens": len(gen.token_ids),
+            "model": self.describe(),
+        }
 
-        ids = self.tokenizer.apply_chat_template(
-            [{"role": "user", "content": self.prompt(caption, reasoning, answer)}],
-            add_generation_prompt=True,
-            return_tensors="pt",
-            return_dict=True,
-        ).to(self.device)
-        with torch.inference_mode():
-            out = self.model.generate(**ids, max_new_tokens=self.max_new_tokens, do_sample=False)
-        new = out[0, ids["input_ids"].shape[1] :]
-        text = self.tokenizer.decode(new, skip_special_tokens=True).strip()
-        return {"summary": text, "tokens": int(new.shape[0])}
+    def summarise(self, caption: str, reasoning: Sequence[str], answer: str) -> dict[str, Any]:
+        """Summarise one analysis (its steps, else its caption and answer)."""
+        steps = contract.steps_from_answer(caption, reasoning, answer)
+        if not steps:
+            return {"summary": "", "tokens": 0, "model": self.describe()}
+        return self.summarise_steps(steps)

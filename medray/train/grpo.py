@@ -40,6 +40,7 @@ COLUMNS = [
     "modality",
     "organ",
     "content_type",
+    "labels",
 ]
 
 
@@ -61,7 +62,10 @@ class GRPOSettings:
     beta: float = 0.0  # KL weight (0: no reference model, as in DAPO / Dr. GRPO)
     rewards: RewardWeights = field(default_factory=RewardWeights)
     embedder: str = "minilm-l6"  # sentence embedder of the consistency reward
-    counterfactual_box: Literal["predicted", "reference"] = "predicted"
+    # Region choice of the counterfactual reward (medray.contracts.counterfactual.SOURCES).
+    counterfactual_box: Literal["reference", "predicted", "both", "predicted_first"] = (
+        "predicted_first"
+    )
     reanswer_max_new_tokens: int = 128
 
     def __post_init__(self) -> None:
@@ -77,70 +81,49 @@ class GRPOSettings:
 def policy_source(settings: GRPOSettings) -> tuple[str, str | None]:
     """``(base, adapter)``: the folder/id to load the model from and an optional adapter.
 
-    An adapter folder (``adapter_config.json``) is trained further on its base (the base
-    named in the SFT job's ``medray_final.json``, else peft's ``base_model_name_or_path``,
-    else ``settings.model``); a full checkpoint folder is the base itself.
+    An adapter folder is trained further on its base (:func:`medray.models.finetuned.
+    describe`: the base the SFT job recorded, refused by name when it is not
+    ``settings.model``); a full checkpoint folder is the base itself.
 
     Raises:
         FileNotFoundError: ``init`` names a folder that does not exist.
+        medray.models.finetuned.AdapterBaseMismatchError: an adapter of another base.
     """
+    from medray.models.finetuned import describe
     from medray.models.registry import resolve
 
     if not settings.init:
         return resolve(settings.model, "vlm"), None
     folder = Path(settings.init).expanduser()
-    if not folder.is_dir():
+    if "://" not in settings.init and not folder.is_dir():
         raise FileNotFoundError(
             f"grpo.init {settings.init!r} is not a folder: point it at the SFT job's final "
             "model (a LoRA adapter or a full checkpoint), or leave it empty for the base model"
         )
-    if not (folder / "adapter_config.json").is_file():
-        return str(folder), None
-    base = ""
-    marker = folder / "medray_final.json"
-    if marker.is_file():
-        base = json.loads(marker.read_text()).get("base_model") or ""
-    if not base:
-        cfg = json.loads((folder / "adapter_config.json").read_text())
-        base = cfg.get("base_model_name_or_path") or ""
-    if not base or not Path(base).exists():
-        base = resolve(settings.model, "vlm")
-    return base, str(folder)
+    src = describe(settings.init, "vlm", expected_base=settings.model)
+    return src.base, src.adapter
 
 
 def load_processor(base: str, adapter: str | None):
-    """The processor saved beside the adapter, else the base model's; left padding."""
-    from transformers import AutoProcessor
+    """The processor the policy was trained with (:func:`medray.models.finetuned.
+    load_processing`)."""
+    from medray.models.finetuned import describe, load_processing
 
-    saved = adapter and any(
-        (Path(adapter) / f).is_file() for f in ("processor_config.json", "preprocessor_config.json")
-    )
-    where = adapter if saved else base
-    processor = AutoProcessor.from_pretrained(where)
-    processor.tokenizer.padding_side = "left"
-    return processor
+    return load_processing(describe(adapter or base, "vlm"), "vlm")
 
 
 def load_policy(base: str, adapter: str | None, trainable: bool = False):
     """The policy model: base + adapter (a trainable ``PeftModel`` or merged for inference)."""
-    import torch
-    from transformers import AutoModelForImageTextToText
+    from medray.models.finetuned import load_finetuned
 
-    model = AutoModelForImageTextToText.from_pretrained(base, dtype=torch.float32)
-    if adapter:
-        from peft import PeftModel
-
-        model = PeftModel.from_pretrained(model, adapter, is_trainable=trainable)
-        if not trainable:
-            model = model.merge_and_unload()
+    model, _, _ = load_finetuned(
+        adapter or base,
+        "vlm",
+        expected_base=base if adapter else None,
+        trainable=trainable,
+        device=None if trainable else "cpu",
+    )
     return model
-
-
-def prompt_messages(question: str, has_image: bool = True) -> list[dict[str, Any]]:
-    """The reasoner prompt (the SFT and serving prompt) for a question."""
-    from medray.train.reasoner_format import build_messages
-
-    return build_messages({"question": question, "image": b"" if has_image else None}, False)
 
 
 def generate_answers(
@@ -154,43 +137,20 @@ def generate_answers(
 ) -> list[str]:
     """Answers of ``model`` for (image, question) pairs: raw completion texts.
 
-    Greedy by default; ``temperature > 0`` samples as trl's GRPO generation does (no top-k,
-    top-p 1), i.e. from the distribution that GRPO optimises. Seed torch for repeatable draws.
+    The reasoner contract's prompt through the one generate path. Greedy by default;
+    ``temperature > 0`` samples as trl's GRPO generation does (no top-k, top-p 1), i.e.
+    from the distribution that GRPO optimises. Seed torch for repeatable draws.
     """
-    import torch
+    from medray.contracts.reasoner import messages
+    from medray.models.generate import GenerationParams, generate, render
 
-    sampling = (
-        {"do_sample": True, "temperature": temperature, "top_k": 0, "top_p": 1.0}
-        if temperature > 0
-        else {"do_sample": False}
-    )
-
-    tok = processor.tokenizer
-    side, tok.padding_side = tok.padding_side, "left"
+    params = GenerationParams(max_new_tokens=max_new_tokens, temperature=temperature)
     out: list[str] = []
-    try:
-        for start in range(0, len(images), batch_size):
-            ims = list(images[start : start + batch_size])
-            qs = list(questions[start : start + batch_size])
-            texts = [
-                processor.apply_chat_template(prompt_messages(q), add_generation_prompt=True)
-                for q in qs
-            ]
-            inputs = processor(text=texts, images=ims, padding=True, return_tensors="pt")
-            inputs = inputs.to(next(model.parameters()).device)
-            with torch.no_grad():
-                ids = model.generate(
-                    **inputs,
-                    max_new_tokens=max_new_tokens,
-                    **sampling,
-                    pad_token_id=tok.pad_token_id,
-                    suppress_tokens=[model.config.image_token_id],
-                )
-            out += tok.batch_decode(
-                ids[:, inputs["input_ids"].shape[1] :], skip_special_tokens=True
-            )
-    finally:
-        tok.padding_side = side
+    for start in range(0, len(images), batch_size):
+        ims = list(images[start : start + batch_size])
+        qs = list(questions[start : start + batch_size])
+        texts = [render(processor, messages(q, True)) for q in qs]
+        out += [g.text for g in generate(model, processor, texts, ims, params)]
     return out
 
 
@@ -246,13 +206,22 @@ def reward_functions(settings: GRPOSettings, reanswer, encode, seed_of_step) -> 
     def consistency(completions, question, **kw):
         return R.consistency_rewards(completions, question, encode)
 
-    def counterfactual(completions, question, answer_type, image, boxes, **kw):
+    def counterfactual(completions, image, sample_id, question, answer, answer_type, **kw):
+        rows = [
+            {
+                "sample_id": sample_id[i],
+                "question": question[i],
+                "answer": answer[i],
+                "answer_type": answer_type[i],
+                "boxes": (kw.get("boxes") or [None] * len(completions))[i],
+                "labels": (kw.get("labels") or [None] * len(completions))[i],
+            }
+            for i in range(len(completions))
+        ]
         return R.counterfactual_rewards(
             completions,
             [to_pil(im) for im in image],
-            question,
-            answer_type,
-            boxes,
+            rows,
             reanswer,
             seed=seed_of_step(),
             box_source=settings.counterfactual_box,
@@ -264,10 +233,11 @@ def reward_functions(settings: GRPOSettings, reanswer, encode, seed_of_step) -> 
 def to_trl_dataset(ds):
     """Unified-schema rows -> trl conversational prompts with a decodable ``image`` column."""
     import datasets
+    from medray.contracts.reasoner import messages
 
     def prep(row):
         return {
-            "prompt": prompt_messages(row["question"], row["image"] is not None),
+            "prompt": messages(row["question"], row["image"] is not None),
             "image": {"bytes": row["image"], "path": None},
         }
 
@@ -372,6 +342,7 @@ def grpo_loop(config: dict[str, Any]) -> None:
             ],
             "resumed_from_step": _step_of(previous[1]) if previous else 0,
             "base_model": base,
+            "base_model_name": settings.model,
             "workers": gather_workers(),
         }
         report_final(trainer, metrics, workdir, save_extra=processor.save_pretrained)

@@ -5,7 +5,7 @@ and, optionally, by sampling at the GRPO temperature: the distribution GRPO opti
 scored exactly as the training reward is (sampled answer, greedy re-answers). It scores the
 answers with the reward functions of :mod:`medray.train.rewards` and the project's
 metrics: mean total reward and each component, JSON validity
-(:func:`medray.structured.parse_answer`), closed / open accuracy (:mod:`medray.eval.vqa`),
+(:func:`medray.contracts.reasoner.parse_answer`), closed / open accuracy (:mod:`medray.eval.vqa`),
 counterfactual flip rates for the box region vs a random region of the same size
 (:mod:`medray.eval.faithfulness`) and, as the text-prior control, accuracy with blank
 images.
@@ -17,9 +17,9 @@ import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from medray.contracts.reasoner import blank_like, parse_answer
 from medray.eval.faithfulness import blank_control, flip_rates
 from medray.eval.vqa import is_correct, token_recall, vqa_metrics
-from medray.structured import parse_answer
 from medray.train import rewards as R
 
 log = logging.getLogger(__name__)
@@ -32,15 +32,15 @@ def score_rows(
     encode,
     reanswer,
     weights: R.RewardWeights,
-    box_source: str = "predicted",
+    box_source: str = "predicted_first",
     seed: int = 0,
     blank_completions: Sequence[str] | None = None,
 ) -> dict[str, Any]:
     """Metrics of ``completions`` (one per row) given the scoring callables.
 
     Args:
-        rows: unified-schema rows with ``image`` (PIL), ``question``, ``answer``,
-            ``answer_type``, ``choices``, ``boxes``.
+        rows: unified-schema rows with ``sample_id``, ``image`` (PIL), ``question``,
+            ``answer``, ``answer_type``, ``choices``, ``boxes`` (``labels``).
         completions: the policy's raw answers.
         encode: the consistency embedder; reanswer: the same policy, for counterfactuals.
         blank_completions: the policy's answers with blank images (optional control).
@@ -49,7 +49,6 @@ def score_rows(
     if n == 0:
         raise ValueError("no rows to evaluate")
     questions = [r["question"] for r in rows]
-    types = [r.get("answer_type") for r in rows]
     comps: dict[str, list[float | None]] = {
         "format": [R.format_reward(c) for c in completions],
         "answer": [
@@ -62,9 +61,7 @@ def score_rows(
     comps["counterfactual"] = R.counterfactual_rewards(
         completions,
         [r.get("image") for r in rows],
-        questions,
-        types,
-        [r.get("boxes") for r in rows],
+        rows,
         reanswer,
         seed=seed,
         box_source=box_source,
@@ -123,7 +120,7 @@ def evaluate_policy(
     weights: R.RewardWeights,
     embedder: str = "minilm-l6",
     max_new_tokens: int = 128,
-    box_source: str = "predicted",
+    box_source: str = "predicted_first",
     blank: bool = True,
     encode=None,
     samples: int = 0,
@@ -136,7 +133,6 @@ def evaluate_policy(
     the random stream), with the counterfactual re-answers greedy as in training.
     """
     import torch
-    from PIL import Image
 
     from medray.train.grpo import generate_answers, load_policy, load_processor
 
@@ -154,11 +150,7 @@ def evaluate_policy(
         return generate_answers(model, processor, ims, qs, max_new_tokens)
 
     completions = reanswer(images, questions)
-    blank_completions = (
-        reanswer([Image.new("RGB", im.size, (0, 0, 0)) for im in images], questions)
-        if blank
-        else None
-    )
+    blank_completions = reanswer([blank_like(im) for im in images], questions) if blank else None
     result = score_rows(
         rows,
         completions,

@@ -13,6 +13,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from medray.models.finetuned import FINAL_MARKER  # one home: the loader reads it
 from medray.paths import runs_dir
 from medray.train.settings import DeepSpeedSettings, RunSettings, ScalingSettings
 
@@ -170,9 +171,6 @@ def dataset_from_ray(
     if rows == 0:
         raise ValueError(f"dataset {name!r} is empty on this worker")
     return datasets.Dataset.from_parquet(str(path), cache_dir=str(workdir / "hf-cache"))
-
-
-FINAL_MARKER = "medray_final.json"
 
 
 def latest_checkpoint(workdir: str | Path) -> tuple[str, str] | None:

@@ -4,7 +4,7 @@ Each reward is a pure function of its inputs; the two that need a model take it 
 callable, so they stay pure (and testable) given that callable:
 
 * :func:`format_reward`: the completion parses as the reasoner's JSON object
-  (:func:`medray.structured.parse_answer`): 1.0 as written, 0.5 when it parses only after
+  (:func:`medray.contracts.reasoner.parse_answer`): 1.0 as written, 0.5 when it parses only after
   repairs (fences, trailing commas, ...), 0.0 when it does not parse;
 * :func:`answer_reward`: the answer field against the reference under the VQA-RAD /
   SLAKE protocol (:mod:`medray.eval.vqa`): closed and choice questions 1/0, open
@@ -14,8 +14,9 @@ callable, so they stay pure (and testable) given that callable:
   ``encode(texts) -> (n, d) unit vectors`` callable (the ``minilm-l6`` embedder in
   training);
 * :func:`counterfactual_reward`: ``0.5 * flipped(roi) + 0.5 * (1 - flipped(random))``
-  where ``flipped(x)`` says the answer changed when region ``x`` was inpainted
-  (:mod:`medray.eval.counterfactual`): 1.0 for a faithful answer (changes when the region
+  where ``flipped(x)`` says the answer changed when region ``x`` was inpainted (the
+  reasoner's counterfactual contract, :mod:`medray.contracts.counterfactual`, the same
+  regions and pixels as batch inference's flip rates): 1.0 for a faithful answer (changes when the region
   it points at is removed, not when a random region of the same size is), 0.5 for an
   answer that ignores the image, 0.0 for the opposite of faithful;
   :func:`counterfactual_rewards` builds both counterfactual images for a batch and asks a
@@ -28,7 +29,6 @@ computed for a row (no box for the counterfactual) is None and counts as 0 in th
 
 from __future__ import annotations
 
-import random
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -37,10 +37,9 @@ import numpy as np
 from PIL import Image
 
 from medray.config import ConfigError
-from medray.eval.counterfactual import inpaint, random_box
+from medray.contracts.counterfactual import counterfactual_images
+from medray.contracts.reasoner import ParseResult, parse_answer
 from medray.eval.vqa import is_correct, normalize_answer, same_answer, token_recall
-from medray.infer.counterfactual import roi_boxes
-from medray.structured import ParseResult, parse_answer
 
 __all__ = [
     "COMPONENTS",
@@ -53,7 +52,6 @@ __all__ = [
     "counterfactual_reward",
     "counterfactual_rewards",
     "format_reward",
-    "roi_box",
     "total_reward",
 ]
 
@@ -193,69 +191,32 @@ def counterfactual_reward(
     return 0.5 * roi_flip + 0.5 * (not random_flip)
 
 
-def roi_box(
-    completion: Any,
-    reference_boxes: Sequence[Any] | None,
-    source: str = "predicted",
-    question: str | None = None,
-) -> tuple[float, float, float, float] | None:
-    """The region to inpaint: the completion's first box (``source="predicted"``, falling
-    back to the reference) or the reference region (``source="reference"``).
-
-    Reference boxes are ``[x1, y1, x2, y2]`` or schema structs ``{x1, y1, x2, y2, label}``.
-    Labelled ones are chosen as batch inference chooses them
-    (:func:`medray.infer.counterfactual.roi_boxes`): the first box whose label the question
-    names (SLAKE: "Does the picture contain a lesion?" -> the ``Lesion`` box, not the organ
-    boxes listed before it), or the only box; a question naming none of several labelled
-    boxes has no region. Unlabelled boxes: the first one.
-    """
-    if source not in ("predicted", "reference"):
-        raise ValueError(
-            f"counterfactual box source must be predicted or reference, got {source!r}"
-        )
-    if source == "predicted":
-        r = _parse(completion)
-        for b in r.value.boxes if r.value else ():
-            if b[2] > b[0] and b[3] > b[1]:
-                return tuple(float(v) for v in b)  # type: ignore[return-value]
-    refs = [] if reference_boxes is None else list(reference_boxes)
-    if refs and all(isinstance(b, Mapping) for b in refs):
-        named = roi_boxes({"boxes": refs, "question": question}, source="reference")
-        return named[0] if named else None
-    for b in refs:
-        if isinstance(b, Mapping):
-            b = (b["x1"], b["y1"], b["x2"], b["y2"])
-        box = tuple(float(v) for v in b)
-        if len(box) == 4 and box[2] > box[0] and box[3] > box[1]:
-            return box  # type: ignore[return-value]
-    return None
-
-
 def counterfactual_rewards(
     completions: Sequence[Any],
     images: Sequence[Image.Image | None],
-    questions: Sequence[str],
-    answer_types: Sequence[str | None],
-    reference_boxes: Sequence[Sequence[Any] | None],
+    rows: Sequence[Mapping[str, Any]],
     reanswer: Reanswer,
     *,
     seed: int = 0,
-    box_source: str = "predicted",
+    box_source: str = "predicted_first",
     details: list[dict[str, Any]] | None = None,
 ) -> list[float | None]:
     """Counterfactual faithfulness for a batch, with exactly one ``reanswer`` call.
 
-    For each row with an image and a region (:func:`roi_box`), the image is re-answered
-    with that region inpainted and with a random region of the same size inpainted
-    (placed by ``random.Random(seed + i)``, so the result is reproducible).
+    For each row with an image and a region of interest, the image is re-answered with
+    that region inpainted and with random regions of the same sizes inpainted
+    (:func:`medray.contracts.counterfactual.counterfactual_images`: regions chosen from
+    the completion's boxes and the row's, the random ones keyed by ``sample_id`` and
+    ``seed``).
 
     Args:
         completions: the completions being scored.
         images: each row's image (None: no counterfactual, reward None).
-        questions, answer_types, reference_boxes: per row.
+        rows: per completion ``sample_id``, ``question``, ``answer_type`` and the fields
+            the region choice reads (``boxes``, ``answer``, ``labels``).
         reanswer: ``(images, questions) -> completions`` of the model being judged.
         seed: seeds the random regions.
-        box_source: ``predicted`` (fall back to the reference) or ``reference``.
+        box_source: one of :data:`medray.contracts.counterfactual.SOURCES`.
         details: when given, one dict per row is appended (``pred_answer``,
             ``cf_roi_answer``, ``cf_random_answer``, ``roi_box``, ``random_box``), the
             layout :func:`medray.eval.faithfulness.flip_rates` reads.
@@ -264,12 +225,7 @@ def counterfactual_rewards(
         One reward per row; None where the row has no image or no region.
     """
     n = len(completions)
-    for name, seq in (
-        ("images", images),
-        ("questions", questions),
-        ("answer_types", answer_types),
-        ("reference_boxes", reference_boxes),
-    ):
+    for name, seq in (("images", images), ("rows", rows)):
         if len(seq) != n:
             raise ValueError(f"{n} completions but {len(seq)} {name}")
     jobs: list[tuple[int, Any, Any]] = []
@@ -277,30 +233,34 @@ def counterfactual_rewards(
     batch_questions: list[str] = []
     preds = [answer_of(c) for c in completions]
     for i in range(n):
-        box = roi_box(completions[i], reference_boxes[i], box_source, questions[i])
-        if images[i] is None or box is None or preds[i] is None:
+        if images[i] is None or preds[i] is None:
             continue
-        rnd = random_box(box, random.Random(seed + i))
-        jobs.append((i, box, rnd))
-        batch_images += [inpaint(images[i], box), inpaint(images[i], rnd)]
-        batch_questions += [questions[i], questions[i]]
+        parsed = _parse(completions[i]).value
+        predicted = [list(b) for b in parsed.boxes] if parsed else []
+        cf = counterfactual_images(images[i], rows[i], predicted, source=box_source, seed=seed)
+        if cf is None:
+            continue
+        roi, rnd, roi_image, random_image = cf
+        jobs.append((i, roi, rnd))
+        batch_images += [roi_image, random_image]
+        batch_questions += [rows[i]["question"], rows[i]["question"]]
     out: list[float | None] = [None] * n
-    rows = [{"pred_answer": p, "answer_type": t} for p, t in zip(preds, answer_types, strict=True)]
+    types = [r.get("answer_type") for r in rows]
+    details_rows = [{"pred_answer": p, "answer_type": t} for p, t in zip(preds, types, strict=True)]
     # Called exactly once, even with nothing to re-answer: in distributed training the
     # callable may enter a collective (ZeRO-3 gathers the weights), which every rank
     # must enter the same number of times.
     answers = list(reanswer(batch_images, batch_questions))
     if len(answers) != len(batch_images):
         raise ValueError(f"reanswer gave {len(answers)} answers for {len(batch_images)} images")
-    if jobs:
-        for k, (i, box, rnd) in enumerate(jobs):
-            roi_ans, rnd_ans = answer_of(answers[2 * k]), answer_of(answers[2 * k + 1])
-            out[i] = counterfactual_reward(preds[i], roi_ans, rnd_ans, answer_types[i])
-            rows[i].update(
-                cf_roi_answer=roi_ans, cf_random_answer=rnd_ans, roi_box=box, random_box=rnd
-            )
+    for k, (i, roi, rnd) in enumerate(jobs):
+        roi_ans, rnd_ans = answer_of(answers[2 * k]), answer_of(answers[2 * k + 1])
+        out[i] = counterfactual_reward(preds[i], roi_ans, rnd_ans, types[i])
+        details_rows[i].update(
+            cf_roi_answer=roi_ans, cf_random_answer=rnd_ans, roi_box=roi, random_box=rnd
+        )
     if details is not None:
-        details.extend(rows)
+        details.extend(details_rows)
     return out
 
 

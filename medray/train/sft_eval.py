@@ -1,12 +1,14 @@
 """Held-out evaluation of an SFT model: greedy generation (Ray Data) and the project's metrics.
 
 :class:`SFTGenerator` is a Ray Data callable class (pandas batches in, the same batches
-with ``raw_text`` out): it loads the fine-tuned model once (a peft adapter is loaded with
-``PeftModel.from_pretrained`` and merged; a full model folder is loaded as is) and
-answers each row's prompt greedily. :func:`score` turns generated rows into metrics with
-the project's own functions: :func:`medray.structured.parse_answer` for the reasoner's
-JSON, :mod:`medray.eval.vqa` (closed/open accuracy), :mod:`medray.eval.structure` (JSON
-validity, box rate), :mod:`medray.eval.mcq` and :mod:`medray.eval.text`.
+with ``raw_text`` out): it loads the trained model once through the one loader
+(:func:`medray.models.finetuned.load_finetuned`: a LoRA adapter merged into its base, or a
+full checkpoint) and answers each row's contract prompt with the one generate path
+(:func:`medray.models.generate.generate`), greedy with the contract's settings: the same
+call a Serve deployment makes, so a served answer equals the evaluated one. :func:`score`
+turns generated rows into metrics with the contracts' parsers and the project's metrics
+(:mod:`medray.eval.vqa`, :mod:`medray.eval.structure`, :mod:`medray.eval.mcq`,
+:mod:`medray.eval.text`).
 """
 
 from __future__ import annotations
@@ -15,7 +17,6 @@ import json
 import logging
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -23,72 +24,34 @@ import pandas as pd
 log = logging.getLogger(__name__)
 
 
-def load_finetuned(path: str, kind: str, settings=None):
-    """``(model, processing)`` from a final SFT checkpoint folder (adapter or full model)."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoModelForImageTextToText, AutoTokenizer
-
-    folder = Path(path)
-    marker = json.loads((folder / "medray_final.json").read_text())
-    is_adapter = (folder / "adapter_config.json").is_file()
-    base = marker["base_model"] if is_adapter else str(folder)
-    cls = AutoModelForImageTextToText if kind == "vlm" else AutoModelForCausalLM
-    model = cls.from_pretrained(base, dtype=torch.float32)
-    if is_adapter:
-        from peft import PeftModel
-
-        model = PeftModel.from_pretrained(model, str(folder)).merge_and_unload()
-    if kind == "vlm":
-        from medray.train.sft_recipe import SFTRecipeSettings, load_processor
-
-        processing = load_processor(str(folder), settings or SFTRecipeSettings())
-        processing.tokenizer.padding_side = "left"
-    else:
-        processing = AutoTokenizer.from_pretrained(str(folder))
-        processing.padding_side = "left"
-    model.eval()
-    return model, processing
-
-
 class SFTGenerator:
     """Ray Data callable class: ``prompt`` (+ ``image``) columns -> ``raw_text``."""
 
-    def __init__(
-        self, checkpoint: str, kind: str, max_new_tokens: int, blank_images=False, settings=None
-    ):
+    def __init__(self, checkpoint: str, kind: str, max_new_tokens: int, blank_images=False):
         import torch
+
+        from medray.models.finetuned import load_finetuned
+        from medray.models.generate import GenerationParams
 
         torch.set_num_threads(1)
         self.kind = kind
-        self.max_new_tokens = max_new_tokens
+        self.params = GenerationParams(max_new_tokens=max_new_tokens)
         self.blank = blank_images
-        self.model, self.proc = load_finetuned(checkpoint, kind, settings)
+        self.model, self.proc, self.source = load_finetuned(checkpoint, kind)
 
     def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
-        import torch
+        from medray.contracts.reasoner import row_image
+        from medray.models.generate import generate, render
 
-        from medray.train.sft_recipe import decode_image
-
-        tok = self.proc.tokenizer if self.kind == "vlm" else self.proc
         if self.kind == "vlm":
-            texts = [
-                self.proc.apply_chat_template(json.loads(p), add_generation_prompt=True)
-                for p in batch["prompt"]
-            ]
-            images = [decode_image(b, self.blank) for b in batch["image"]]
-            inputs = self.proc(text=texts, images=images, padding=True, return_tensors="pt")
+            texts = [render(self.proc, json.loads(p)) for p in batch["prompt"]]
+            images = [row_image({"image": b}, self.blank) for b in batch["image"]]
+            images = [im for im in images if im is not None]
         else:
-            inputs = tok(list(batch["prompt"]), padding=True, return_tensors="pt")
-        with torch.no_grad():
-            out = self.model.generate(
-                **inputs,
-                max_new_tokens=self.max_new_tokens,
-                do_sample=False,
-                pad_token_id=tok.pad_token_id,
-            )
-        new = out[:, inputs["input_ids"].shape[1] :]
+            texts, images = list(batch["prompt"]), []
+        out = generate(self.model, self.proc, texts, images, self.params)
         batch = batch.drop(columns=[c for c in ("image",) if c in batch.columns])
-        batch["raw_text"] = tok.batch_decode(new, skip_special_tokens=True)
+        batch["raw_text"] = [g.text for g in out]
         return batch
 
 
@@ -118,8 +81,8 @@ def score(task: str, rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
 
 def score_reasoner(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     """Closed/open accuracy, JSON validity and box rate of structured answers."""
+    from medray.contracts.reasoner import parse_answer
     from medray.eval import structure, vqa
-    from medray.structured import parse_answer
 
     scored = []
     for r in rows:
@@ -159,10 +122,10 @@ def score_reasoner(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
 
 def score_medqa(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     """Multiple-choice accuracy of the letter each completion starts with."""
+    from medray.contracts.medqa import parse_letter
     from medray.eval.mcq import mcq_accuracy
-    from medray.train.sft_tasks import parse_mcq_letter
 
-    preds = [parse_mcq_letter(r["raw_text"]) for r in rows]
+    preds = [parse_letter(r["raw_text"]) for r in rows]
     answers = [r["answer"] for r in rows]
     return {
         "n": len(rows),
@@ -173,9 +136,13 @@ def score_medqa(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
 
 
 def score_summariser(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    """BLEU / ROUGE of generated summaries against the impressions."""
-    from medray.eval.text import text_metrics
+    """BLEU / ROUGE of generated summaries against the impressions, and the ROUGE-L of
+    copying the input findings (``copy_input_rougeL``: the baseline a summary must beat)."""
+    from medray.contracts.summariser import parse
+    from medray.eval.text import rouge, text_metrics
 
-    hyps = [r["raw_text"].strip() for r in rows]
+    hyps = [parse(r["raw_text"]) for r in rows]
     refs = [r["impression"] for r in rows]
-    return {"n": len(rows), **(text_metrics(hyps, refs) or {})}
+    copied = [(r.get("findings") or "", r["impression"]) for r in rows if r["impression"]]
+    copy = rouge([c[0] for c in copied], [c[1] for c in copied])["rougeL"] if copied else None
+    return {"n": len(rows), **(text_metrics(hyps, refs) or {}), "copy_input_rougeL": copy}

@@ -15,7 +15,6 @@ prompt-completion path (completion-only loss).
 
 from __future__ import annotations
 
-import io
 import json
 import logging
 import tempfile
@@ -52,15 +51,6 @@ def load_processor(location: str, settings: SFTRecipeSettings):
     return AutoProcessor.from_pretrained(location, **kwargs)
 
 
-def decode_image(data: bytes, blank: bool):
-    """RGB image from encoded bytes; black at the same size with ``blank``."""
-    from PIL import Image
-
-    img = Image.open(io.BytesIO(data))
-    img.load()
-    return Image.new("RGB", img.size, (0, 0, 0)) if blank else img.convert("RGB")
-
-
 class VisionSFTCollator:
     """Batches of ``{"prompt": json messages, "completion": str, "image": bytes}`` rows.
 
@@ -85,13 +75,15 @@ class VisionSFTCollator:
         return prompt, full
 
     def __call__(self, examples: list[dict[str, Any]]) -> dict[str, Any]:
+        from medray.contracts.reasoner import row_image
+
         prompts, fulls, images = [], [], []
         for ex in examples:
             p, f = self.texts(ex)
             prompts.append(p)
             fulls.append(f)
             if ex.get("image") is not None:
-                images.append(decode_image(ex["image"], self.blank))
+                images.append(row_image(ex, self.blank))
         if images and len(images) != len(examples):
             raise ValueError("a batch mixes rows with and without images")
         imgs = images or None
@@ -218,6 +210,7 @@ def sft_loop(config: dict[str, Any]) -> None:
             "training_mode": mode,
             "adapter": bool(s.lora.enabled),
             "base_model": location,
+            "base_model_name": s.model,
             "workers": gather_workers(),
         }
         report_final(trainer, metrics, workdir, save_extra=processing.save_pretrained)

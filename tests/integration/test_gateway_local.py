@@ -33,13 +33,16 @@ def backend(tiny_models):
     from medray.agent import AgentSettings
     from medray.serving.embedder import Embedder
     from medray.serving.guard import Guard
+    from medray.serving.medqa import MedQA
     from medray.serving.reasoner import Reasoner
     from medray.serving.summariser import Summariser
     from serve_apps.backend import LocalBackend
 
     retriever = Retriever(MilvusSettings(uri=DEAD_MILVUS, timeout_s=2), "tiny-clip", "minilm-l6")
     agent = AgentSettings(max_cycles=0, max_queries=1, max_new_tokens=4)
-    return LocalBackend(Guard(), Reasoner(), Summariser(), Embedder(), retriever, agent=agent)
+    return LocalBackend(
+        Guard(), Reasoner(), Summariser(), Embedder(), retriever, agent=agent, medqa=MedQA()
+    )
 
 
 def app_with(backend, **args):

@@ -311,8 +311,10 @@ def test_generate_contract(client):
     )
     assert r.status_code == 200, r.text
     body = r.json()
-    assert set(body) == {"response", "safety_report", "inference_time_ms"}
+    assert set(body) == {"response", "model", "safety_report", "inference_time_ms"}
     assert isinstance(body["response"], str) and body["inference_time_ms"] > 0
+    # The text medical-QA model answered (the MedQA deployment), and says which weights.
+    assert body["model"]["model"] == "medray-medqa" and body["model"]["kind"] == "preset"
     rep = body["safety_report"]
     assert rep["risk_level"] == 0 and rep["warnings"] == [] and rep["disclaimer"] == DISCLAIMER
 
@@ -511,7 +513,8 @@ def oai(served):
 
 def test_openai_client_lists_models(oai):
     ids = [m.id for m in oai.models.list().data]
-    assert ids == ["medray-reasoner", *ADAPTERS, "lora-json"]
+    # The reasoner and its adapters (chat, analyze), then the text QA model (/generate).
+    assert ids == ["medray-reasoner", *ADAPTERS, "lora-json", "medray-medqa"]
 
 
 def test_openai_client_plain_completion(oai):

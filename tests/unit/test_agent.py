@@ -95,10 +95,12 @@ def stack(tmp_path_factory):
     return {"backend": backend, "guard": guard}
 
 
-def run(stack, script, collection="kb", question="Is there a pleural effusion?", **settings):
+def run(
+    stack, script, collection="kb", question="Is there a pleural effusion?", inp=None, **settings
+):
     llm = ScriptedChat(script={k: list(v) for k, v in script.items()})
     agent = RagAgent(llm, BackendTools(stack["backend"](collection)), AgentSettings(**settings))
-    inp = AgentInput(
+    inp = inp or AgentInput(
         question=question,
         reasoning_text="The costophrenic angle is blunted.",
         parsed={
@@ -306,3 +308,61 @@ def test_failure_gaps_are_never_sent_as_search_queries():
     assert _gap_topic("the reasoner's output could not be parsed: no image findings", []) is None
     assert _gap_topic("no retrieved evidence mentions 'pneumothorax'", []) == "pneumothorax"
     assert _gap_topic("size of the effusion", []) == "size of the effusion"
+
+
+CONFIDENT_CARDIOMEGALY = {
+    "extract_diagnoses": [J(diagnoses=["cardiomegaly"])],
+    "answer": [
+        J(
+            findings=["Enlarged heart [K1]"],
+            diagnosis="cardiomegaly",
+            differential=["pericardial effusion"],
+            severity="moderate",
+            next_steps=["Echocardiogram [K1]"],
+            citations=["K1"],
+        )
+    ],
+    "reflect": [J(confidence=0.7, gaps=[], queries=[])],
+}
+
+
+def test_unparsable_reasoner_output_gives_no_diagnosis_and_says_so(stack):
+    """The reasoner wrote something that does not parse: whatever the agent's LLM claims
+    (a confident "cardiomegaly"), the answer names no diagnosis, says why, and its
+    confidence is 0 (it had no image findings)."""
+    inp = AgentInput(
+        question="Is the heart size normal?",
+        reasoning_text='{"caption": "chest", "reasoning": [ ~~ near-random',
+        parsed=None,
+        reasoning_ok=False,
+        summary="",
+    )
+    _, _, final = run(stack, CONFIDENT_CARDIOMEGALY, inp=inp, max_cycles=0)
+    assert final["reasoning_ok"] is False and final["status"] == "insufficient_evidence"
+    assert final["most_likely_diagnosis"] is None and final["differential"] == []
+    assert final["findings"] == [] and final["confidence"] == 0.0
+    assert "could not be parsed" in final["notice"]
+    # The same LLM replies with a parsed reasoner output: answered, at its confidence.
+    _, _, ok = run(
+        stack, CONFIDENT_CARDIOMEGALY, question="Is the heart size normal?", max_cycles=0
+    )
+    assert ok["status"] == "answered" and ok["most_likely_diagnosis"] == "cardiomegaly"
+    assert ok["confidence"] == 0.7 and ok["notice"] is None
+
+
+def test_no_candidate_diagnosis_is_never_replaced_by_a_retrieved_title(stack):
+    """Parsed reasoning with nothing diagnostic in it and an unreadable agent LLM: the
+    answer does not promote the first retrieved title (or the question's topic) to a
+    diagnosis."""
+    inp = AgentInput(
+        question="Is there cardiomegaly?",
+        reasoning_text='{"caption": "", "reasoning": [], "answer": "..."}',
+        parsed={"caption": "", "reasoning": [], "answer": "..."},
+        summary="",
+    )
+    _, events, final = run(stack, {}, inp=inp, max_cycles=0)
+    diag = next(d for n, d in events if n == "agent_diagnoses")
+    assert diag["diagnoses"] == [] and diag["fallback"]
+    assert final["most_likely_diagnosis"] is None and final["confidence"] == 0.0
+    assert final["status"] == "insufficient_evidence"
+    assert any(f["step"] == "extract_diagnoses" for f in final["fallbacks"])

@@ -40,9 +40,27 @@ def test_score_rows_reports_rewards_validity_accuracy_and_flips():
         return [_ans("yes" if np.asarray(im)[70, 70, 0] > 128 else "no") for im in images]
 
     rows = [
-        {"image": img, "question": "chest x-ray?", "answer": "yes", "answer_type": "closed"},
-        {"image": img, "question": "chest x-ray?", "answer": "yes", "answer_type": "closed"},
-        {"image": img, "question": "which side?", "answer": "left lung", "answer_type": "open"},
+        {
+            "sample_id": "a",
+            "image": img,
+            "question": "chest x-ray?",
+            "answer": "yes",
+            "answer_type": "closed",
+        },
+        {
+            "sample_id": "b",
+            "image": img,
+            "question": "chest x-ray?",
+            "answer": "yes",
+            "answer_type": "closed",
+        },
+        {
+            "sample_id": "c",
+            "image": img,
+            "question": "which side?",
+            "answer": "left lung",
+            "answer_type": "open",
+        },
     ]
     completions = [_ans("yes"), "not json", _ans("lung", boxes=())]
     m = score_rows(

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from medray.config import ConfigError, load_config
-from medray.train.grpo import GRPOSettings, policy_source, prompt_messages
+from medray.models.finetuned import AdapterBaseMismatchError
+from medray.train.grpo import GRPOSettings, policy_source
 
 pytestmark = pytest.mark.unit
 
@@ -44,15 +47,23 @@ def test_policy_source_adapter_full_and_base(tmp_path, tiny_models):
     ad.mkdir()
     (ad / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": "gone"}))
     assert policy_source(GRPOSettings(init=str(ad))) == (tiny_models["tiny-qwen2-vl"], str(ad))
-    (ad / "medray_final.json").write_text(json.dumps({"base_model": str(full)}))
-    assert policy_source(GRPOSettings(init=str(ad))) == (str(full), str(ad))
+    (ad / "medray_final.json").write_text(
+        json.dumps({"base_model": str(full), "base_model_name": "my-base"})
+    )
+    assert policy_source(GRPOSettings(model=str(full), init=str(ad))) == (str(full), str(ad))
+    # An SFT adapter of another base is refused by name before any worker starts.
+    with pytest.raises(AdapterBaseMismatchError, match="trained on base model 'my-base'"):
+        policy_source(GRPOSettings(init=str(ad)))
     with pytest.raises(FileNotFoundError, match="grpo.init"):
         policy_source(GRPOSettings(init=str(tmp_path / "missing")))
 
 
-def test_prompt_is_the_sft_and_serving_prompt():
-    from medray.serving.reasoner import Reasoner
+def test_prompt_is_the_reasoner_contract():
+    from medray.contracts.reasoner import messages
+    from medray.train.grpo import to_trl_dataset
 
-    assert prompt_messages("Is there a nodule?") == Reasoner.messages_for(
-        "Is there a nodule?", True
-    )
+    datasets = pytest.importorskip("datasets")
+    buf = io.BytesIO()
+    Image.new("RGB", (8, 8)).save(buf, "PNG")
+    ds = datasets.Dataset.from_list([{"question": "Is there a nodule?", "image": buf.getvalue()}])
+    assert to_trl_dataset(ds)[0]["prompt"] == messages("Is there a nodule?", True)

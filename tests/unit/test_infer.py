@@ -1,4 +1,4 @@
-"""Batch-inference library: answer confidence, counterfactual images, JSONL input, the
+"""Batch-inference library: answer confidence, scored generation, JSONL input, the
 predictor class without Ray (corrupt image, adapter, counterfactual columns)."""
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from infer_fixtures import chest_png, corrupt_png, make_adapter, vqa_row
 
-from medray.infer.counterfactual import inpaint, random_boxes, roi_boxes
-from medray.infer.scoring import Generated, answer_confidence, answer_span
+from medray.contracts.reasoner import answer_confidence, answer_span
+from medray.models.generate import Generated
 
 pytestmark = pytest.mark.unit
 
@@ -74,23 +74,31 @@ def test_scored_generation_log_probs_match_a_teacher_forced_pass(tiny_vlm, tmp_p
     after an adapter was attached."""
     import torch
 
-    from medray.infer.scoring import generate_scored
-    from medray.serving.reasoner import Reasoner
+    from medray.contracts.reasoner import messages
+    from medray.models.finetuned import AdapterHost
+    from medray.models.generate import GenerationParams, generate, render
 
     base = tiny_vlm
     adapter = make_adapter(base, tmp_path / "lora")
-    r = Reasoner(base, adapters={"sft": adapter})
+    host = AdapterHost(base, {"sft": adapter})
+    params = GenerationParams(max_new_tokens=12)
+
+    def generate_scored(msgs, images, adapter=None):
+        texts = [render(host.processing, m) for m in msgs]
+        with host.active(adapter) as model:
+            return generate(model, host.processing, texts, images, params, scores=True)
+
     images = [Image.open(__import__("io").BytesIO(chest_png(s))).convert("RGB") for s in (1, 2)]
-    msgs = [r.messages_for("Is there a nodule?", True), r.messages_for("What organ is this?", True)]
-    gens = generate_scored(r, msgs, images, max_new_tokens=12)
+    msgs = [messages("Is there a nodule?", True), messages("What organ is this?", True)]
+    gens = generate_scored(msgs, images)
     assert [len(g.token_ids) for g in gens] == [len(g.logprobs) for g in gens]
     for m, im, g in zip(msgs, images, gens, strict=True):
-        prompt = r.processor.apply_chat_template(m, add_generation_prompt=True)
-        inp = r.processor(text=[prompt], images=[im], return_tensors="pt")
+        prompt = host.processing.apply_chat_template(m, add_generation_prompt=True)
+        inp = host.processing(text=[prompt], images=[im], return_tensors="pt")
         n = inp["input_ids"].shape[1]
         ids = torch.cat([inp["input_ids"], torch.tensor([list(g.token_ids)])], dim=1)
         with torch.no_grad():
-            logits = r.base(
+            logits = host.model(
                 input_ids=ids,
                 attention_mask=torch.ones_like(ids),
                 pixel_values=inp["pixel_values"],
@@ -106,51 +114,14 @@ def test_scored_generation_log_probs_match_a_teacher_forced_pass(tiny_vlm, tmp_p
         ref = torch.log_softmax(logits.float(), -1)[n - 1 : n - 1 + len(g.token_ids)]
         ref = ref.gather(-1, torch.tensor(g.token_ids).unsqueeze(-1)).squeeze(-1)
         assert np.allclose(ref.numpy(), np.array(g.logprobs), atol=1e-3)
-    tuned = generate_scored(r, msgs, images, max_new_tokens=12, adapter="sft")
+    tuned = generate_scored(msgs, images, adapter="sft")
     assert any(
         t.token_ids != g.token_ids or not np.allclose(t.logprobs, g.logprobs, atol=1e-3)
         for t, g in zip(tuned, gens, strict=True)
     )
-    again = generate_scored(r, msgs, images, max_new_tokens=12)
+    again = generate_scored(msgs, images)
     for a, g in zip(again, gens, strict=True):
         assert a.token_ids == g.token_ids and np.allclose(a.logprobs, g.logprobs, atol=1e-4)
-
-
-def test_inpaint_changes_only_the_box_and_removes_its_structure():
-    arr = np.zeros((100, 100, 3), dtype=np.uint8)
-    arr[:, :] = 40
-    arr[30:50, 30:50] = 250  # the "lesion"
-    img = Image.fromarray(arr)
-    out = np.asarray(inpaint(img, [(0.3, 0.3, 0.5, 0.5)]))
-    assert out[35:45, 35:45].mean() < 60  # filled from the dark surroundings
-    outside = np.ones((100, 100), dtype=bool)
-    outside[30:50, 30:50] = False
-    assert (out[outside] == arr[outside]).all()  # nothing outside the box changed
-
-
-def test_random_boxes_same_size_deterministic_and_elsewhere():
-    roi = [(0.1, 0.1, 0.4, 0.3)]
-    a = random_boxes(roi, "slake:1", seed=0)
-    assert a == random_boxes(roi, "slake:1", seed=0)
-    assert a != random_boxes(roi, "slake:2", seed=0)
-    (x1, y1, x2, y2) = a[0]
-    assert x2 - x1 == pytest.approx(0.3) and y2 - y1 == pytest.approx(0.2)
-    assert x1 >= 0 and x2 <= 1 and y1 >= 0 and y2 <= 1
-    assert x1 >= 0.4 or x2 <= 0.1 or y1 >= 0.3 or y2 <= 0.1  # no overlap with the ROI
-
-
-def test_roi_is_the_named_reference_box_else_the_predicted_one():
-    organs = [
-        {"label": "Lung", "x1": 0.1, "y1": 0.2, "x2": 0.4, "y2": 0.7},
-        {"label": "Heart", "x1": 0.4, "y1": 0.4, "x2": 0.6, "y2": 0.6},
-        {"label": "Lesion", "x1": 0.6, "y1": 0.3, "x2": 0.7, "y2": 0.4},
-    ]
-    row = {"question": "How many lesions are in this image?", "answer": "1", "boxes": organs}
-    assert roi_boxes(row) == [(0.6, 0.3, 0.7, 0.4)]
-    row2 = {"question": "Is this an MRI?", "answer": "no", "boxes": organs}
-    assert roi_boxes(row2, predicted=[[0.2, 0.2, 0.3, 0.3]]) == [(0.2, 0.2, 0.3, 0.3)]
-    assert roi_boxes(row2, predicted=[[0.2, 0.2, 0.3, 0.3]], source="reference") == []
-    assert roi_boxes({"question": "q", "boxes": organs[:1]}) == [(0.1, 0.2, 0.4, 0.7)]
 
 
 def test_jsonl_records_keep_bad_lines_as_error_rows(tmp_path):
@@ -205,7 +176,7 @@ def test_predictor_keeps_corrupt_rows_and_answers_with_every_model(tiny_vlm, tmp
     assert all(r["error"] == "" and r["raw_text"] is not None and r["latency_ms"] > 0 for r in good)
     assert all(r["node"] == "local" for r in out)
     build_table([{k: v for k, v in r.items() if k not in ("model_label", "actor")} for r in out])
-    assert len(p.reasoners) == 1  # the adapter shares its base model
+    assert len(p.hosts) == 1  # the adapter shares its base model
 
 
 def test_output_schema_is_fixed_whatever_the_rows():

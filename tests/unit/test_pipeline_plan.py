@@ -20,7 +20,7 @@ from medray.config import ConfigError, load_config
 pytestmark = pytest.mark.unit
 
 ORDER = ["preprocess", "train_clip", "index", "search", "sft_reasoner", "grpo",
-         "summariser_sft", "batch_infer", "evaluate"]  # fmt: skip
+         "summariser_sft", "batch_infer", "evaluate", "serve"]  # fmt: skip
 
 
 def _cfg(*overrides: str) -> PipelineConfig:
@@ -95,7 +95,9 @@ def test_sections_that_contradict_the_pipeline_are_refused():
 def _adapter(folder: Path, base: Path) -> str:
     folder.mkdir(parents=True)
     (folder / "adapter_config.json").write_text("{}")
-    (folder / "medray_final.json").write_text(json.dumps({"base_model": str(base)}))
+    (folder / "medray_final.json").write_text(
+        json.dumps({"base_model": str(base), "base_model_name": "tiny-qwen2-vl"})
+    )
     return str(folder)
 
 

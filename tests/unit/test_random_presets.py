@@ -136,6 +136,7 @@ class _Processor:
 
     def __init__(self) -> None:
         self.calls: list[dict] = []
+        self.padding_side = "right"
 
     def __call__(self, **kwargs):
         self.calls.append(kwargs)
@@ -149,13 +150,13 @@ class _Processor:
 @pytest.mark.parametrize(
     "device,images,expected", [("cuda:0", ["img"], "cuda:0"), ("cpu", ["img"], None)]
 )
-def test_reasoner_prepares_images_on_the_model_device(device, images, expected):
-    from medray.serving.reasoner import Reasoner
+def test_generate_path_prepares_images_on_the_model_device(device, images, expected):
+    from medray.models.generate import encode
 
-    r = Reasoner.__new__(Reasoner)  # no model: only the processor routing is under test
-    r.processor, r.device = _Processor(), device
-    r.encode({"text": ["p"], "images": images})
-    r.encode({"text": ["p"]})
-    assert r.processor.calls[0].get("device") == expected
-    assert "device" not in r.processor.calls[1]  # text only: nothing to place
-    assert r.processor.moved_to == device
+    proc = _Processor()  # no model: only the processor routing is under test
+    encode(proc, ["p"], images, device)
+    encode(proc, ["p"], (), device)
+    assert proc.calls[0].get("device") == expected
+    assert "device" not in proc.calls[1]  # text only: nothing to place
+    assert proc.moved_to == device
+    assert proc.padding_side == "right"  # left only while encoding a batch

@@ -10,7 +10,6 @@ import pytest
 from PIL import Image
 
 from medray.config import ConfigError
-from medray.eval.counterfactual import inpaint, random_box
 from medray.train.rewards import (
     RewardWeights,
     answer_of,
@@ -21,7 +20,6 @@ from medray.train.rewards import (
     counterfactual_reward,
     counterfactual_rewards,
     format_reward,
-    roi_box,
     total_reward,
 )
 
@@ -123,43 +121,8 @@ def test_counterfactual_reward_table():
     assert counterfactual_reward("yes", None, "Yes.", "closed") == 1.0  # unparsed re-answer = flip
 
 
-def test_inpaint_removes_a_bright_square_and_random_box_keeps_its_size():
-    arr = np.zeros((100, 100, 3), np.uint8)
-    arr[40:60, 40:60] = 255
-    img = Image.fromarray(arr)
-    out = np.asarray(inpaint(img, (0.4, 0.4, 0.6, 0.6)))
-    assert out[40:60, 40:60].max() == 0 and np.asarray(img)[50, 50, 0] == 255  # copy, not in place
-    import random
-
-    b = random_box((0.4, 0.4, 0.6, 0.6), random.Random(0))
-    assert b[2] - b[0] == pytest.approx(0.2) and b[3] - b[1] == pytest.approx(0.2)
-    assert b[0] >= 0 and b[2] <= 1 and b[1] >= 0 and b[3] <= 1
-    assert not (b[0] < 0.6 and b[2] > 0.4 and b[1] < 0.6 and b[3] > 0.4)  # no overlap
-    with pytest.raises(ValueError, match="inside"):
-        inpaint(img, (0.5, 0.5, 1.5, 0.6))
-
-
-def test_roi_box_prefers_prediction_then_reference():
-    ref = [{"label": "x", "x1": 0.1, "y1": 0.1, "x2": 0.2, "y2": 0.2}]
-    assert roi_box(_answer(), ref) == (0.5, 0.5, 0.75, 0.75)
-    assert roi_box(_answer(), ref, "reference") == (0.1, 0.1, 0.2, 0.2)
-    assert roi_box(_answer(boxes=()), ref) == (0.1, 0.1, 0.2, 0.2)
-    assert roi_box(_answer(boxes=()), None) is None
-    with pytest.raises(ValueError):
-        roi_box(_answer(), ref, "nowhere")
-
-
-def test_roi_box_picks_the_reference_box_the_question_names():
-    # SLAKE lists organ boxes before the lesion's: the lesion question's region is the lesion.
-    ref = [
-        {"label": "Brain", "x1": 0.2, "y1": 0.1, "x2": 0.8, "y2": 0.9},
-        {"label": "Lesion", "x1": 0.6, "y1": 0.4, "x2": 0.8, "y2": 0.6},
-    ]
-    lesion_q = "Does the picture contain a lesion?"
-    assert roi_box(_answer(), ref, "reference", lesion_q) == (0.6, 0.4, 0.8, 0.6)
-    assert roi_box(_answer(boxes=()), ref, "predicted", lesion_q) == (0.6, 0.4, 0.8, 0.6)
-    assert roi_box(_answer(boxes=()), ref, "reference", "Is this a CT image?") is None
-    assert roi_box(_answer(boxes=()), [[0.1, 0.1, 0.3, 0.3]], "reference") == (0.1, 0.1, 0.3, 0.3)
+def _row(k: int) -> dict:
+    return {"sample_id": f"r{k}", "question": "q", "answer_type": "closed", "boxes": None}
 
 
 def test_counterfactual_rewards_with_a_model_that_looks_at_the_box():
@@ -178,9 +141,7 @@ def test_counterfactual_rewards_with_a_model_that_looks_at_the_box():
     out = counterfactual_rewards(
         [_answer("yes"), _answer("yes", boxes=()), "broken"],
         [img, img, img],
-        ["q"] * 3,
-        ["closed"] * 3,
-        [None, None, None],
+        [_row(k) for k in range(3)],
         reanswer,
         details=details,
     )
@@ -191,20 +152,18 @@ def test_counterfactual_rewards_with_a_model_that_looks_at_the_box():
     blind = counterfactual_rewards(
         [_answer("yes")],
         [img],
-        ["q"],
-        ["closed"],
-        [None],
+        [_row(0)],
         lambda ims, qs: [_answer("yes")] * len(ims),
     )
     assert blind == [0.5]
     # Nothing to score: the callable is still called once (a collective under ZeRO-3).
     calls = []
     assert counterfactual_rewards(
-        ["broken"], [img], ["q"], ["closed"], [None], lambda ims, qs: calls.append(len(ims)) or []
+        ["broken"], [img], [_row(0)], lambda ims, qs: calls.append(len(ims)) or []
     ) == [None]
     assert calls == [0]
     with pytest.raises(ValueError, match="answers"):
-        counterfactual_rewards([_answer()], [img], ["q"], ["closed"], [None], lambda ims, qs: [])
+        counterfactual_rewards([_answer()], [img], [_row(0)], lambda ims, qs: [])
 
 
 def test_weights_and_total():

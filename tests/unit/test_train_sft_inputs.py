@@ -8,17 +8,12 @@ import pytest
 
 from jobs.train_sft import SFTDataSettings, SFTInputError, TrainSFTConfig, build_dataset, run
 from medray.config import load_config
+from medray.contracts import medqa, summariser
 from medray.data.output import FORMAT
 from medray.data.schema import SCHEMA_VERSION
 from medray.train.sft_eval import score_medqa, score_reasoner
 from medray.train.sft_recipe import SFTRecipeSettings
-from medray.train.sft_tasks import (
-    mcq_completion,
-    parse_mcq_letter,
-    summary_prompt,
-    training_row,
-    usable,
-)
+from medray.train.sft_tasks import training_row, usable
 
 pytestmark = pytest.mark.unit
 
@@ -86,14 +81,14 @@ MCQ = {
 
 def test_text_task_formats():
     assert usable("summariser", REPORT) and not usable("summariser", MCQ)
-    assert summary_prompt(REPORT["findings"]) == (
+    assert summariser.prompt(summariser.steps_from_findings(REPORT["findings"])) == (
         "Reasoning steps:\n1. Small left effusion.\n2. Heart normal.\nDiagnosis summary:"
     )
     assert training_row("summariser", REPORT)["completion"] == " Left pleural effusion."
-    assert mcq_completion(MCQ) == " B. B12\nExplanation: Because cobalamin."
+    assert medqa.target(MCQ) == " B. B12\nExplanation: Because cobalamin."
     assert training_row("medqa", MCQ)["prompt"].endswith("C. C\nAnswer:")
-    assert parse_mcq_letter(" B. B12\nExplanation") == "B"
-    assert parse_mcq_letter("no idea") is None
+    assert medqa.parse_letter(" B. B12\nExplanation") == "B"
+    assert medqa.parse_letter("no idea") is None
 
 
 def test_scores_use_the_project_parser_and_metrics():

@@ -1,4 +1,4 @@
-"""The reasoner's prompt and JSON target: built from the row, parsed cleanly by the project parser."""
+"""The reasoner's contract: prompt and JSON target built from the row, parsed cleanly by its parser."""
 
 from __future__ import annotations
 
@@ -8,11 +8,13 @@ import json
 import pytest
 from PIL import Image
 
-from medray.serving.reasoner import SYSTEM_PROMPT
-from medray.structured import parse_answer
-from medray.train.reasoner_format import (
+from medray.contracts.reasoner import (
+    DEFAULT_QUESTION,
+    SYSTEM_PROMPT,
     build_messages,
     build_target,
+    messages,
+    parse_answer,
     row_image,
     sft_example,
     target_dict,
@@ -123,3 +125,11 @@ def test_sft_example_is_trl_prompt_completion_with_images():
 def test_rows_missing_question_or_answer_are_refused(change, message):
     with pytest.raises(ValueError, match=message):
         build_messages(dict(ROW, **change), with_answer=True)
+
+
+def test_question_prompt_places_the_image_first_and_fills_an_empty_question():
+    assert messages("Is there an effusion?", True) == build_messages(
+        {"question": "Is there an effusion?", "image": b"x"}, with_answer=False
+    )
+    for empty in ("", "  ", None):
+        assert messages(empty, False)[1]["content"] == [{"type": "text", "text": DEFAULT_QUESTION}]
