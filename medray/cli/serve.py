@@ -18,6 +18,23 @@ def _dashboard(address: str | None) -> str:
     return require_state().dashboard_url
 
 
+def check_fits(config, dashboard: str) -> None:
+    """Refuse, before deploying, an app whose replicas the cluster's nodes cannot hold."""
+    from medray.cluster.demands import check_fits as problems_of
+    from medray.cluster.pending import Dashboard, DashboardError, ray_token
+
+    try:
+        nodes = Dashboard(dashboard, ray_token()).node_totals()
+    except DashboardError as e:
+        raise click.ClickException(f"cannot read the cluster's nodes: {e}") from None
+    problems = problems_of(config, nodes)
+    if problems:
+        raise click.ClickException(
+            "the Serve app does not fit this cluster, nothing was deployed:\n  - "
+            + "\n  - ".join(problems)
+        )
+
+
 def print_urls(config) -> None:
     """Print the app's endpoint URLs."""
     from medray.serving.deploy import endpoint_urls
@@ -67,6 +84,7 @@ def up(config_file, host, port, address, timeout, overrides) -> None:
         raise click.UsageError(str(e)) from None
     dashboard = _dashboard(address)
     name = config["applications"][0]["name"]
+    check_fits(config, dashboard)
     click.echo(f"Deploying Serve app {name!r} from {config_file} to {dashboard} ...")
     try:
         deploy(config, dashboard, wait_s=timeout)
@@ -180,6 +198,7 @@ def serve_demo(dashboard_url: str, port: int, clip_model: str | None = None) -> 
     if clip_model:
         overrides.append(f"models.clip={clip_model}")
     config = load_serve_config(DEFAULT_CONFIG, overrides, port=port)
+    check_fits(config, dashboard_url)
     t0 = time.perf_counter()
     try:
         deploy(config, dashboard_url, wait_s=600)
