@@ -38,15 +38,26 @@ def cli(verbose: int) -> None:
     setup_logging(verbose)
 
 
+QUIET_LOGGERS = (
+    *(f"ray.{m}" for m in ("_private", "dashboard", "serve", "data", "util", "job_submission")),
+    "pymilvus",
+    "milvus_lite",
+    "sentence_transformers",
+    "httpx",
+    "urllib3",
+    "medray",
+)
+
+
 def setup_logging(verbose: int) -> None:
     """Warnings only by default; ``-v``: INFO of every library; ``-vv``: DEBUG."""
     level = (logging.WARNING, logging.INFO)[verbose] if verbose < 2 else logging.DEBUG
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     if not verbose:
-        # Libraries with loggers of their own, read when they are first imported.
+        # transformers reads its verbosity when first imported. Ray sets its "ray" logger
+        # to INFO on import, but leaves the levels of the loggers below it alone.
         os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-        os.environ.setdefault("RAY_LOGGING_LEVEL", "warning")
-        for name in ("ray", "pymilvus", "sentence_transformers", "httpx", "milvus_lite"):
+        for name in QUIET_LOGGERS:
             logging.getLogger(name).setLevel(logging.WARNING)
 
 
