@@ -132,6 +132,7 @@ def up(
 @click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
 def status(as_json: bool) -> None:
     """Show nodes, Milvus and recorded processes; exit 1 unless healthy."""
+    from medray.cli import table
     from medray.cluster import local
 
     try:
@@ -145,11 +146,25 @@ def status(as_json: bool) -> None:
     else:
         click.echo(f"Cluster: {'healthy' if info['healthy'] else 'UNHEALTHY'}")
         click.echo(f"Ray nodes alive: {len(info['alive_nodes'])} of {info['expected_nodes']}")
-        for n in info["alive_nodes"]:
-            res = ", ".join(
-                f"{k}={v:g}" for k, v in sorted(n["resources"].items()) if "memory" not in k
-            )
-            click.echo(f"  {'head  ' if n['head'] else 'worker'} {n['node_id'][:12]}  {res}")
+        gib = 1024**3
+        table.echo(
+            ["role", "node id", "CPU", "memory GiB", "custom resources"],
+            [
+                [
+                    "head" if n["head"] else "worker",
+                    n["node_id"][:12],
+                    f"{n['resources'].get('CPU', 0):g}",
+                    f"{n['resources'].get('memory', 0) / gib:.1f}",
+                    ", ".join(
+                        f"{k}={v:g}"
+                        for k, v in sorted(n["resources"].items())
+                        if k not in ("CPU", "memory", "object_store_memory")
+                    ),
+                ]
+                for n in info["alive_nodes"]
+            ],
+            right=(2, 3),
+        )
         click.echo(f"Milvus ({info['milvus_uri']}): {info['milvus']}")
         dead = [r for r, ok in info["processes"].items() if not ok]
         if dead:

@@ -127,9 +127,15 @@ def status(name, address, as_json) -> None:
     if as_json:
         click.echo(json.dumps({"status": details.get("status"), "replicas": replicas}, indent=2))
     else:
+        from medray.cli import table
+
         click.echo(f"App {name!r}: {details.get('status')}")
-        for dep, n in replicas.items():
-            click.echo(f"  {dep:12s} {n} replica(s)")
+        deps = details.get("deployments") or {}
+        table.echo(
+            ["deployment", "status", "running replicas"],
+            [[d, (deps.get(d) or {}).get("status", "?"), n] for d, n in replicas.items()],
+            right=(2,),
+        )
     if details.get("status") != "RUNNING":
         sys.exit(1)
 
