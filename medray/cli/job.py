@@ -37,6 +37,30 @@ def submit_env_and_address() -> tuple[dict[str, str], str]:
     return {**os.environ, "RAY_AUTH_MODE": os.environ.get("RAY_AUTH_MODE", "token")}, address
 
 
+def preflight(entrypoint: Sequence[str], working_dir: Path, env: dict[str, str]) -> None:
+    """For ``python -m jobs.NAME ARGS``: load the job's config here (``--print-config``)
+    so that a wrong key, value or file fails in a second, before anything is uploaded."""
+    ep = list(entrypoint)
+    if len(ep) < 3 or Path(ep[0]).name not in ("python", "python3") or ep[1] != "-m":
+        return
+    if not ep[2].startswith("jobs.") or any(a in ("-h", "--help") for a in ep[3:]):
+        return
+    path = os.pathsep.join(p for p in (str(working_dir), env.get("PYTHONPATH", "")) if p)
+    res = subprocess.run(
+        [sys.executable, "-m", ep[2], *ep[3:], "--print-config"],
+        cwd=working_dir,
+        env={**env, "PYTHONPATH": path, "MEDRAY_SOURCE_ROOT": str(Path(working_dir).resolve())},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    if res.returncode != 0:
+        raise click.ClickException(
+            "the job's configuration is invalid; nothing was submitted:\n"
+            + (res.stderr.strip() or res.stdout.strip())[-3000:]
+        )
+
+
 def submit(
     entrypoint: Sequence[str],
     working_dir: Path,
@@ -54,6 +78,7 @@ def submit(
     from medray.cluster import local
 
     env, address = submit_env_and_address()
+    preflight(entrypoint, working_dir, env)
     # MEDRAY_SOURCE_ROOT: relative data paths in configs (../shared/data/...) resolve
     # against the checkout the job came from, not against the uploaded copy.
     runtime_env = {

@@ -126,3 +126,21 @@ def test_ray_data_false_hang_warning_is_explained_not_shouted():
     assert [r.levelname for r in seen] == ["INFO", "WARNING"]
     assert "will hang" not in seen[0].getMessage() and "--stuck-timeout" in seen[0].getMessage()
     assert sum(type(f).__name__ == "HangWarningFilter" for f in logger.filters) == 1
+
+
+def test_job_config_errors_fail_before_anything_is_submitted(tmp_path, monkeypatch):
+    import os
+
+    from medray.paths import repo_root
+
+    monkeypatch.setenv("MEDRAY_HOME", str(tmp_path))  # no local cluster recorded
+    monkeypatch.setenv("RAY_API_SERVER_ADDRESS", "http://127.0.0.1:1")  # nothing listens
+    res = CliRunner().invoke(
+        cli, ["job", "submit", "--", "python", "-m", "jobs.index", "cases.inptu=/x"]
+    )
+    assert res.exit_code == 1, res.output
+    assert "nothing was submitted" in res.output and "did you mean 'input'" in res.output
+    from medray.cli.job import preflight
+
+    preflight(["python", "-m", "jobs.index", "cases.input=/x"], repo_root(), dict(os.environ))
+    preflight(["python", "-c", "print(1)"], repo_root(), {})  # not a MedRay job: not checked
