@@ -18,6 +18,19 @@ def _dashboard(address: str | None) -> str:
     return require_state().dashboard_url
 
 
+def drop_unbuilt(config: dict) -> dict:
+    """Drop the settings of deployments the graph will not build (Serve refuses settings
+    of a deployment that does not exist): Retriever without ``retrieval.enabled``, Agent
+    without ``agent.enabled``. Returns ``config`` (changed in place)."""
+    from serve_apps.app import parse_args
+
+    app = config["applications"][0]
+    args = parse_args(app.get("args") or {})
+    unbuilt = {"Retriever": not args.retrieval.enabled, "Agent": not args.agent.enabled}
+    app["deployments"] = [d for d in app.get("deployments") or [] if not unbuilt.get(d["name"])]
+    return config
+
+
 def check_fits(config, dashboard: str) -> None:
     """Refuse, before deploying, an app whose replicas the cluster's nodes cannot hold."""
     from medray.cluster.demands import check_fits as problems_of
@@ -79,7 +92,7 @@ def up(config_file, host, port, address, timeout, overrides) -> None:
     from medray.serving.deploy import ServeDeployError, deploy, load_serve_config
 
     try:
-        config = load_serve_config(config_file, overrides, host=host, port=port)
+        config = drop_unbuilt(load_serve_config(config_file, overrides, host=host, port=port))
     except ConfigError as e:
         raise click.UsageError(str(e)) from None
     dashboard = _dashboard(address)

@@ -36,6 +36,7 @@ def medray_job(*args: str, timeout: float = 600) -> tuple[subprocess.CompletedPr
 
 
 def test_preprocess_job_finishes_while_the_serve_app_runs(ray_cluster, tiny_models, medray_home):
+    from medray.cli.serve import drop_unbuilt
     from medray.cluster.local import SERVE_RESOURCE
     from medray.serving.deploy import app_details, deploy, load_serve_config, remove
 
@@ -44,10 +45,7 @@ def test_preprocess_job_finishes_while_the_serve_app_runs(ray_cluster, tiny_mode
         ["retrieval.enabled=false", "agent.enabled=false"],
         port=SERVE_PORT,
     )
-    # Without retrieval the graph has no Retriever and Agent: drop their settings too
-    # (Serve refuses settings of deployments the graph does not build).
-    app = config["applications"][0]
-    app["deployments"] = [d for d in app["deployments"] if d["name"] not in ("Retriever", "Agent")]
+    drop_unbuilt(config)  # no Retriever and Agent deployments without retrieval and agent
     dashboard = ray_cluster.dashboard_url
     t0 = time.perf_counter()
     deploy(config, dashboard, wait_s=420)

@@ -144,3 +144,16 @@ def test_job_config_errors_fail_before_anything_is_submitted(tmp_path, monkeypat
 
     preflight(["python", "-m", "jobs.index", "cases.input=/x"], repo_root(), dict(os.environ))
     preflight(["python", "-c", "print(1)"], repo_root(), {})  # not a MedRay job: not checked
+
+
+def test_serve_up_drops_settings_of_deployments_the_graph_does_not_build():
+    from medray.cli.serve import drop_unbuilt
+    from medray.serving.deploy import load_serve_config
+
+    def names(overrides):
+        cfg = drop_unbuilt(load_serve_config("serve_apps/configs/local.yaml", overrides))
+        return {d["name"] for d in cfg["applications"][0]["deployments"]}
+
+    assert {"Retriever", "Agent"} <= names([])
+    assert "Retriever" not in names(["retrieval.enabled=false"])
+    assert not {"Retriever", "Agent"} & names(["retrieval.enabled=false", "agent.enabled=false"])
