@@ -1,8 +1,8 @@
 """Watch a submitted job's pending demands through the dashboard's REST API.
 
 A Ray task or actor that no node can hold waits forever, silently. ``JobWatch`` looks at
-the job's tasks and actors that wait for a node (``PENDING_NODE_ASSIGNMENT`` /
-``PENDING_CREATION``) and returns a verdict when
+the job's tasks, actors and placement groups that wait for a node
+(``PENDING_NODE_ASSIGNMENT`` / ``PENDING_CREATION`` / ``PENDING``) and returns a verdict when
 
 * a demand fits no node of the cluster at all (``unschedulable``): seen on two polls in a
   row, so that a task caught during a node's start is not blamed; or
@@ -99,23 +99,33 @@ class Dashboard:
             if n.get("state") == "ALIVE"
         ]
 
-    def _state(self, resource: str, job_id: str, state: str, limit: int) -> dict[str, Any]:
+    def _state(
+        self, resource: str, job_id: str, state: str, limit: int, job_key: str = "job_id"
+    ) -> dict[str, Any]:
         params = {
             "limit": limit,
             "detail": "true",
-            "filter_keys": ["job_id", "state"],
+            "filter_keys": [job_key, "state"],
             "filter_predicates": ["=", "="],
             "filter_values": [job_id, state],
         }
         return self._get(f"/api/v0/{resource}", params)["data"]["result"]
 
     def waiting(self, job_id: str, limit: int = 200) -> list[tuple[str, dict[str, float]]]:
-        """``(name, resources)`` of the job's tasks and actors that wait for a node."""
+        """``(name, resources)`` of the job's tasks, actors and placement-group bundles
+        that wait for a node."""
         out = []
         for resource, state in (("tasks", WAITING_TASK), ("actors", WAITING_ACTOR)):
             for item in self._state(resource, job_id, state, limit)["result"]:
                 name = item.get("name") or item.get("class_name") or resource[:-1]
                 out.append((str(name), demands.shape(item.get("required_resources"))))
+        # Ray Train reserves its workers' resources as a placement group first: a bundle
+        # that fits no node keeps it pending (and no task or actor shows up).
+        pgs = self._state("placement_groups", job_id, "PENDING", limit, "creator_job_id")
+        for pg in pgs["result"]:
+            for b in pg.get("bundles") or []:
+                name = f"placement group {pg.get('name') or pg.get('placement_group_id', '')[:8]}"
+                out.append((name, demands.shape(b.get("unit_resources"))))
         return [(n, r) for n, r in out if r]
 
     def running(self, job_id: str) -> int:

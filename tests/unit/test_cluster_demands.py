@@ -112,3 +112,32 @@ def test_a_running_task_or_an_empty_queue_resets_the_blocked_clock():
     assert w.judge(waiting, NODES, running=0, now=700.0) is None
     assert w.judge(waiting, NODES, running=0, now=1001.0).kind == "blocked"
     assert watch(stuck_s=0).judge(waiting, NODES, 0, 1e9) is None  # 0: never blocked
+
+
+def test_waiting_reads_tasks_actors_and_placement_group_bundles(monkeypatch):
+    """The dashboard's REST answers are the boundary here (their live shape is exercised
+    by tests/integration/test_job_coexist.py)."""
+    from medray.cluster.pending import Dashboard
+
+    answers = {
+        "tasks": [{"name": "ReadParquet", "required_resources": {"CPU": 1.0}}],
+        "actors": [{"class_name": "ClipActor", "required_resources": {"CPU": 0.0}}],
+        "placement_groups": [
+            {"name": "train", "bundles": [{"unit_resources": {"CPU": 2.0}}, {"unit_resources": {}}]}
+        ],
+    }
+    calls = []
+
+    def fake_get(self, path, params=None):
+        resource = path.rsplit("/", 1)[-1]
+        calls.append((resource, params["filter_keys"], params["filter_values"]))
+        return {"data": {"result": {"result": answers[resource], "total": 1}}}
+
+    monkeypatch.setattr(Dashboard, "_get", fake_get)
+    got = Dashboard("http://x").waiting("02000000")
+    assert got == [("ReadParquet", {"CPU": 1.0}), ("placement group train", {"CPU": 2.0})]
+    assert calls == [
+        ("tasks", ["job_id", "state"], ["02000000", "PENDING_NODE_ASSIGNMENT"]),
+        ("actors", ["job_id", "state"], ["02000000", "PENDING_CREATION"]),
+        ("placement_groups", ["creator_job_id", "state"], ["02000000", "PENDING"]),
+    ]
