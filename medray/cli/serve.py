@@ -18,6 +18,24 @@ def _dashboard(address: str | None) -> str:
     return require_state().dashboard_url
 
 
+def blame(config_file: str, overrides, error: Exception) -> str:
+    """``error`` of a Serve config with overrides, prefixed with its source: the file
+    itself, or the first command-line override that is wrong on its own."""
+    from medray.config import ConfigError
+    from medray.serving.deploy import load_serve_config
+
+    try:
+        load_serve_config(config_file)
+    except ConfigError:
+        return f"{error} (in the file {config_file})"
+    for item in overrides:
+        try:
+            load_serve_config(config_file, [item])
+        except ConfigError as e:
+            return f"command-line override {item!r}: {e}"
+    return f"the command-line overrides together: {error}"
+
+
 def drop_unbuilt(config: dict) -> dict:
     """Drop the settings of deployments the graph will not build (Serve refuses settings
     of a deployment that does not exist): Retriever without ``retrieval.enabled``, Agent
@@ -94,7 +112,7 @@ def up(config_file, host, port, address, timeout, overrides) -> None:
     try:
         config = drop_unbuilt(load_serve_config(config_file, overrides, host=host, port=port))
     except ConfigError as e:
-        raise click.UsageError(str(e)) from None
+        raise click.UsageError(blame(config_file, overrides, e)) from None
     dashboard = _dashboard(address)
     name = config["applications"][0]["name"]
     check_fits(config, dashboard)

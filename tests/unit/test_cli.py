@@ -157,3 +157,12 @@ def test_serve_up_drops_settings_of_deployments_the_graph_does_not_build():
     assert {"Retriever", "Agent"} <= names([])
     assert "Retriever" not in names(["retrieval.enabled=false"])
     assert not {"Retriever", "Agent"} & names(["retrieval.enabled=false", "agent.enabled=false"])
+
+
+def test_serve_up_blames_the_override_that_is_wrong():
+    res = CliRunner().invoke(
+        cli, ["serve", "up", "generation.temperature=0.5", "generation.max_new_tokn=7"]
+    )
+    assert res.exit_code == 2
+    assert "command-line override 'generation.max_new_tokn=7': " in res.output
+    assert "did you mean 'max_new_tokens'" in res.output
