@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import logging
-import os
 
 import click
 
 from medray import __version__
+from medray.cli import options
 from medray.cli.cluster import cluster
 from medray.cli.data import data
 from medray.cli.demo import demo
@@ -53,10 +53,10 @@ def setup_logging(verbose: int) -> None:
     """Warnings only by default; ``-v``: INFO of every library; ``-vv``: DEBUG."""
     level = (logging.WARNING, logging.INFO)[verbose] if verbose < 2 else logging.DEBUG
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    options.VERBOSITY = verbose
     if not verbose:
-        # transformers reads its verbosity when first imported. Ray sets its "ray" logger
-        # to INFO on import, but leaves the levels of the loggers below it alone.
-        os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+        # Ray sets its "ray" logger to INFO on import, but leaves the levels of most
+        # loggers below it alone (see options.quiet_imported for those it sets).
         for name in QUIET_LOGGERS:
             logging.getLogger(name).setLevel(logging.WARNING)
 

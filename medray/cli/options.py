@@ -9,7 +9,35 @@ subcommand (or one below it) has an option of the same name; nothing after ``--`
 
 from __future__ import annotations
 
+import logging
+import os
+
 import click
+
+VERBOSITY = 0  # -v count of this invocation (set by medray.cli.main)
+
+
+def quiet_models() -> None:
+    """Without -v: no transformers warnings or weight-loading progress bars in this process.
+
+    Set only by commands that load models here (search): the environment of commands
+    that start cluster processes must not carry these settings to the jobs.
+    """
+    if VERBOSITY:
+        return
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+
+
+def quiet_ray_sdk() -> None:
+    """Without -v: Ray's dashboard SDK (deploys, uploads) logs warnings only.
+
+    It sets its logger to INFO when imported, so it is imported here first.
+    """
+    if not VERBOSITY:
+        import ray.dashboard.modules.dashboard_sdk as sdk
+
+        sdk.logger.setLevel(logging.WARNING)
 
 
 def _option_names(cmd: click.Command, ctx: click.Context) -> set[str]:

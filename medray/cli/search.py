@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from medray.cli.options import AnywhereGroup
+from medray.cli.options import AnywhereGroup, quiet_models
 
 FILTER_HELP = (
     "FIELD=VALUE on modality, split, source, organ or labels (repeatable; values of one "
@@ -18,6 +18,7 @@ FILTER_HELP = (
 
 
 def _searcher(ctx: click.Context):
+    quiet_models()
     from medray.cli.cluster import local_milvus_uri
     from medray.retrieval import MilvusSettings, RetrievalError
     from medray.retrieval.search import Searcher
@@ -85,6 +86,7 @@ def _run(ctx: click.Context, fn, filter_items: tuple[str, ...] = (), collection=
         labels = f"  labels: {', '.join(p['labels'])}" if p.get("labels") else ""
         click.echo(f"{rank:2d}. {h.score:.4f}  {h.id}  [{where}]{labels}")
         if text:
+            text = " ".join(text.split())
             click.echo(f"      {text[:160]}{'...' if len(text) > 160 else ''}")
 
 

@@ -7,10 +7,12 @@ import time
 
 import click
 
+from medray.cli.options import quiet_ray_sdk
 from medray.serving.deploy import DEFAULT_CONFIG
 
 
 def _dashboard(address: str | None) -> str:
+    quiet_ray_sdk()
     if address:
         return address
     from medray.cli.cluster import require_state
