@@ -137,7 +137,10 @@ def _watch(proc: subprocess.Popen, address: str, submission_id: str, stuck_s: fl
             log.debug("could not read the job's pending demands: %s", e)
             continue
         if verdict is not None:
-            dashboard.stop_job(submission_id)
+            try:
+                dashboard.stop_job(submission_id)
+            except DashboardError as e:
+                log.warning("%s; stop it with `ray job stop %s`", e, submission_id)
             return verdict
 
 
