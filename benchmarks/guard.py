@@ -145,14 +145,17 @@ class CachedEmbed:
         return np.stack([self.cache[t] for t in texts])
 
 
-def latency_ms(clf: DomainClassifier, texts: list[str], repeats: int) -> float:
-    runs = []
+def latency_ms(guards: dict[str, DomainClassifier], texts: list[str], repeats: int) -> dict:
+    """Median over repeats of mean ms per request; the guards alternate within each repeat
+    so that a change of machine load hits both alike."""
+    runs: dict[str, list[float]] = {name: [] for name in guards}
     for _ in range(repeats):
-        t0 = time.perf_counter()
-        for t in texts:
-            clf.classify(t)
-        runs.append((time.perf_counter() - t0) * 1000 / len(texts))
-    return statistics.median(runs)
+        for name, clf in guards.items():
+            t0 = time.perf_counter()
+            for t in texts:
+                clf.classify(t)
+            runs[name].append((time.perf_counter() - t0) * 1000 / len(texts))
+    return {name: statistics.median(v) for name, v in runs.items()}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -198,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     for clf in timed.values():
         clf.classify(texts[0])  # embeds the exemplars
-    ms = {name: latency_ms(clf, texts, args.repeats) for name, clf in timed.items()}
+    ms = latency_ms(timed, texts, args.repeats)
     emit(
         result="latency", prompts=len(texts), repeats=args.repeats,
         head_ms=round(ms["head"], 2), previous_ms=round(ms["previous"], 2),

@@ -26,10 +26,9 @@ from typing import Any
 
 import numpy as np
 
-from medray.safety.head import DomainHead, HeadError, views
+from medray.safety.head import DomainHead, HeadError, head_row, views
 from medray.safety.policy import SafetyPolicy
-from medray.safety.terms import MEDICAL_RE as _MEDICAL_RE
-from medray.safety.terms import NON_MEDICAL_RE as _NON_MEDICAL_RE
+from medray.safety.terms import keyword_evidence
 
 log = logging.getLogger(__name__)
 
@@ -165,19 +164,6 @@ class DomainDecision:
         }
 
 
-def _unique(matches: list[str]) -> tuple[str, ...]:
-    out: list[str] = []
-    for m in matches:
-        if m.lower() not in out:
-            out.append(m.lower())
-    return tuple(out)
-
-
-def keyword_evidence(text: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """Clinical and non-medical topic keywords found in ``text``."""
-    return _unique(_MEDICAL_RE.findall(text)), _unique(_NON_MEDICAL_RE.findall(text))
-
-
 def decide(
     text: str,
     embed: EmbedFn | None = None,
@@ -215,10 +201,9 @@ def decide(
     if head is None:
         return _by_exemplars(clean, embed, exemplars, policy, med_kw, other_kw, inj)
     both = np.asarray(embed(list(views(clean))), dtype=np.float32)
-    v = both[0]
-    sim_med = round(float(np.max(exemplars[0] @ v)), 4)
-    sim_other = round(float(np.max(exemplars[1] @ v)), 4)
-    score = float(head.probability(both.reshape(1, -1))[0])
+    x = head_row(both, med_kw, other_kw, exemplars)
+    sim_med, sim_other = round(float(x[-2]), 4), round(float(x[-1]), 4)
+    score = float(head.probability(x)[0])
     threshold = policy.domain_threshold if policy.domain_threshold is not None else head.threshold
     medical = score >= threshold
     evidence = (f"; clinical terms: {', '.join(med_kw[:3])}" if med_kw else "") + (

@@ -42,3 +42,16 @@ NON_MEDICAL_RE = re.compile(rf"\b(?:{NON_MEDICAL_TERMS})\b", re.IGNORECASE)
 def mask_medical_terms(text: str) -> str:
     """``text`` without its clinical terms (whitespace collapsed); "" if nothing is left."""
     return " ".join(MEDICAL_RE.sub(" ", text).split())
+
+
+def _unique(matches: list[str]) -> tuple[str, ...]:
+    out: list[str] = []
+    for m in matches:
+        if m.lower() not in out:
+            out.append(m.lower())
+    return tuple(out)
+
+
+def keyword_evidence(text: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """Clinical and non-medical topic keywords found in ``text``."""
+    return _unique(MEDICAL_RE.findall(text)), _unique(NON_MEDICAL_RE.findall(text))

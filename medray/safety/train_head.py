@@ -26,18 +26,13 @@ from pathlib import Path
 import numpy as np
 
 from medray.safety.augment import augment
-from medray.safety.domain import strip_injection
-from medray.safety.guardset import GuardPrompt, load_guard_set
+from medray.safety.domain import embed_exemplars, strip_injection
+from medray.safety.guardset import load_guard_set
 from medray.safety.head import HEAD_PATH, DomainHead, features
 
 log = logging.getLogger(__name__)
 
 C_GRID = (0.1, 0.3, 1.0, 3.0, 10.0)
-
-
-def clean_texts(prompts: list[GuardPrompt]) -> list[str]:
-    """What the head sees: each prompt with injection text removed."""
-    return [strip_injection(p.text)[0] or p.text for p in prompts]
 
 
 def pick_threshold(p_medical: np.ndarray, target_recall: float) -> float:
@@ -104,10 +99,11 @@ def train(
         per_prompt=augment_per_prompt,
     )
     model = load_embedder(preset)
-    x = features(
-        [strip_injection(t)[0] or t for t in texts],
-        lambda t: model.encode(list(t), normalize_embeddings=True, batch_size=64),
-    )
+
+    def embed(batch):
+        return model.encode(list(batch), normalize_embeddings=True, batch_size=64)
+
+    x = features([strip_injection(t)[0] or t for t in texts], embed, embed_exemplars(embed))
     y = np.array(labels, dtype=int)
     groups = np.array(fams)
     original = np.arange(len(y)) < len(prompts)

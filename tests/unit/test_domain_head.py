@@ -11,7 +11,7 @@ import pytest
 
 from medray.safety import DomainClassifier, SafetyPolicy, assess_request
 from medray.safety.augment import augment, wrap
-from medray.safety.head import HEAD_PATH, DomainHead, HeadError, features, views
+from medray.safety.head import EXTRA, HEAD_PATH, DomainHead, HeadError, features, views
 from medray.safety.terms import mask_medical_terms
 from medray.safety.train_head import cross_validate, pick_threshold
 
@@ -29,21 +29,24 @@ def test_views_mask_the_clinical_words():
     assert views("chest x-ray")[1] == "."  # nothing left: a neutral placeholder
 
 
-def test_features_are_the_two_views_side_by_side():
+def test_features_are_the_two_views_then_the_evidence():
     def embed(texts):
         return np.array([[len(t), 1.0] for t in texts])
 
-    x = features(["ab", "cancer x"], embed)
-    assert x.shape == (2, 4) and x[1].tolist() == [8.0, 1.0, 1.0, 1.0]  # "cancer x" -> "x"
+    exemplars = (np.array([[1.0, 0.0]]), np.array([[0.0, 1.0]]))
+    x = features(["ab", "cancer x"], embed, exemplars)
+    assert x.shape == (2, 4 + len(EXTRA))
+    # "cancer x" -> masked "x"; one clinical term, no other topic; sims of view 1: 8 and 1.
+    assert x[1].tolist() == pytest.approx([8, 1, 1, 1, 1 / 3, 0, 1, 0, 8, 1])
 
 
 def test_head_round_trip_and_errors(tmp_path):
-    head = DomainHead(np.array([1.0, -1.0, 0.5, 0.0]), 0.1, 0.4, {"embedder": "e"})
+    head = DomainHead(np.linspace(-1, 1, 10), 0.1, 0.4, {"embedder": "e"})
     path = head.save(tmp_path / "h.json")
     back = DomainHead.load(path)
     assert back.threshold == 0.4 and back.dim == 2 and back.meta == {"embedder": "e"}
-    assert back.probability(np.zeros(4))[0] == pytest.approx(1 / (1 + np.exp(-0.1)))
-    with pytest.raises(HeadError, match="expects 4"):
+    assert back.probability(np.zeros(10))[0] == pytest.approx(1 / (1 + np.exp(-0.1)))
+    with pytest.raises(HeadError, match="expects 10"):
         back.probability(np.zeros((1, 3)))
     d = json.loads(path.read_text())
     d["threshold"] = 1.5
