@@ -39,7 +39,11 @@ EVAL_COLUMNS = (
     "boxes",
     "choices",
     "impression",
+    "findings",
 )
+
+
+EVAL_ROWS_FILE = "eval_outputs.jsonl"  # per held-out row: sample_id, prompt, raw_text, reference
 
 
 @dataclass(frozen=True)
@@ -174,8 +178,12 @@ def contract_tokens(task: str) -> int:
     return {"reasoner": reasoner, "summariser": summariser, "medqa": medqa}[task].MAX_NEW_TOKENS
 
 
-def evaluate(cfg: TrainSFTConfig, eval_ds, checkpoint: str) -> dict[str, Any]:
-    """Generate on the held-out rows with the final model and score them."""
+def evaluate(
+    cfg: TrainSFTConfig, eval_ds, checkpoint: str, rows_path: Path | None = None
+) -> dict[str, Any]:
+    """Generate on the held-out rows with the final model and score them; with
+    ``rows_path``, also write each row's prompt, output and reference there (JSON lines:
+    the outputs a served model is compared with)."""
     from medray.train.sft_eval import SFTGenerator, score
     from medray.train.sft_tasks import MODEL_KIND
 
@@ -191,7 +199,17 @@ def evaluate(cfg: TrainSFTConfig, eval_ds, checkpoint: str) -> dict[str, Any]:
         batch_size=cfg.eval.batch_size,
         concurrency=1,
     ).take_all()
+    if rows_path is not None:
+        write_eval_rows(rows_path, generated)
     return score(cfg.task, generated)
+
+
+def write_eval_rows(path: Path, rows: list[dict[str, Any]]) -> None:
+    """The held-out rows' prompts, generated texts and references, one JSON line each."""
+    keys = ("sample_id", "prompt", "raw_text", "answer", "impression", "findings")
+    with path.open("w") as f:
+        for r in rows:
+            f.write(json.dumps({k: r.get(k) for k in keys}, default=str) + "\n")
 
 
 def run(cfg: TrainSFTConfig) -> dict[str, Any]:
@@ -224,12 +242,13 @@ def run(cfg: TrainSFTConfig) -> dict[str, Any]:
     metrics = result.metrics or {}
     final = result.checkpoint.path if result.checkpoint else None
     evaluation = None
-    if eval_ds is not None and final:
-        t_eval = time.perf_counter()
-        evaluation = evaluate(cfg, eval_ds, final)
-        evaluation["seconds"] = round(time.perf_counter() - t_eval, 1)
     out_dir = Path(storage_path(cfg.run)) / cfg.run.name
     out_dir.mkdir(parents=True, exist_ok=True)
+    if eval_ds is not None and final:
+        t_eval = time.perf_counter()
+        evaluation = evaluate(cfg, eval_ds, final, out_dir / EVAL_ROWS_FILE)
+        evaluation["seconds"] = round(time.perf_counter() - t_eval, 1)
+        evaluation["rows_file"] = str(out_dir / EVAL_ROWS_FILE)
     summary = {
         "run": cfg.run.name,
         "task": cfg.task,

@@ -1,14 +1,25 @@
-"""``medray demo``: the main job on embedded defaults, from nothing to results."""
+"""``medray demo``: the main job on embedded defaults, from nothing to a served answer.
+
+The console shows one line per step and per pipeline stage (as it ends) and the figures
+at the end; the job's full output (Ray's logs included) goes to a log file whose path is
+printed first.
+"""
 
 from __future__ import annotations
 
 import json
+import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import click
 
 from medray.paths import repo_root, runs_dir
+
+# What the demo's figures must show (issue 17): checked and printed beside each figure.
+MIN_JSON_VALIDITY = 0.9
+MIN_CLIP_TEST_IMAGES = 100
 
 
 @click.command()
@@ -22,15 +33,15 @@ from medray.paths import repo_root, runs_dir
     default=None,
     help="Cluster settings YAML (ports, CPUs per node) [default: cluster/local.yaml].",
 )
-@click.option("--keep-up", is_flag=True, help="Leave the cluster running afterwards.")
+@click.option("--keep-up", is_flag=True, help="Leave the cluster (and the Serve app) running.")
 @click.option(
     "--serve-port",
     type=int,
     default=8000,
     show_default=True,
-    help="HTTP port of the Serve app the demo starts.",
+    help="HTTP port of the Serve app the pipeline's serve stage deploys.",
 )
-@click.option("--no-serve", is_flag=True, help="Skip starting the Serve app.")
+@click.option("--no-serve", is_flag=True, help="Skip the serve stage and the analyze request.")
 @click.option(
     "--config",
     "config_file",
@@ -50,76 +61,284 @@ def demo(
 ) -> None:
     """Bring a local cluster up, build the tiny models, run the pipeline job through
     `ray job submit` (preprocess, CLIP, index, search, reasoner SFT and GRPO, summariser
-    SFT, batch inference, evaluation), start the Serve app and send it one analyze
-    request, print where the results and the evaluation report are, and bring the
-    cluster down.
+    SFT, batch inference, evaluation, serve), send the Serve app it deployed one analyze
+    request (answered by the trained adapter), print the figures, and bring the cluster
+    down.
 
     OVERRIDES are key=value pairs for the pipeline config (e.g. grpo.grpo.optim.max_steps=8,
     stages=[preprocess,train_clip,index,search]).
     """
-    from medray.cli.cluster import cluster_config, print_endpoints
-    from medray.cli.job import submit
+    from jobs.pipeline import PipelineConfig
+    from medray.cli.cluster import cluster_config
     from medray.cluster import local
-    from medray.models import PRESETS, ensure_built
+    from medray.config import ConfigError, load_config
 
     t0 = time.perf_counter()
+    run_name = time.strftime("demo-%Y%m%d-%H%M%S")
+    overrides = (*overrides, f"serve.port={serve_port}")
+    if no_serve:
+        overrides = (*overrides, "serve.deploy=false")
+    try:  # bad input fails here, before any cluster or worker starts
+        plan = load_config(PipelineConfig, repo_root() / config_file, list(overrides))
+    except ConfigError as e:
+        raise click.UsageError(str(e)) from None
+    log_path = runs_dir() / f"{run_name}.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    log_path.write_text("")
+    click.echo(f"Full log (the job's output and Ray's logs): {log_path}")
+    for note in plan.serve_notes():
+        click.echo(f"  serve plan: {note}")
     existing = local.read_state()
     reuse = existing is not None and local.status(existing)["healthy"]
-    if reuse:
-        state = existing
-        click.echo("Using the local cluster that is already running.")
-    else:
-        cfg = cluster_config(cluster_config_file, {"nodes": nodes})
-        click.echo(f"[1/5] Starting a local cluster: {cfg.nodes} Ray nodes + Milvus Lite ...")
-        try:
-            state, _ = local.up(cfg)
-        except local.ClusterError as e:
-            raise click.ClickException(f"{e}\nNothing was left running.") from None
-    print_endpoints(state)
+    summary: dict[str, Any] | None = None
+    served = False
     try:
-        click.echo("[2/5] Building tiny model presets (cached after the first run) ...")
-        for p in PRESETS.values():
-            if p.source == "tiny":
-                t = time.perf_counter()
-                ensure_built(p)
-                click.echo(f"  {p.name:16s} {time.perf_counter() - t:5.1f}s")
-        run_name = time.strftime("demo-%Y%m%d-%H%M%S")
-        click.echo(f"[3/5] Submitting the pipeline job ({run_name}) with ray job submit ...")
-        entry = [
-            "python",
-            "-m",
-            "jobs.pipeline",
-            "--config",
-            config_file,
-            f"run.name={run_name}",
-            *overrides,
-        ]
-        rc = submit(entry, repo_root())
+        if reuse:
+            state = existing
+            click.echo("[1/5] Using the local cluster that is already running.")
+        else:
+            cfg = cluster_config(cluster_config_file, {"nodes": nodes})
+            click.echo(f"[1/5] Starting a local cluster: {cfg.nodes} Ray nodes + Milvus Lite ...")
+            try:
+                state, _ = local.up(cfg)
+            except local.ClusterError as e:
+                raise click.ClickException(f"{e}\nNothing was left running.") from None
+        click.echo(f"      dashboard {state.dashboard_url}, Milvus {state.milvus_uri}")
+        _build_presets(log_path)
+        click.echo(f"[3/5] Pipeline job {run_name} (ray job submit); one line per stage:")
+        rc = _run_pipeline(config_file, run_name, overrides, log_path)
         if rc != 0:
-            raise click.ClickException(f"the pipeline job failed (exit {rc}); its log is above")
-        summary_path = runs_dir() / run_name / "summary.json"
-        summary = json.loads(summary_path.read_text())
-        if not no_serve:
-            from medray.cli.serve import serve_demo
-
-            click.echo("[4/5] Starting the Serve app and sending one analyze request ...")
-            serve_demo(
-                state.dashboard_url, serve_port, summary.get("outputs", {}).get("clip_model")
-            )
+            raise click.ClickException(f"the pipeline job failed (exit {rc}); see {log_path}")
+        summary = json.loads((runs_dir() / run_name / "summary.json").read_text())
+        serve_out = summary.get("outputs", {}).get("serve")
+        served = bool(serve_out) and summary["stages"]["serve"].get("deployed", False)
+        if served:
+            click.echo(f"[4/5] One analyze request to the Serve app at {serve_out['url']} ...")
+            summary["analyze"] = _analyze(summary, serve_out)
     finally:
+        if served and not keep_up:
+            from medray.serving.deploy import remove
+
+            remove(state.dashboard_url, "medray")
         if not reuse and not keep_up:
             click.echo("[5/5] Stopping the local cluster ...")
-            stopped = local.down()
-            click.echo(f"  stopped {len(stopped)} processes")
+            local.down()
+    _print_figures(summary, time.perf_counter() - t0)
+
+
+def _build_presets(log_path: Path) -> None:
+    """Build the tiny presets (cached); their build logs and progress bars go to the log."""
+    import contextlib
+    import logging
+
+    from medray.models import PRESETS, ensure_built
+
+    t = time.perf_counter()
+    names = [p.name for p in PRESETS.values() if p.source == "tiny"]
+    handler = logging.FileHandler(log_path)
+    root = logging.getLogger()
+    consoles = [h for h in root.handlers if isinstance(h, logging.StreamHandler)]
+    with (
+        log_path.open("a") as log,
+        contextlib.redirect_stderr(log),
+        contextlib.redirect_stdout(log),
+    ):
+        for h in consoles:
+            root.removeHandler(h)
+        root.addHandler(handler)
+        try:
+            for p in PRESETS.values():
+                if p.source == "tiny":
+                    ensure_built(p)
+        finally:
+            root.removeHandler(handler)
+            for h in consoles:
+                root.addHandler(h)
+    click.echo(
+        f"[2/5] Tiny model presets ready ({', '.join(names)}) in {time.perf_counter() - t:.0f}s"
+    )
+
+
+def _run_pipeline(config_file: str, run_name: str, overrides, log_path: Path) -> int:
+    """Submit the pipeline job with its output in ``log_path``; echo each stage's line as
+    the stage ends (the lines the pipeline starts with ``STAGE_MARK``)."""
+    from jobs.pipeline import STAGE_MARK
+    from medray.cli.job import submit
+
+    entry = ["python", "-m", "jobs.pipeline", "--config", config_file, f"run.name={run_name}"]
+    entry += list(overrides)
+    result: dict[str, int] = {}
+    with log_path.open("a") as log:
+        worker = threading.Thread(
+            target=lambda: result.setdefault("rc", submit(entry, repo_root(), stdout=log)),
+            daemon=True,
+        )
+        worker.start()
+        with log_path.open() as reader:
+            while True:
+                done = not worker.is_alive()
+                for line in reader.readlines():
+                    at = line.find(STAGE_MARK)  # after any progress bar's cursor codes
+                    if at >= 0 and line[at:].split("] ", 1)[0][len(STAGE_MARK) :].count("/"):
+                        click.echo("  " + line[at:].rstrip())
+                if done:
+                    break
+                time.sleep(1.0)
+    return result.get("rc", 1)
+
+
+def _held_out_row(summary: dict[str, Any]) -> dict[str, Any]:
+    """The first held-out VQA row the batch inference answered (image, question, answer)."""
+    from medray.data.output import read_table
+
+    cols = ["sample_id", "task", "question", "answer", "image"]
+    table = read_table(summary["outputs"]["data"], "test", columns=cols)
+    rows = sorted(
+        (r for r in table.to_pylist() if r["task"] == "vqa"), key=lambda r: r["sample_id"]
+    )
+    return rows[0]
+
+
+def _analyze(summary: dict[str, Any], serve_out: dict[str, Any]) -> dict[str, Any]:
+    """One /v1/analyze request with a held-out image, answered by the trained adapter."""
+    import base64
+
+    import httpx
+
+    row = _held_out_row(summary)
+    model = serve_out["default_model"]
+    body = {
+        "image": base64.b64encode(row["image"]).decode(),
+        "question": row["question"],
+        "model": model,
+    }
+    events: dict[str, Any] = {}
+    event = None
+    t = time.perf_counter()
+    with httpx.stream("POST", f"{serve_out['url']}/v1/analyze", json=body, timeout=600) as resp:
+        if resp.status_code != 200:
+            resp.read()
+            raise click.ClickException(f"analyze returned {resp.status_code}: {resp.text[:500]}")
+        for line in resp.iter_lines():
+            if line.startswith("event: "):
+                event = line[7:]
+            elif line.startswith("data: ") and event not in ("token", "step"):
+                events[event] = json.loads(line[6:])
+    reasoning = events.get("reasoning", {})
+    agent = events.get("agent_answer") or {}
+    out = {
+        "model": model,
+        "sample_id": row["sample_id"],
+        "question": row["question"],
+        "reference": row["answer"],
+        "seconds": round(time.perf_counter() - t, 1),
+        "reasoning_ok": bool(reasoning.get("ok")),
+        "answer": (reasoning.get("parsed") or {}).get("answer"),
+        "reasoning_text": reasoning.get("text", ""),
+        "summary": events.get("summary", {}).get("text"),
+        "agent": {k: agent.get(k) for k in ("most_likely_diagnosis", "confidence", "missing")}
+        if agent
+        else None,
+        "disclaimer": (events.get("safety") or {}).get("disclaimer"),
+    }
+    click.echo(
+        f"  model {model!r} on held-out {row['sample_id']}: Q {row['question']!r} -> "
+        f"answer {out['answer']!r} (reference {row['answer']!r}); reasoning.ok "
+        f"{str(out['reasoning_ok']).lower()}; summary {out['summary']!r}; {out['seconds']}s"
+    )
+    if out["agent"]:
+        click.echo(f"  agent: {json.dumps(out['agent'])}")
+    return out
+
+
+def _check(ok: bool | None) -> str:
+    return "n/a" if ok is None else ("ok" if ok else "NOT MET")
+
+
+def figures(summary: dict[str, Any]) -> list[tuple[str, str, bool | None]]:
+    """The demo's figures ``(name, value, target met)`` from the pipeline's summary."""
+    st = summary["stages"]
+    out: list[tuple[str, str, bool | None]] = []
+    bi, ev = st.get("batch_infer"), st.get("evaluate")
+    if bi:
+        for label, m in bi["models"].items():
+            if label == "base":
+                continue
+            v = m["json_valid"]
+            out.append(
+                (
+                    f"reasoner {label}: JSON validity on {bi['input_rows']} held-out rows",
+                    f"{v:.3f} (target >= {MIN_JSON_VALIDITY})",
+                    v >= MIN_JSON_VALIDITY,
+                )
+            )
+    if ev:
+        for label, h in ev["runs"].items():
+            out.append(
+                (
+                    f"reasoner {label}: closed accuracy | blank-image control",
+                    f"{_num(h.get('closed accuracy'))} | {_num(h.get('blank-image accuracy'))}",
+                    None,
+                )
+            )
+        out.append((f"report plots ({ev['report']})", str(len(ev["plots"])), bool(ev["plots"])))
+    clip = st.get("train_clip")
+    if clip:
+        zs, ft = clip["zero_shot"]["i2t_R@1"], clip["fine_tuned"]["i2t_R@1"]
+        n = clip["fine_tuned"]["n_images"]
+        out.append(
+            (
+                f"CLIP test image->text R@1 on {n} images: zero-shot -> fine-tuned",
+                f"{zs:.3f} -> {ft:.3f}",
+                ft > zs and n >= MIN_CLIP_TEST_IMAGES,
+            )
+        )
+    summ = (st.get("summariser_sft") or {}).get("eval") or {}
+    if summ:
+        r, c = summ.get("rougeL"), summ.get("copy_input_rougeL")
+        out.append(
+            (
+                f"summariser held-out ROUGE-L on {summ.get('n')} reports | copy-the-input",
+                f"{_num(r)} | {_num(c)}",
+                None if r is None or c is None else r > c,
+            )
+        )
+    a = summary.get("analyze")
+    if a:
+        out.append(
+            (
+                f"analyze answer by {a['model']!r}: reasoning.ok",
+                str(a["reasoning_ok"]),
+                a["reasoning_ok"],
+            )
+        )
+    return out
+
+
+def _num(v: Any) -> str:
+    return "-" if v is None else f"{v:.3f}"
+
+
+def _print_figures(summary: dict[str, Any] | None, seconds: float) -> None:
     click.echo("")
-    click.echo(f"Demo finished in {time.perf_counter() - t0:.0f}s.")
-    width = max((len(n) for n in summary["stages"]), default=0)
-    for name, stage in summary["stages"].items():
-        click.echo(f"  {name:<{width}}  {stage['stage_seconds']:6.1f}s  {stage['line']}")
-    click.echo(f"  nodes used: {len(summary['nodes_used'])} of {summary['cluster_nodes']}")
-    click.echo(f"Results: {summary['output_dir']}  (summary: {summary_path})")
+    click.echo(f"Demo finished in {seconds:.0f}s.")
+    if summary is None:
+        return
+    for name, value, ok in figures(summary):
+        click.echo(f"  {name}: {value}  [{_check(ok)}]")
+    click.echo(f"Results: {summary['output_dir']}  (summary.json there)")
     if summary.get("report"):
         report_dir = Path(summary["report"]).parent
         click.echo(
             f"Report:  {summary['report']}  (headline figures: medray report show {report_dir})"
         )
+    (Path(summary["output_dir"]) / "demo.json").write_text(
+        json.dumps(
+            {
+                "seconds": round(seconds, 1),
+                "figures": figures(summary),
+                "analyze": summary.get("analyze"),
+            },
+            indent=2,
+        )
+    )

@@ -63,8 +63,14 @@ def load_serve_config(
         config.setdefault("http_options", {})["port"] = int(port)
     if app_name:
         app["name"] = app_name
-    parse_args(args)  # fail here, with the key's name, not in a replica
+    parsed = parse_args(args)  # fail here, with the key's name, not in a replica
     app["args"] = args
+    # Deployments the args leave out of the graph must leave the config too: Serve refuses
+    # options for a deployment the app does not have.
+    absent = {"Retriever"} if not parsed.retrieval.enabled else set()
+    absent |= {"Agent"} if not parsed.agent.enabled else set()
+    if absent and app.get("deployments"):
+        app["deployments"] = [d for d in app["deployments"] if d.get("name") not in absent]
     try:
         ServeDeploySchema.model_validate(config)
     except Exception as e:

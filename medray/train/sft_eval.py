@@ -136,10 +136,13 @@ def score_medqa(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
 
 
 def score_summariser(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    """BLEU / ROUGE of generated summaries against the impressions."""
+    """BLEU / ROUGE of generated summaries against the impressions, and the ROUGE-L of
+    copying the input findings (``copy_input_rougeL``: the baseline a summary must beat)."""
     from medray.contracts.summariser import parse
-    from medray.eval.text import text_metrics
+    from medray.eval.text import rouge, text_metrics
 
     hyps = [parse(r["raw_text"]) for r in rows]
     refs = [r["impression"] for r in rows]
-    return {"n": len(rows), **(text_metrics(hyps, refs) or {})}
+    copied = [(r.get("findings") or "", r["impression"]) for r in rows if r["impression"]]
+    copy = rouge([c[0] for c in copied], [c[1] for c in copied])["rougeL"] if copied else None
+    return {"n": len(rows), **(text_metrics(hyps, refs) or {}), "copy_input_rougeL": copy}

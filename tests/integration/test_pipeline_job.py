@@ -11,6 +11,12 @@ tests/unit/test_pipeline_plan.py):
 - ``preprocess`` + ``train_clip`` + ``index`` + ``search``: the tiny CLIP trained on the
   preprocessed pairs, cases indexed with *that* checkpoint and the knowledge corpus into
   Milvus, and searches answered from them.
+- ``preprocess`` + ``sft_reasoner`` + ``summariser_sft`` + ``batch_infer`` + ``serve``: the
+  pipeline serves what it trained, and every path gives the same answer for the same
+  held-out row: batch inference's greedy answer == ``/v1/chat/completions`` with the
+  adapter's model name == ``/v1/analyze``'s ``reasoning`` event, and the served summariser's
+  output == the SFT evaluation's output for the same input (so any drift of a prompt,
+  parser or generation setting between training, batch inference and serving fails it).
 """
 
 from __future__ import annotations
@@ -29,13 +35,18 @@ pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]
 
 
+SERVE_PORT = 8050 + int(os.environ.get("MEDRAY_TEST_PORT_OFFSET", "0"))  # test_serve_app's
+
+
 def _submit(*args: str) -> subprocess.CompletedProcess:
     cmd = [
         sys.executable, "-m", "medray.cli.main", "job", "submit", "--",
         "python", "-m", "jobs.pipeline", "--config", "jobs/configs/pipeline_tiny.yaml", *args,
     ]  # fmt: skip
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=900, cwd=REPO, env=os.environ)
-    assert res.returncode == 0, res.stdout[-4000:] + res.stderr[-4000:]
+    out = res.stdout + res.stderr
+    at = out.rfind("Traceback (most recent call last)")
+    assert res.returncode == 0, out[at : at + 8000] if at >= 0 else out[-8000:]
     return res
 
 
@@ -52,6 +63,13 @@ def test_pipeline_uses_every_node_trains_and_resumes(ray_cluster, tiny_models, m
         f"run.name={run_name}", "stages=[summariser_sft,preprocess]",  # any order
         "summariser_sft.sft.optim.max_steps=12", "summariser_sft.sft.optim.save_steps=4",
         "summariser_sft.sft.fault.fail_at_step=7", "summariser_sft.data.limit_eval=8",
+        "summariser_sft.data.limit_train=96", "summariser_sft.sft.optim.logging_steps=3",
+        "summariser_sft.sft.lora={enabled: true, r: 8, alpha: 16, dropout: 0.05, "
+        "target_modules: [q_proj, k_proj, v_proj, o_proj]}",
+        "preprocess.sources=[" + ", ".join(
+            f"{{kind: {k}, path: $MEDRAY_HOME/synth/pipeline/{k}, synth_n: {n}}}"
+            for k, n in (("mimic-cxr", 200), ("vqa-rad", 80), ("slake", 40), ("medmcqa", 200))
+        ) + "]",
     )  # fmt: skip
     assert "injected failure at step 7" in res.stdout + res.stderr
 
@@ -72,7 +90,7 @@ def test_pipeline_uses_every_node_trains_and_resumes(ray_cluster, tiny_models, m
     assert summary["outputs"]["data"] == pre["output"]
     # The summariser SFT (jobs.train_sft, task summariser) on the preprocessed report rows.
     train = summary["stages"]["summariser_sft"]
-    assert train["rows"]["train"]["usable"] == 96  # limit_train of pipeline_tiny.yaml
+    assert train["rows"]["train"]["usable"] == 96  # limit_train
     assert len({w["node_id"] for w in train["workers"]}) == 2  # SPREAD: one worker per node
     assert len(summary["nodes_used"]) == 3
     assert math.isfinite(train["loss_first"]) and math.isfinite(train["loss_last"])
@@ -131,3 +149,113 @@ def test_pipeline_trains_clip_indexes_and_searches(ray_cluster, tiny_models, med
     know = queries["knowledge: how is a tension pneumothorax treated"]
     assert know and any("pneumothorax" in h["title"].lower() for h in know)
     assert "text->image: pleural effusion" in res.stdout  # printed, ids and scores only
+
+
+def _sse(resp) -> dict[str, dict]:
+    events, event = {}, None
+    for line in resp.iter_lines():
+        if line.startswith("event: "):
+            event = line[7:]
+        elif line.startswith("data: "):
+            events[event] = json.loads(line[6:])
+    return events
+
+
+def test_pipeline_serves_what_it_trains_and_every_path_answers_alike(
+    ray_cluster, tiny_models, medray_home
+):
+    import base64
+
+    import httpx
+    from ray import serve
+
+    from medray.contracts import summariser as summariser_contract
+    from medray.data.output import read_table
+    from medray.eval.predictions import read_predictions
+    from medray.serving.deploy import remove
+
+    run_name = "test-pipeline-serve"
+    tokens = 24
+    res = _submit(
+        f"run.name={run_name}", "stages=[preprocess,sft_reasoner,summariser_sft,batch_infer,serve]",
+        "preprocess.sources=[{kind: vqa-rad, path: $MEDRAY_HOME/synth/pipeline-serve/vqa-rad, "
+        "synth_n: 40}, {kind: mimic-cxr, path: $MEDRAY_HOME/synth/pipeline-serve/mimic, synth_n: 150}]",
+        "sft_reasoner.sft.optim.max_steps=6", "sft_reasoner.data.limit_train=24",
+        "summariser_sft.sft.optim.max_steps=6", "summariser_sft.data.limit_train=24",
+        "summariser_sft.data.limit_eval=3",
+        "batch_infer.input.limit=3", "batch_infer.counterfactual.enabled=false",
+        "batch_infer.counterfactual.blank_control=false",
+        f"batch_infer.generation.max_new_tokens={tokens}",
+        f"serve.port={SERVE_PORT}",
+        "serve.overrides=[retrieval.enabled=false, agent.enabled=false, "
+        f"generation.max_new_tokens={tokens}]",
+    )  # fmt: skip
+    summary = json.loads((medray_home / "runs" / run_name / "summary.json").read_text())
+    base_url = f"http://127.0.0.1:{SERVE_PORT}"
+    try:
+        served = summary["stages"]["serve"]
+        assert served["deployed"] and served["url"] == base_url
+        sft_adapter = summary["outputs"]["reasoner_sft"]
+        assert f"adapter reasoner-sft: {sft_adapter}" in served["served"]
+        assert f"summariser: {summary['outputs']['summariser']}" in served["served"]
+        assert "[stage 5/5] serve " in res.stdout  # one line as each stage ends
+        models = httpx.get(f"{base_url}/v1/models", timeout=60).json()["data"]
+        assert [m["id"] for m in models] == ["medray-reasoner", "reasoner-sft"]
+
+        # The reasoner: the same held-out rows through batch inference and both endpoints.
+        preds = read_predictions(summary["stages"]["batch_infer"]["predictions"]["sft"]).table
+        preds = {r["sample_id"]: r for r in preds.to_pylist()}
+        data = read_table(
+            summary["outputs"]["data"], "test", columns=["sample_id", "question", "image"]
+        )
+        rows = [r for r in data.to_pylist() if r["sample_id"] in preds]
+        assert len(rows) == len(preds) == 3
+        with httpx.Client(base_url=base_url, timeout=300) as client:
+            for row in rows:
+                expected = preds[row["sample_id"]]["raw_text"]
+                assert expected, row["sample_id"]
+                image = base64.b64encode(row["image"]).decode()
+                chat = client.post(
+                    "/v1/chat/completions",
+                    json={
+                        "model": "reasoner-sft",
+                        "temperature": 0,
+                        "max_tokens": tokens,
+                        "messages": [
+                            {
+                                "role": "user",
+                                "content": [
+                                    {
+                                        "type": "image_url",
+                                        "image_url": {"url": f"data:image/png;base64,{image}"},
+                                    },
+                                    {"type": "text", "text": row["question"]},
+                                ],
+                            }
+                        ],
+                    },
+                )
+                assert chat.status_code == 200, chat.text
+                assert chat.json()["choices"][0]["message"]["content"] == expected
+                body = {"image": image, "question": row["question"], "model": "reasoner-sft",
+                        "max_new_tokens": tokens, "temperature": 0.0, "agent": False}  # fmt: skip
+                with client.stream("POST", "/v1/analyze", json=body) as resp:
+                    assert resp.status_code == 200
+                    events = _sse(resp)
+                assert events["reasoning"]["text"] == expected
+
+        # The summariser: the SFT evaluation's held-out outputs, served.
+        ev_rows = [
+            json.loads(x)
+            for x in Path(summary["stages"]["summariser_sft"]["eval"]["rows_file"])
+            .read_text()
+            .splitlines()
+        ]
+        assert len(ev_rows) == 3
+        handle = serve.get_deployment_handle("Summariser", app_name="medray")
+        for r in ev_rows:
+            steps = summariser_contract.steps_from_findings(r["findings"])
+            out = handle.summarise.remote("", steps, "").result(timeout_s=120)
+            assert out["summary"] == r["raw_text"].strip(), r["sample_id"]
+    finally:
+        remove(ray_cluster.dashboard_url, "medray")

@@ -20,7 +20,7 @@ from medray.config import ConfigError, load_config
 pytestmark = pytest.mark.unit
 
 ORDER = ["preprocess", "train_clip", "index", "search", "sft_reasoner", "grpo",
-         "summariser_sft", "batch_infer", "evaluate"]  # fmt: skip
+         "summariser_sft", "batch_infer", "evaluate", "serve"]  # fmt: skip
 
 
 def _cfg(*overrides: str) -> PipelineConfig:

@@ -1,0 +1,1 @@
+"""The stages of ``jobs/pipeline.py``, one module per group (see its docstring)."""

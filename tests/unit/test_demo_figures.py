@@ -1,0 +1,47 @@
+"""The demo's printed figures and their targets, from a pipeline summary (no Ray)."""
+
+from __future__ import annotations
+
+import pytest
+
+from medray.cli.demo import MIN_JSON_VALIDITY, figures
+
+pytestmark = pytest.mark.unit
+
+
+def _summary(json_valid: float, zs: float, ft: float, n_images: int, rouge: float, copy: float):
+    return {
+        "stages": {
+            "batch_infer": {
+                "input_rows": 24,
+                "models": {"base": {"json_valid": 0.0}, "sft": {"json_valid": json_valid}},
+            },
+            "evaluate": {
+                "report": "/r/report.md",
+                "plots": ["a.png"],
+                "runs": {"sft": {"closed accuracy": 0.6, "blank-image accuracy": 0.5}},
+            },
+            "train_clip": {
+                "zero_shot": {"i2t_R@1": zs},
+                "fine_tuned": {"i2t_R@1": ft, "n_images": n_images},
+            },
+            "summariser_sft": {"eval": {"n": 32, "rougeL": rouge, "copy_input_rougeL": copy}},
+        },
+        "analyze": {"model": "reasoner-grpo", "reasoning_ok": True},
+    }
+
+
+def test_figures_meet_their_targets_only_when_the_measurements_do():
+    good = {name: ok for name, _, ok in figures(_summary(0.95, 0.01, 0.05, 110, 0.4, 0.2))}
+    assert good == {
+        "reasoner sft: JSON validity on 24 held-out rows": True,
+        "reasoner sft: closed accuracy | blank-image control": None,  # printed, no target
+        "report plots (/r/report.md)": True,
+        "CLIP test image->text R@1 on 110 images: zero-shot -> fine-tuned": True,
+        "summariser held-out ROUGE-L on 32 reports | copy-the-input": True,
+        "analyze answer by 'reasoner-grpo': reasoning.ok": True,
+    }
+    bad = figures(_summary(MIN_JSON_VALIDITY - 0.01, 0.05, 0.05, 110, 0.2, 0.3))
+    assert [ok for _, _, ok in bad] == [False, None, True, False, False, True]
+    few = figures(_summary(0.95, 0.01, 0.05, 99, 0.4, 0.2))  # too few CLIP test images
+    assert [ok for name, _, ok in few if name.startswith("CLIP")] == [False]
