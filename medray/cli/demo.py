@@ -202,9 +202,11 @@ def _held_out_row(summary: dict[str, Any]) -> dict[str, Any]:
 def _analyze(summary: dict[str, Any], serve_out: dict[str, Any]) -> dict[str, Any]:
     """One /v1/analyze request with a held-out image, answered by the trained adapter."""
     import base64
+    import logging
 
     import httpx
 
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request otherwise
     row = _held_out_row(summary)
     model = serve_out["default_model"]
     body = {
