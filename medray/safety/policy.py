@@ -15,9 +15,10 @@ class SafetyPolicy:
         domain_control: refuse requests that are not about medicine or radiology.
         embedder: sentence-embedder preset for the domain classifier ("" = keyword
             rules only).
-        domain_margin: a request with no keyword evidence is medical when its best
-            similarity to the medical exemplars exceeds the best similarity to the
-            non-medical ones by at least this much.
+        domain_margin: fallback without the domain head file (``medray/safety/
+            domain_head.json``, or one trained for another embedder): a request with mixed
+            or no keyword evidence is medical when its best similarity to the medical
+            exemplars exceeds the best similarity to the non-medical ones by this much.
         min_medical_similarity: ... and its best medical similarity is at least this.
         domain_threshold: decision threshold on the domain head's P(medical); None uses
             the threshold chosen by cross-validation when the head was trained.
