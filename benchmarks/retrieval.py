@@ -85,7 +85,8 @@ def start_milvus(data_dir: Path, port: int) -> subprocess.Popen:
 def bench_milvus(data, queries, truth, efs, k, port, batch):
     from pymilvus import DataType, MilvusClient
 
-    from medray.retrieval.store import MilvusSettings, wait_for_index
+    from medray.retrieval.lifecycle import wait_for_index
+    from medray.retrieval.store import MilvusSettings
 
     settings = MilvusSettings()
     workdir = Path(tempfile.mkdtemp(prefix="medray-bench-milvus-"))
@@ -126,7 +127,7 @@ def bench_milvus(data, queries, truth, efs, k, port, batch):
         search(queries[1:2], efs[0])
         first_after_build_s = time.perf_counter() - t0
         # What the index job does before it reports done (CaseStore.warm): flush and wait
-        # until Milvus reports the index built (no release: see store.load); then the
+        # until Milvus reports the index built (no release: see medray.retrieval.lifecycle); then the
         # first query of a user.
         t0 = time.perf_counter()
         client.flush("bench")

@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -137,9 +138,7 @@ def index_cases(cfg: IndexConfig) -> dict[str, Any]:
 
     c = cfg.cases
     if not c.input:
-        raise ValueError(
-            "cases.input is empty: point it at a preprocessed Parquet folder (jobs.preprocess output)"
-        )
+        cases_input(c)  # raises, naming the fix
     clip_model = str(Path(c.clip_model).resolve()) if Path(c.clip_model).exists() else c.clip_model
     dim = ClipEncoder(clip_model).dim
     store = CaseStore(cfg.milvus)
@@ -260,11 +259,52 @@ def index_knowledge(cfg: IndexConfig) -> dict[str, Any]:
     }
 
 
+class InputError(ValueError):
+    """The job's input is missing or incomplete; the message says what to run or set."""
+
+
+def cases_input(c: CasesSettings) -> str:
+    """``cases.input`` with ``$MEDRAY_HOME`` and ``~`` expanded, checked to be a complete
+    preprocessed output, before Ray starts or anything is read.
+
+    Raises:
+        InputError: it is empty, missing or not a committed ``jobs.preprocess`` output.
+    """
+    from medray.data import io
+    from medray.data.output import OutputError, load_manifest
+    from medray.paths import medray_home
+
+    raw = c.input.strip()
+    if not raw:
+        raise InputError(
+            "cases.input is empty: set it to a jobs.preprocess output folder, e.g. "
+            "cases.input=$MEDRAY_HOME/data/synthetic, or cases.enabled=false to index "
+            "only the knowledge base"
+        )
+    raw = raw.replace("${MEDRAY_HOME}", str(medray_home())).replace(
+        "$MEDRAY_HOME", str(medray_home())
+    )
+    location = io.resolve_location(os.path.expanduser(raw))
+    if not io.exists(location):
+        raise InputError(
+            f"cases.input {location} does not exist: run the preprocess job first "
+            "(`medray job submit -- python -m jobs.preprocess` writes $MEDRAY_HOME/data/synthetic) "
+            "or point cases.input at its output"
+        )
+    try:
+        load_manifest(location)
+    except OutputError as e:
+        raise InputError(f"cases.input: {e}") from None
+    return location
+
+
 def main(cfg: IndexConfig) -> dict[str, Any]:
     from medray.retrieval.store import connect, detect_backend
     from medray.runtime import init_ray
     from medray.train.ray_hf import storage_path
 
+    if cfg.cases.enabled:  # before Ray starts: a wrong path fails in a second, not after it
+        cfg = replace(cfg, cases=replace(cfg.cases, input=cases_input(cfg.cases)))
     init_ray()
     client = connect(cfg.milvus)  # fail fast with a clear message if Milvus is down
     t0 = time.perf_counter()
@@ -317,8 +357,10 @@ def _print(s: dict[str, Any], out_dir: Path) -> None:
 
 if __name__ == "__main__":
     setup_logging()
-    main(
-        parse_args(
-            IndexConfig, sys.argv[1:], prog="python -m jobs.index", default_config=DEFAULT_CONFIG
-        )
+    config = parse_args(
+        IndexConfig, sys.argv[1:], prog="python -m jobs.index", default_config=DEFAULT_CONFIG
     )
+    try:
+        main(config)
+    except InputError as e:
+        sys.exit(f"python -m jobs.index: {e}")

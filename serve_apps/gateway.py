@@ -57,6 +57,9 @@ from serve_apps.settings import AppArgs
 
 log = logging.getLogger("medray.gateway")
 
+# Deployments that must answer for the models to count as loaded (retrieval is optional).
+MODEL_PARTS = ("guard", "reasoner", "summariser", "embedder")
+
 
 class APIError(Exception):
     """An error the client gets as JSON with a status code.
@@ -399,9 +402,16 @@ def create_app(
 
     @public.get("/health", summary="Liveness")
     async def health() -> dict[str, Any]:
-        """The gateway process is up (``model_loaded``: the last readiness check passed)."""
+        """The gateway process is up; ``model_loaded``: every model deployment answers (checked
+        here, 3 s at most, until it first does; afterwards the last ``/ready`` result)."""
         import torch
 
+        if not getattr(app.state, "ready", False):
+            try:
+                status = await asyncio.wait_for(backend.readiness(), timeout=3)
+                app.state.ready = all(status.get(k) is True for k in MODEL_PARTS)
+            except Exception:  # not answering yet: model_loaded stays false
+                app.state.ready = False
         return {
             "status": "healthy",
             "model_loaded": bool(getattr(app.state, "ready", False)),
@@ -420,9 +430,7 @@ def create_app(
             return JSONResponse(
                 {"ready": False, "error": f"{type(e).__name__}: {e}"}, status_code=503
             )
-        models_ok = all(
-            status.get(k) is True for k in ("guard", "reasoner", "summariser", "embedder")
-        )
+        models_ok = all(status.get(k) is True for k in MODEL_PARTS)
         app.state.ready = models_ok
         return JSONResponse({"ready": models_ok, **status}, status_code=200 if models_ok else 503)
 

@@ -17,11 +17,23 @@ def cluster_config(config_file: str | None, overrides: dict[str, object]):
     from medray.config import ConfigError, load_config
 
     path = config_file or (str(DEFAULT_FILE) if DEFAULT_FILE.is_file() else None)
-    items = [f"{k}={v}" for k, v in overrides.items() if v is not None]
+    given = {k: v for k, v in overrides.items() if v is not None}
+    # Blame the right source: the file alone first, then each command-line flag.
     try:
-        return load_config(LocalClusterConfig, path, items)
+        load_config(LocalClusterConfig, path)
     except ConfigError as e:
-        raise click.UsageError(str(e)) from None
+        raise click.UsageError(f"{e} (fix the file, or pass another with --config)") from None
+    for key, value in given.items():
+        try:
+            load_config(LocalClusterConfig, path, [f"{key}={value}"])
+        except ConfigError as e:
+            reason = str(e).split(": ", 1)[-1]
+            flag = "--" + key.replace("_", "-")
+            raise click.BadParameter(f"{value!r}: {reason}", param_hint=flag) from None
+    try:
+        return load_config(LocalClusterConfig, path, [f"{k}={v}" for k, v in given.items()])
+    except ConfigError as e:
+        raise click.UsageError(f"the command-line flags together: {e}") from None
 
 
 def print_endpoints(state) -> None:
@@ -43,6 +55,12 @@ def cluster() -> None:
 )
 @click.option(
     "--cpus-per-node", type=int, default=None, help="Logical CPUs each node offers [default: 1]."
+)
+@click.option(
+    "--serve-cpus",
+    type=float,
+    default=None,
+    help="`medray_serve` resource on the head for the local Serve app's replicas [default: 2].",
 )
 @click.option(
     "--config",
@@ -67,6 +85,7 @@ def cluster() -> None:
 def up(
     nodes,
     cpus_per_node,
+    serve_cpus,
     config_file,
     ray_port,
     dashboard_port,
@@ -85,6 +104,7 @@ def up(
         {
             "nodes": nodes,
             "cpus_per_node": cpus_per_node,
+            "serve_cpus": serve_cpus,
             "ray_port": ray_port,
             "dashboard_port": dashboard_port,
             "client_port": client_port,
@@ -92,7 +112,10 @@ def up(
             "milvus_data_dir": milvus_data_dir,
         },
     )
-    click.echo(f"Starting {cfg.nodes} Ray nodes ({cfg.cpus_per_node} CPU each) and Milvus Lite ...")
+    click.echo(
+        f"Starting {cfg.nodes} Ray nodes ({cfg.cpus_per_node} CPU each; the head also offers "
+        f"medray_serve {cfg.serve_cpus:g} for the Serve app) and Milvus Lite ..."
+    )
     try:
         state, started = local.up(cfg)
     except local.ClusterError as e:
@@ -109,6 +132,7 @@ def up(
 @click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
 def status(as_json: bool) -> None:
     """Show nodes, Milvus and recorded processes; exit 1 unless healthy."""
+    from medray.cli import table
     from medray.cluster import local
 
     try:
@@ -122,11 +146,25 @@ def status(as_json: bool) -> None:
     else:
         click.echo(f"Cluster: {'healthy' if info['healthy'] else 'UNHEALTHY'}")
         click.echo(f"Ray nodes alive: {len(info['alive_nodes'])} of {info['expected_nodes']}")
-        for n in info["alive_nodes"]:
-            res = ", ".join(
-                f"{k}={v:g}" for k, v in sorted(n["resources"].items()) if "memory" not in k
-            )
-            click.echo(f"  {'head  ' if n['head'] else 'worker'} {n['node_id'][:12]}  {res}")
+        gib = 1024**3
+        table.echo(
+            ["role", "node id", "CPU", "memory GiB", "custom resources"],
+            [
+                [
+                    "head" if n["head"] else "worker",
+                    n["node_id"][:12],
+                    f"{n['resources'].get('CPU', 0):g}",
+                    f"{n['resources'].get('memory', 0) / gib:.1f}",
+                    ", ".join(
+                        f"{k}={v:g}"
+                        for k, v in sorted(n["resources"].items())
+                        if k not in ("CPU", "memory", "object_store_memory")
+                    ),
+                ]
+                for n in info["alive_nodes"]
+            ],
+            right=(2, 3),
+        )
         click.echo(f"Milvus ({info['milvus_uri']}): {info['milvus']}")
         dead = [r for r, ok in info["processes"].items() if not ok]
         if dead:

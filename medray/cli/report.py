@@ -10,11 +10,30 @@ import click
 _run_dir = click.Path(exists=True, file_okay=False, path_type=Path)
 
 
-def _load(path: Path) -> dict:
+def find_report_dir(run: Path) -> Path:
+    """The folder holding ``report.json``: RUN itself, or the evaluation folder of a run
+    (``RUN/evaluate``, what `jobs.pipeline` writes), or its one subfolder with a report."""
+    if (run / "report.json").is_file():
+        return run
+    if (run / "evaluate" / "report.json").is_file():
+        return run / "evaluate"
+    found = sorted(p.parent for p in run.glob("*/report.json"))
+    if len(found) == 1:
+        return found[0]
+    where = (
+        f"; reports in its subfolders: {', '.join(str(p) for p in found)}"
+        if found
+        else "; make one with `python -m jobs.evaluate` (or the pipeline's evaluate stage)"
+    )
+    raise click.ClickException(f"{run} holds no evaluation report (report.json){where}")
+
+
+def _load(path: Path) -> tuple[Path, dict]:
     from medray.eval.report import ReportError, load_report
 
+    folder = find_report_dir(path)
     try:
-        return load_report(path)
+        return folder, load_report(folder)
     except ReportError as e:
         raise click.ClickException(str(e)) from None
 
@@ -32,7 +51,7 @@ def show(run: Path, as_json: bool) -> None:
     from medray.eval.metrics import headline
     from medray.eval.report import fmt, headline_rows
 
-    rep = _load(run)
+    run, rep = _load(run)
     if as_json:
         click.echo(json.dumps({r["label"]: headline(r["metrics"]) for r in rep["runs"]}, indent=2))
         return
@@ -72,13 +91,22 @@ def compare(
     """Two runs side by side: each headline metric, the difference B - A and who is ahead.
 
     RUN_A and RUN_B may be the same folder with different --a-label / --b-label (e.g. base
-    and grpo of one evaluation).
+    and grpo of one evaluation); a run folder stands for its evaluate/ folder.
     """
     from medray.eval import compare as cmp
     from medray.eval.report import ReportError
 
+    run_a, rep_a = _load(run_a)
+    run_b, rep_b = _load(run_b)
+    labels = [r["label"] for r in rep_a["runs"]]
+    if run_a.resolve() == run_b.resolve() and (a_label or labels[0]) == (b_label or labels[0]):
+        raise click.UsageError(
+            f"this compares model {a_label or labels[0]!r} with itself; pick two of "
+            f"{', '.join(labels)} with --a-label/--b-label (e.g. --a-label {labels[0]} "
+            f"--b-label {labels[-1] if len(labels) > 1 else 'OTHER'}) or give two runs"
+        )
     try:
-        result = cmp.compare(_load(run_a), _load(run_b), a_label, b_label, str(run_a), str(run_b))
+        result = cmp.compare(rep_a, rep_b, a_label, b_label, str(run_a), str(run_b))
     except ReportError as e:
         raise click.ClickException(str(e)) from None
     click.echo(cmp.render_text(result))

@@ -7,15 +7,65 @@ import time
 
 import click
 
+from medray.cli.options import quiet_ray_sdk
 from medray.serving.deploy import DEFAULT_CONFIG
 
 
 def _dashboard(address: str | None) -> str:
+    quiet_ray_sdk()
     if address:
         return address
     from medray.cli.cluster import require_state
 
     return require_state().dashboard_url
+
+
+def blame(config_file: str, overrides, error: Exception) -> str:
+    """``error`` of a Serve config with overrides, prefixed with its source: the file
+    itself, or the first command-line override that is wrong on its own."""
+    from medray.config import ConfigError
+    from medray.serving.deploy import load_serve_config
+
+    try:
+        load_serve_config(config_file)
+    except ConfigError:
+        return f"{error} (in the file {config_file})"
+    for item in overrides:
+        try:
+            load_serve_config(config_file, [item])
+        except ConfigError as e:
+            return f"command-line override {item!r}: {e}"
+    return f"the command-line overrides together: {error}"
+
+
+def drop_unbuilt(config: dict) -> dict:
+    """Drop the settings of deployments the graph will not build (Serve refuses settings
+    of a deployment that does not exist): Retriever without ``retrieval.enabled``, Agent
+    without ``agent.enabled``. Returns ``config`` (changed in place)."""
+    from serve_apps.app import parse_args
+
+    app = config["applications"][0]
+    args = parse_args(app.get("args") or {})
+    unbuilt = {"Retriever": not args.retrieval.enabled, "Agent": not args.agent.enabled}
+    app["deployments"] = [d for d in app.get("deployments") or [] if not unbuilt.get(d["name"])]
+    return config
+
+
+def check_fits(config, dashboard: str) -> None:
+    """Refuse, before deploying, an app whose replicas the cluster's nodes cannot hold."""
+    from medray.cluster.demands import check_fits as problems_of
+    from medray.cluster.pending import Dashboard, DashboardError, ray_token
+
+    try:
+        nodes = Dashboard(dashboard, ray_token()).node_totals()
+    except DashboardError as e:
+        raise click.ClickException(f"cannot read the cluster's nodes: {e}") from None
+    problems = problems_of(config, nodes)
+    if problems:
+        raise click.ClickException(
+            "the Serve app does not fit this cluster, nothing was deployed:\n  - "
+            + "\n  - ".join(problems)
+        )
 
 
 def print_urls(config) -> None:
@@ -62,11 +112,12 @@ def up(config_file, host, port, address, timeout, overrides) -> None:
     from medray.serving.deploy import ServeDeployError, deploy, load_serve_config
 
     try:
-        config = load_serve_config(config_file, overrides, host=host, port=port)
+        config = drop_unbuilt(load_serve_config(config_file, overrides, host=host, port=port))
     except ConfigError as e:
-        raise click.UsageError(str(e)) from None
+        raise click.UsageError(blame(config_file, overrides, e)) from None
     dashboard = _dashboard(address)
     name = config["applications"][0]["name"]
+    check_fits(config, dashboard)
     click.echo(f"Deploying Serve app {name!r} from {config_file} to {dashboard} ...")
     try:
         deploy(config, dashboard, wait_s=timeout)
@@ -109,9 +160,15 @@ def status(name, address, as_json) -> None:
     if as_json:
         click.echo(json.dumps({"status": details.get("status"), "replicas": replicas}, indent=2))
     else:
+        from medray.cli import table
+
         click.echo(f"App {name!r}: {details.get('status')}")
-        for dep, n in replicas.items():
-            click.echo(f"  {dep:12s} {n} replica(s)")
+        deps = details.get("deployments") or {}
+        table.echo(
+            ["deployment", "status", "running replicas"],
+            [[d, (deps.get(d) or {}).get("status", "?"), n] for d, n in replicas.items()],
+            right=(2,),
+        )
     if details.get("status") != "RUNNING":
         sys.exit(1)
 
@@ -180,6 +237,7 @@ def serve_demo(dashboard_url: str, port: int, clip_model: str | None = None) -> 
     if clip_model:
         overrides.append(f"models.clip={clip_model}")
     config = load_serve_config(DEFAULT_CONFIG, overrides, port=port)
+    check_fits(config, dashboard_url)
     t0 = time.perf_counter()
     try:
         deploy(config, dashboard_url, wait_s=600)

@@ -2,7 +2,9 @@
 
 ``up`` starts a Ray head and ``nodes - 1`` worker nodes as separate ``ray start``
 processes (each with its own CPUs, memory and a ``medray_node_<i>`` resource, so where
-work lands is visible) plus ``milvus-lite server`` with a persistent data folder. Every
+work lands is visible; the head also offers ``serve_cpus`` of the ``medray_serve``
+resource, which the local Serve app's replicas ask for instead of CPUs, so that jobs'
+whole-CPU tasks still find a free CPU while the app runs) plus ``milvus-lite server`` with a persistent data folder. Every
 process runs in a process group of its own, recorded in ``$MEDRAY_HOME/cluster/state.json``
 as soon as it starts, so ``down`` stops exactly those processes (and their children,
 such as job drivers) and nothing else; ``ray stop`` would kill every Ray on the machine.
@@ -27,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from medray.cluster import procs
+from medray.cluster.demands import SERVE_RESOURCE
 from medray.config import ConfigError
 from medray.paths import cluster_dir, medray_home
 
@@ -48,6 +51,7 @@ class LocalClusterConfig:
 
     nodes: int = 3
     cpus_per_node: int = 1
+    serve_cpus: float = 2.0
     memory_per_node_gb: float = 4.0
     object_store_per_node_gb: float = 0.5
     host: str = "127.0.0.1"
@@ -63,6 +67,8 @@ class LocalClusterConfig:
             raise ConfigError(f"nodes must be at least 1 (the head node), got {self.nodes}")
         if self.cpus_per_node < 1:
             raise ConfigError(f"cpus_per_node must be at least 1, got {self.cpus_per_node}")
+        if self.serve_cpus < 0:
+            raise ConfigError(f"serve_cpus must be 0 or more, got {self.serve_cpus}")
         if self.memory_per_node_gb <= 0 or self.object_store_per_node_gb <= 0:
             raise ConfigError("memory_per_node_gb and object_store_per_node_gb must be positive")
         ports = {
@@ -228,7 +234,7 @@ def _node_cmd(cfg: LocalClusterConfig, index: int, temp_dir: str) -> list[str]:
         f"--num-cpus={cfg.cpus_per_node}",
         f"--memory={int(cfg.memory_per_node_gb * GiB)}",
         f"--object-store-memory={int(cfg.object_store_per_node_gb * GiB)}",
-        "--resources=" + json.dumps({f"medray_node_{index}": 1.0}),
+        "--resources=" + json.dumps(_node_resources(cfg, index)),
         f"--dashboard-agent-listen-port={procs.free_port(cfg.host)}",
         f"--metrics-export-port={procs.free_port(cfg.host)}",
         f"--min-worker-port={WORKER_PORTS[0]}",
@@ -252,6 +258,13 @@ def _node_cmd(cfg: LocalClusterConfig, index: int, temp_dir: str) -> list[str]:
     return cmd
 
 
+def _node_resources(cfg: LocalClusterConfig, index: int) -> dict[str, float]:
+    res = {f"medray_node_{index}": 1.0}
+    if index == 0 and cfg.serve_cpus > 0:
+        res[SERVE_RESOURCE] = float(cfg.serve_cpus)
+    return res
+
+
 def up(cfg: LocalClusterConfig) -> tuple[ClusterState, bool]:
     """Start the local cluster; return ``(state, started)``.
 
@@ -263,9 +276,13 @@ def up(cfg: LocalClusterConfig) -> tuple[ClusterState, bool]:
         health = status(existing)
         if health["healthy"]:
             if existing.config != asdict(cfg):
+                differ = sorted(
+                    k for k, v in asdict(cfg).items() if existing.config.get(k, "(unset)") != v
+                )
                 raise ClusterError(
                     "a local cluster with other settings is already running "
-                    f"({existing.config['nodes']} nodes); run `medray cluster down` first"
+                    f"({existing.config['nodes']} nodes; differing: {', '.join(differ)}); "
+                    "run `medray cluster down` first, then `medray cluster up`"
                 )
             return existing, False
         log.warning("found a stale or broken local cluster; stopping its leftovers first")

@@ -405,13 +405,7 @@ def render_markdown(report: Mapping[str, Any]) -> str:
         "",
     ]
     if report.get("aggregate"):
-        a = report["aggregate"]
-        lines += [
-            f"**vote** is the confidence-weighted majority vote of {', '.join(a['runs'])}: "
-            f"all voters agree on {fmt(a['unanimous_rate'])} of the questions; "
-            f"{a['no_vote']} had no answer from any run.",
-            "",
-        ]
+        lines += [vote_line(report["aggregate"]), ""]
     figs = report.get("figures", {})
     lines += ["## Accuracy by type", ""]
     if "accuracy_by_type" in figs:
@@ -502,6 +496,22 @@ def write_report(out_dir: str | Path, report: dict[str, Any]) -> dict[str, Path]
     written["report.md"] = out / "report.md"
     log.info("report written to %s", out / "report.md")
     return written
+
+
+def vote_line(a: Mapping[str, Any]) -> str:
+    """The report's sentence on the vote run, from ``aggregate``'s summary."""
+    head = f"**vote** is the confidence-weighted majority vote of {', '.join(a['runs'])}: "
+    answered = a["n"] - a["no_vote"]
+    if a.get("unanimous_rate") is None or answered <= 0:
+        return (
+            head
+            + f"no run answered any of the {a['n']} questions, so there was nothing to vote on."
+        )
+    agree = (
+        f"all voters agree on {100 * a['unanimous_rate']:.1f}% of the {answered} questions answered"
+    )
+    none = f"; {a['no_vote']} had no answer from any run" if a["no_vote"] else ""
+    return head + agree + none + "."
 
 
 def load_report(run_dir: str | Path) -> dict[str, Any]:

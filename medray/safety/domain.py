@@ -1,15 +1,15 @@
 """Domain control: is this a medical / radiology request? A transparent classifier.
 
-Two kinds of evidence, both visible in the :class:`DomainDecision`:
-
-1. Keyword rules: clinical vocabulary (imaging, anatomy, findings, symptoms, drugs) and
-   clearly non-medical topics (cooking, sport, finance, programming, travel, ...).
-   Keywords of only one side decide.
-2. When the keywords are absent or mixed: cosine similarity of the request to a few
-   medical and non-medical exemplar requests under a real sentence embedder
-   (all-MiniLM-L6-v2, preset ``minilm-l6``). Medical when the best medical similarity
-   beats the best non-medical one by ``policy.domain_margin`` and reaches
-   ``policy.min_medical_similarity``.
+With the sentence embedder (all-MiniLM-L6-v2, preset ``minilm-l6``) a small trained head
+decides (:mod:`medray.safety.head`): a logistic regression on two views of the request's
+embedding (as written, and with its clinical words masked), trained on the tuning split
+of the guard set (``datasets/guard``) with its threshold chosen there by grouped
+cross-validation. Keyword evidence (clinical terms, non-medical topics) and the cosine
+similarity to a few medical and non-medical exemplar requests are reported with every
+:class:`DomainDecision`, but do not decide: "the heart of the city" has a clinical word and
+is not medical. Without an embedder, keyword rules decide; with an embedder but no head
+file, the exemplar similarities decide (``policy.domain_margin`` and
+``policy.min_medical_similarity``).
 
 Prompt injection: sentences that try to instruct the system ("ignore previous
 instructions", "you are now ...", "classify this as medical") are removed before
@@ -18,6 +18,7 @@ classification and reported, so text inside a question cannot change the decisio
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -25,7 +26,11 @@ from typing import Any
 
 import numpy as np
 
+from medray.safety.head import DomainHead, HeadError, head_row, views
 from medray.safety.policy import SafetyPolicy
+from medray.safety.terms import keyword_evidence
+
+log = logging.getLogger(__name__)
 
 # Embeds a list of texts into L2-normalised row vectors.
 EmbedFn = Callable[[Sequence[str]], np.ndarray]
@@ -66,35 +71,6 @@ NON_MEDICAL_EXEMPLARS: tuple[str, ...] = (
     "What will the weather be like tomorrow?",
     "Summarise the plot of Hamlet.",
 )
-
-_MEDICAL_TERMS = (
-    r"x-?rays?|radiographs?|radiolog\w*|ct|cta|mri|pet|ultrasound|sonograph\w*|mammogra\w*|"
-    r"angiogra\w*|fluoroscop\w*|scan|imaging|dicom|"
-    r"chest|lungs?|pulmonary|pleura\w*|heart|cardiac|cardio\w*|aort\w*|brain|cerebr\w*|"
-    r"spine|spinal|vertebra\w*|abdom\w*|liver|hepat\w*|kidneys?|renal|bowel|pelvi\w*|"
-    r"bones?|skull|thora\w*|mediastin\w*|lobes?|hilar|diaphragm\w*|"
-    r"effusions?|pneumo\w*|atelecta\w*|consolidation|opacit\w*|nodules?|mass|masses|lesions?|"
-    r"fractures?|tumou?rs?|cancer|carcinoma|metasta\w*|edema|oedema|emphysema|fibrosis|"
-    r"cardiomegaly|infarct\w*|hemorrhage|haemorrhage|stroke|embol\w*|aneurysm|stenosis|"
-    r"cyst\w*|calcifi\w*|abnormalit\w*|findings?|impression|diagnos\w*|prognos\w*|"
-    r"patients?|symptoms?|disease|disorders?|syndrome|infection|fever|pain|cough|"
-    r"medications?|medicines?|drugs?|dos(?:e|es|age)|mg|tablets?|pills?|prescri\w*|"
-    r"clinical|clinician|doctor|physician|nurse|hospital|surgery|surgical|treatment|therapy|"
-    r"blood|diabet\w*|hypertension|asthma|copd|tubercul\w*|covid\w*|sepsis|"
-    r"warfarin|aspirin|ibuprofen|acetaminophen|paracetamol|metformin|insulin|antibiotics?|"
-    r"anatomy|anatomical|organ|modality|contrast|suicid\w*|overdos\w*|bleeding"
-)
-_NON_MEDICAL_TERMS = (
-    r"recipes?|cook\w*|bak(?:e|ing)|football|soccer|basketball|cricket|tennis|"
-    r"stocks?|shares|bitcoin|crypto\w*|invest\w*|mortgage|"
-    r"movies?|films?|songs?|lyrics|poem|poetry|novel|jokes?|"
-    r"capital of|weather|forecast|holiday|vacation|hotel|flights?|travel\w*|"
-    r"python|javascript|java|programming|code|coding|software|compiler|sql|"
-    r"translate|translation|election|president|politic\w*|"
-    r"cars?|tyres?|tires?|engine oil|video games?|minecraft|fortnite|homework|essay"
-)
-_MEDICAL_RE = re.compile(rf"\b(?:{_MEDICAL_TERMS})\b", re.IGNORECASE)
-_NON_MEDICAL_RE = re.compile(rf"\b(?:{_NON_MEDICAL_TERMS})\b", re.IGNORECASE)
 
 # Sentences that address the system instead of asking a question.
 INJECTION_PATTERNS: dict[str, re.Pattern[str]] = {
@@ -148,7 +124,8 @@ class DomainDecision:
 
     Attributes:
         medical: the decision.
-        method: ``keywords``, ``embedding`` or ``default`` (nothing to judge).
+        method: ``head`` (the trained head), ``keywords`` (no embedder), ``embedding``
+            (exemplar similarity, no head file) or ``default`` (nothing to judge).
         reason: one line a user can read.
         medical_keywords: clinical terms found.
         other_keywords: non-medical topic terms found.
@@ -156,6 +133,8 @@ class DomainDecision:
             an embedder).
         other_similarity: best cosine similarity to a non-medical exemplar.
         injection: injection patterns found (and ignored).
+        score: the head's P(medical) (None without the head).
+        threshold: the head's decision threshold (None without the head).
     """
 
     medical: bool
@@ -166,6 +145,8 @@ class DomainDecision:
     medical_similarity: float | None = None
     other_similarity: float | None = None
     injection: tuple[str, ...] = field(default_factory=tuple)
+    score: float | None = None
+    threshold: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict."""
@@ -178,20 +159,9 @@ class DomainDecision:
             "medical_similarity": self.medical_similarity,
             "other_similarity": self.other_similarity,
             "injection": list(self.injection),
+            "score": self.score,
+            "threshold": self.threshold,
         }
-
-
-def _unique(matches: list[str]) -> tuple[str, ...]:
-    out: list[str] = []
-    for m in matches:
-        if m.lower() not in out:
-            out.append(m.lower())
-    return tuple(out)
-
-
-def keyword_evidence(text: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """Clinical and non-medical topic keywords found in ``text``."""
-    return _unique(_MEDICAL_RE.findall(text)), _unique(_NON_MEDICAL_RE.findall(text))
 
 
 def decide(
@@ -199,6 +169,7 @@ def decide(
     embed: EmbedFn | None = None,
     exemplars: tuple[np.ndarray, np.ndarray] | None = None,
     policy: SafetyPolicy | None = None,
+    head: DomainHead | None = None,
 ) -> DomainDecision:
     """Classify one request; pure apart from calling ``embed``.
 
@@ -208,6 +179,7 @@ def decide(
         exemplars: pre-embedded ``(medical, non_medical)`` exemplar matrices (computed
             with ``embed`` if None).
         policy: thresholds.
+        head: the trained domain head (with ``embed``); None: exemplar similarity decides.
     """
     policy = policy or SafetyPolicy()
     clean, injection = strip_injection(text)
@@ -215,47 +187,69 @@ def decide(
     if not clean:
         if injection:
             return DomainDecision(
-                False,
-                "keywords",
-                "the request only contains instructions to the system",
-                (),
-                (),
-                None,
-                None,
-                inj,
-            )
+                False, "keywords", "the request only contains instructions to the system",
+                injection=inj,
+            )  # fmt: skip
         return DomainDecision(
             True, "default", "empty question: the image is analysed", injection=inj
         )
     med_kw, other_kw = keyword_evidence(clean)
-    if med_kw and not other_kw:
-        return DomainDecision(
-            True,
-            "keywords",
-            f"clinical terms: {', '.join(med_kw[:5])}",
-            med_kw,
-            other_kw,
-            injection=inj,
-        )
-    if other_kw and not med_kw:
-        return DomainDecision(
-            False,
-            "keywords",
-            f"non-medical topic: {', '.join(other_kw[:5])}",
-            med_kw,
-            other_kw,
-            injection=inj,
-        )
     if embed is None:
-        medical = len(med_kw) > len(other_kw)
-        reason = (
-            f"keyword count {len(med_kw)} medical vs {len(other_kw)} other"
-            if (med_kw or other_kw)
-            else "no medical terms found"
-        )
-        return DomainDecision(medical, "keywords", reason, med_kw, other_kw, injection=inj)
+        return _by_keywords(med_kw, other_kw, inj)
     if exemplars is None:
         exemplars = embed_exemplars(embed)
+    if head is None:
+        return _by_exemplars(clean, embed, exemplars, policy, med_kw, other_kw, inj)
+    both = np.asarray(embed(list(views(clean))), dtype=np.float32)
+    x = head_row(both, med_kw, other_kw, exemplars)
+    sim_med, sim_other = round(float(x[-2]), 4), round(float(x[-1]), 4)
+    score = float(head.probability(x)[0])
+    threshold = policy.domain_threshold if policy.domain_threshold is not None else head.threshold
+    medical = score >= threshold
+    evidence = (f"; clinical terms: {', '.join(med_kw[:3])}" if med_kw else "") + (
+        f"; other topics: {', '.join(other_kw[:3])}" if other_kw else ""
+    )
+    reason = (
+        f"medical-request score {score:.2f} >= {threshold:.2f}{evidence}"
+        if medical
+        else f"medical-request score {score:.2f} < {threshold:.2f}{evidence}"
+    )
+    return DomainDecision(
+        medical, "head", reason, med_kw, other_kw, sim_med, sim_other, inj,
+        round(score, 4), round(threshold, 4),
+    )  # fmt: skip
+
+
+def _by_keywords(
+    med_kw: tuple[str, ...], other_kw: tuple[str, ...], inj: tuple[str, ...]
+) -> DomainDecision:
+    if med_kw and not other_kw:
+        reason = f"clinical terms: {', '.join(med_kw[:5])}"
+        return DomainDecision(True, "keywords", reason, med_kw, other_kw, injection=inj)
+    if other_kw and not med_kw:
+        reason = f"non-medical topic: {', '.join(other_kw[:5])}"
+        return DomainDecision(False, "keywords", reason, med_kw, other_kw, injection=inj)
+    medical = len(med_kw) > len(other_kw)
+    reason = (
+        f"keyword count {len(med_kw)} medical vs {len(other_kw)} other"
+        if (med_kw or other_kw)
+        else "no medical terms found"
+    )
+    return DomainDecision(medical, "keywords", reason, med_kw, other_kw, injection=inj)
+
+
+def _by_exemplars(
+    clean: str,
+    embed: EmbedFn,
+    exemplars: tuple[np.ndarray, np.ndarray],
+    policy: SafetyPolicy,
+    med_kw: tuple[str, ...],
+    other_kw: tuple[str, ...],
+    inj: tuple[str, ...],
+) -> DomainDecision:
+    """The fallback without a head: one-sided keywords, else exemplar similarity."""
+    if bool(med_kw) != bool(other_kw):
+        return _by_keywords(med_kw, other_kw, inj)
     v = np.asarray(embed([clean]), dtype=np.float32)[0]
     sim_med = float(np.max(exemplars[0] @ v))
     sim_other = float(np.max(exemplars[1] @ v))
@@ -283,30 +277,52 @@ def embed_exemplars(embed: EmbedFn) -> tuple[np.ndarray, np.ndarray]:
 
 
 class DomainClassifier:
-    """Keyword rules plus sentence-embedding similarity, with exemplars embedded once.
+    """The trained head on sentence embeddings (keyword rules without an embedder).
 
     Args:
         embed: embeds texts into L2-normalised vectors; None for keyword rules only.
         policy: thresholds.
+        head: the trained domain head; None decides by exemplar similarity instead.
     """
 
-    def __init__(self, embed: EmbedFn | None = None, policy: SafetyPolicy | None = None) -> None:
+    def __init__(
+        self,
+        embed: EmbedFn | None = None,
+        policy: SafetyPolicy | None = None,
+        head: DomainHead | None = None,
+    ) -> None:
         self.embed = embed
         self.policy = policy or SafetyPolicy()
+        self.head = head
         self._exemplars: tuple[np.ndarray, np.ndarray] | None = None
 
     @classmethod
-    def from_preset(cls, preset: str, policy: SafetyPolicy | None = None) -> DomainClassifier:
-        """Load a sentence embedder from the model registry ("" = keywords only)."""
+    def from_preset(
+        cls, preset: str, policy: SafetyPolicy | None = None, head: DomainHead | None = None
+    ) -> DomainClassifier:
+        """Load a sentence embedder from the model registry ("" = keywords only) and the
+        head shipped in ``medray/safety/domain_head.json`` when it was trained on ``preset``."""
         if not preset:
             return cls(None, policy)
         from medray.models import load_embedder
 
         model = load_embedder(preset)
-        return cls(lambda texts: model.encode(list(texts), normalize_embeddings=True), policy)
+        if head is None:
+            try:
+                head = DomainHead.load()
+            except HeadError as e:
+                log.warning("domain head not loaded, exemplar similarity decides: %s", e)
+        if head is not None and head.meta.get("embedder") != preset:
+            log.warning(
+                "domain head was trained on %r, not %r: exemplar similarity decides",
+                head.meta.get("embedder"),
+                preset,
+            )
+            head = None
+        return cls(lambda texts: model.encode(list(texts), normalize_embeddings=True), policy, head)
 
     def classify(self, text: str) -> DomainDecision:
         """Decide whether ``text`` is a medical / radiology request."""
         if self.embed is not None and self._exemplars is None:
             self._exemplars = embed_exemplars(self.embed)
-        return decide(text, self.embed, self._exemplars, self.policy)
+        return decide(text, self.embed, self._exemplars, self.policy, self.head)

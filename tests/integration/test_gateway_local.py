@@ -126,3 +126,17 @@ def test_use_safety_false_still_carries_the_disclaimer(backend):
     assert not body["safety_report"]["refused"]
     assert body["safety_report"]["disclaimer"] == DISCLAIMER
     assert "disabled" in body["safety_report"]["warnings"][0]
+
+
+def test_health_reports_models_loaded_before_any_ready_call(backend):
+    """`model_loaded` reflects the model deployments themselves, not whether someone has
+    called /ready yet (it said false right after a RUNNING deploy)."""
+    assert TestClient(app_with(backend)).get("/health").json()["model_loaded"] is True
+
+    class Unanswering(type(backend)):
+        async def readiness(self):
+            raise TimeoutError("reasoner replica not answering")
+
+    silent = Unanswering(backend.guard, backend.reasoner, backend.summariser, backend.embedder)
+    body = TestClient(app_with(silent)).get("/health").json()
+    assert body["status"] == "healthy" and body["model_loaded"] is False

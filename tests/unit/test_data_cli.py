@@ -44,3 +44,9 @@ def test_inspect_validates_the_rows_it_reads(tmp_path):
     write_parquet(table_from_rows([{**row, "answer": "c"}]), str(tmp_path / "train/part-0.parquet"))
     res = CliRunner().invoke(cli, ["data", "inspect", str(tmp_path)])
     assert res.exit_code == 1 and "row 'm:1': answer is not one of the choices" in res.output
+
+
+def test_inspect_names_a_path_that_does_not_exist(tmp_path):
+    res = CliRunner().invoke(cli, ["data", "inspect", str(tmp_path / "nope")])
+    assert res.exit_code == 1
+    assert f"{tmp_path / 'nope'} does not exist" in res.output and "_SUCCESS" not in res.output

@@ -18,6 +18,7 @@ from medray.eval.report import (
     fmt,
     load_report,
     markdown_table,
+    vote_line,
     write_report,
 )
 from medray.eval.report import (
@@ -141,8 +142,34 @@ def test_cli_report_show_and_compare(report_dir, tmp_path):
     assert "accuracy" in res.output and "0.200" in res.output
     assert "| accuracy | 0.400 | 0.600 | 0.200 | B |" in (out / "compare.md").read_text()
     assert json.loads((out / "compare.json").read_text())["b"]["label"] == "sft"
-    res = runner.invoke(cli, ["report", "compare", str(report_dir), str(tmp_path)])
-    assert res.exit_code == 1 and "no report.json" in res.output
+    res = runner.invoke(cli, ["report", "compare", str(report_dir), str(report_dir)])
+    assert res.exit_code == 2 and "compares model 'base' with itself" in res.output
+    assert "--a-label base --b-label sft" in res.output
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    res = runner.invoke(cli, ["report", "compare", str(report_dir), str(empty)])
+    assert res.exit_code == 1 and "holds no evaluation report" in res.output
+    assert "python -m jobs.evaluate" in res.output
+
+
+def test_cli_report_finds_the_evaluate_folder_of_a_run(tmp_path):
+    run = tmp_path / "runs" / "demo"
+    write_report(run / "evaluate", _report([("base", VQA_ROWS), ("sft", _improved_rows())]))
+    (run / "sft").mkdir()  # other stages' folders beside it
+    res = CliRunner().invoke(cli, ["report", "show", str(run)])
+    assert res.exit_code == 0, res.output
+    assert f"report: {run / 'evaluate' / 'report.md'}" in res.output
+    res = CliRunner().invoke(cli, ["report", "compare", str(run), str(run), "--b-label", "sft"])
+    assert res.exit_code == 0 and "0.200" in res.output, res.output
+
+
+def test_vote_line_has_no_placeholder():
+    line = vote_line({"runs": ["base", "sft"], "n": 10, "unanimous_rate": 0.75, "no_vote": 2})
+    assert line.endswith(
+        "agree on 75.0% of the 8 questions answered; 2 had no answer from any run."
+    )
+    line = vote_line({"runs": ["base", "sft"], "n": 4, "unanimous_rate": None, "no_vote": 4})
+    assert "no run answered any of the 4 questions" in line and " - " not in line
 
 
 def test_table_formatting():

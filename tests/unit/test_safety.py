@@ -72,11 +72,19 @@ def test_non_medical_requests_are_refused_with_a_clear_message(classifier, text)
     assert r.disclaimer == DISCLAIMER
 
 
-def test_the_embedding_decides_when_keywords_are_absent(classifier):
+def test_the_head_decides_and_reports_exemplar_similarity(classifier):
     d = classifier.classify("How do I make pancakes?")
-    assert d.method == "embedding"
+    assert d.method == "head" and not d.medical and d.score < d.threshold
     assert d.other_similarity > d.medical_similarity
     d = classifier.classify("Is this normal?")
+    assert d.method == "head" and d.medical and d.medical_similarity > d.other_similarity
+
+
+def test_without_a_head_exemplar_similarity_decides(classifier):
+    c = DomainClassifier(classifier.embed, classifier.policy, head=None)
+    d = c.classify("How do I make pancakes?")
+    assert d.method == "embedding" and not d.medical and d.score is None
+    d = c.classify("Is this normal?")
     assert d.method == "embedding" and d.medical_similarity > d.other_similarity
 
 
@@ -287,3 +295,5 @@ def test_policy_rejects_bad_values():
 
     with pytest.raises(ConfigError, match="domain_margin"):
         SafetyPolicy(domain_margin=3)
+    with pytest.raises(ConfigError, match="domain_threshold"):
+        SafetyPolicy(domain_threshold=1.0)

