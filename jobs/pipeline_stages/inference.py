@@ -97,8 +97,9 @@ def stage_evaluate(ctx: Context) -> dict[str, Any]:
     s = evaluate.main(ecfg)
     ctx.outputs["report"] = s["report"]
     acc = "; ".join(
-        f"{label} closed accuracy {_fmt(h.get('closed accuracy'))} (blank-image control "
-        f"{_fmt(h.get('blank-image accuracy'))}), JSON validity {_fmt(h.get('JSON validity'))}"
+        f"{label} closed accuracy {_fmt(h.get('closed accuracy'))}, blank-image accuracy "
+        f"{_fmt(h.get('blank-image accuracy'))} (all rows), JSON validity "
+        f"{_fmt(h.get('JSON validity'))}"
         for label, h in s["runs"].items()
     )
     return {

@@ -278,7 +278,8 @@ def figures(summary: dict[str, Any]) -> list[tuple[str, str, bool | None]]:
         for label, h in ev["runs"].items():
             out.append(
                 (
-                    f"reasoner {label}: closed accuracy | blank-image control",
+                    f"reasoner {label}: closed accuracy | blank-image accuracy (rows with a "
+                    "blank-image answer, open and closed)",
                     f"{_num(h.get('closed accuracy'))} | {_num(h.get('blank-image accuracy'))}",
                     None,
                 )

@@ -35,7 +35,8 @@ def test_figures_meet_their_targets_only_when_the_measurements_do():
     good = {name: ok for name, _, ok in figures(_summary(0.95, 0.01, 0.05, 110, 0.4, 0.2))}
     assert good == {
         "reasoner sft: JSON validity on 24 held-out rows": True,
-        "reasoner sft: closed accuracy | blank-image control": None,  # printed, no target
+        "reasoner sft: closed accuracy | blank-image accuracy (rows with a blank-image answer, "
+        "open and closed)": None,  # printed, no target
         "report plots (/r/report.md)": True,
         "CLIP test image->text R@1 on 110 images: zero-shot -> fine-tuned": True,
         "summariser held-out ROUGE-L on 32 reports | copy-the-input": True,
