@@ -154,7 +154,10 @@ def index_cases(cfg: IndexConfig) -> dict[str, Any]:
             "comparable; set cases.drop_existing=true or use another collection name"
         )
 
-    ds = ray.data.read_parquet(c.input, columns=CASE_COLUMNS)
+    from medray.data.output import data_files
+
+    # The files the manifest lists, not the folder: quarantine and report files live there too.
+    ds = ray.data.read_parquet(data_files(c.input), columns=CASE_COLUMNS)
     tasks, splits = set(c.tasks), set(c.splits)
     ds = ds.filter(lambda r: r["task"] in tasks and (not splits or r["split"] in splits))
     embedded = ds.map_batches(

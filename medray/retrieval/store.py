@@ -164,7 +164,10 @@ class _Collection:
             META_COLLECTION,
             [{"name": self.name, "info": json.dumps(dict(info)), "unused": [0.0, 0.0]}],
         )
-        self.client.flush(META_COLLECTION)
+        # No flush: the upsert is durable without one (Milvus Lite's write-ahead log, a
+        # server's message log), and Milvus Lite races when several clients flush this
+        # shared collection at once (its flush freezes the memtable outside its lock:
+        # "current_seq is monotonic; tried to set 1 < 2").
 
     def _keep_existing(self, dim: int, drop_existing: bool) -> bool:
         """Before ``create``: drop the collection if asked; True if it exists (same ``dim``)."""

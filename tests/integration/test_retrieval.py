@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from infer_fixtures import write_output
 from PIL import Image, ImageDraw
 
 from medray.config import from_dict, replace
@@ -44,6 +45,7 @@ def write_cases(path: Path, n: int, corrupt: int | None = None) -> pd.DataFrame:
         rows.append(
             {
                 "sample_id": f"case-{i:04d}",
+                "original_id": str(i),
                 "image": _image(i) if i != corrupt else b"\xff\xd8\xff\xe0 not really a jpeg",
                 "findings": f"There is {label} on the {'left' if i % 2 else 'right'}.",
                 "impression": label.capitalize() + ".",
@@ -59,10 +61,8 @@ def write_cases(path: Path, n: int, corrupt: int | None = None) -> pd.DataFrame:
     rows.append(
         {**rows[0], "sample_id": "vqa-0", "task": "vqa"}
     )  # not a case: filtered out by task
-    df = pd.DataFrame(rows)
-    path.mkdir(parents=True, exist_ok=True)
-    df.to_parquet(path / "part-0.parquet")
-    return df
+    write_output(path, rows)  # a committed preprocessed output, as the index job requires
+    return pd.DataFrame(rows)
 
 
 def settings(uri: str, suffix: str) -> MilvusSettings:
@@ -212,7 +212,9 @@ def test_index_job_indexes_once_searches_and_reports_bad_rows(
         text=True,
         timeout=120,
     )
-    assert res.returncode == 1 and "cannot filter on 'patient'" in res.stderr
+    # A bad filter is a usage error (exit 2) that lists the filterable fields.
+    assert res.returncode == 2 and "cannot filter on 'patient'" in res.stderr
+    assert "filterable fields: modality" in res.stderr
 
 
 def test_milvus_down_gives_a_clear_error():

@@ -105,13 +105,13 @@ def train_json_adapter(path) -> str:
     import torch
     from peft import LoraConfig, get_peft_model
 
+    from medray.contracts import reasoner as contract
     from medray.models import load_vlm
-    from medray.serving.reasoner import Reasoner
+    from medray.models.generate import render
 
     model, proc = load_vlm("tiny-qwen2-vl")
-    prompt = proc.apply_chat_template(
-        Reasoner.messages_for(JSON_QUESTION, True), add_generation_prompt=True
-    )
+    # The served prompt, built by the reasoner's contract (the one home of it).
+    prompt = render(proc, contract.messages(JSON_QUESTION, True))
     image = Image.open(io.BytesIO(base64.b64decode(IMAGE.split(",", 1)[1]))).convert("RGB")
     full = proc(
         text=[prompt + json.dumps(JSON_ANSWER) + "<|im_end|>"], images=[image], return_tensors="pt"
