@@ -715,6 +715,7 @@ class RagAgent:
             diagnoses_source=st.get("diagnoses_source", "none"),
             grounding=self._grounding(st, draft),
             trace=st.get("trace", []),
+            parsed=st.get("parsed"),
         )
         entry["output"]["confidence"] = final["confidence"]
         return {"final": final, "trace": [entry], "events": [("agent_answer", final)]}

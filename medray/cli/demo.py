@@ -238,7 +238,10 @@ def _analyze(summary: dict[str, Any], serve_out: dict[str, Any]) -> dict[str, An
         "answer": (reasoning.get("parsed") or {}).get("answer"),
         "reasoning_text": reasoning.get("text", ""),
         "summary": events.get("summary", {}).get("text"),
-        "agent": {k: agent.get(k) for k in ("most_likely_diagnosis", "confidence", "missing")}
+        "agent": {
+            k: agent.get(k)
+            for k in ("status", "most_likely_diagnosis", "confidence", "notice", "missing")
+        }
         if agent
         else None,
         "disclaimer": (events.get("safety") or {}).get("disclaimer"),

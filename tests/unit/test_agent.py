@@ -105,7 +105,7 @@ def run(
         reasoning_text="The costophrenic angle is blunted.",
         parsed={
             "caption": "Frontal chest radiograph.",
-            "reasoning": ["Blunted angle."],
+            "reasoning": ["Blunted angle: pleural effusion."],
             "answer": "yes",
         },
         summary="pleural effusion",
@@ -207,7 +207,7 @@ def test_unreadable_model_output_falls_back_deterministically_and_says_so(stack)
     assert diag["diagnoses"] == ["pleural effusion"] and diag["source"] == "summariser output"
     assert "not readable" in diag["fallback"]
     assert final["most_likely_diagnosis"] == "pleural effusion"
-    assert final["findings"] == ["Frontal chest radiograph.", "Blunted angle."]
+    assert final["findings"] == ["Frontal chest radiograph.", "Blunted angle: pleural effusion."]
     assert final["citations"] and final["severity"] == "undetermined"
     assert all(t["fallback"] for t in final["trace"] if t["step"] in ("generate_queries", "answer"))
     # Deterministic: the same inputs give the same answer.
@@ -342,12 +342,18 @@ def test_unparsable_reasoner_output_gives_no_diagnosis_and_says_so(stack):
     assert final["most_likely_diagnosis"] is None and final["differential"] == []
     assert final["findings"] == [] and final["confidence"] == 0.0
     assert "could not be parsed" in final["notice"]
-    # The same LLM replies with a parsed reasoner output: answered, at its confidence.
-    _, _, ok = run(
-        stack, CONFIDENT_CARDIOMEGALY, question="Is the heart size normal?", max_cycles=0
+    # The same LLM with a parsed reasoner output that states it: answered, at its confidence.
+    stated = {"caption": "Chest radiograph.", "reasoning": ["Cardiomegaly."], "answer": "yes"}
+    inp = AgentInput(
+        question="Is the heart size normal?",
+        reasoning_text=json.dumps(stated),
+        parsed=stated,
+        summary="cardiomegaly",
     )
+    _, _, ok = run(stack, CONFIDENT_CARDIOMEGALY, inp=inp, max_cycles=0)
     assert ok["status"] == "answered" and ok["most_likely_diagnosis"] == "cardiomegaly"
     assert ok["confidence"] == 0.7 and ok["notice"] is None
+    assert ok["differential"] == []  # "pericardial effusion": not stated by the reasoner
 
 
 def test_no_candidate_diagnosis_is_never_replaced_by_a_retrieved_title(stack):
@@ -366,3 +372,68 @@ def test_no_candidate_diagnosis_is_never_replaced_by_a_retrieved_title(stack):
     assert final["most_likely_diagnosis"] is None and final["confidence"] == 0.0
     assert final["status"] == "insufficient_evidence"
     assert any(f["step"] == "extract_diagnoses" for f in final["fallbacks"])
+
+
+def test_parsed_reasoning_that_states_no_finding_names_no_diagnosis(stack):
+    """The demo's case: the reasoner's output parses but answers "Yes" to a modality
+    question; the summariser says "Moderate cardiomegaly." and the agent's LLM is
+    confident. The reasoner stated no such finding, so the answer names no diagnosis,
+    says why, cites the retrieved items only as context, and its confidence is 0."""
+    parsed = {
+        "caption": "Medical image of the chest.",
+        "reasoning": ["The modality question is answered from the image: No."],
+        "boxes": [],
+        "answer": "Yes",
+    }
+    inp = AgentInput(
+        question="What modality is used to take this image?",
+        reasoning_text=json.dumps(parsed),
+        parsed=parsed,
+        summary="Moderate cardiomegaly.",
+    )
+    _, _, final = run(stack, CONFIDENT_CARDIOMEGALY, inp=inp, max_cycles=0)
+    assert final["reasoning_ok"] is True and final["status"] == "insufficient_evidence"
+    assert final["most_likely_diagnosis"] is None and final["differential"] == []
+    assert final["confidence"] == 0.0
+    assert "does not state 'cardiomegaly'" in final["notice"]
+    assert final["citations"]  # retrieved items stay as context
+    # An unreadable agent LLM: the summariser's diagnosis is not promoted either.
+    _, _, fb = run(stack, {}, inp=inp, max_cycles=0)
+    assert fb["most_likely_diagnosis"] is None and fb["confidence"] == 0.0
+    assert fb["status"] == "insufficient_evidence"
+
+
+def test_support_is_matched_on_stated_words_not_negated_and_qualifiers_aside():
+    from medray.agent.honesty import stated_words, supported
+
+    said = stated_words(
+        {
+            "caption": "Frontal CHEST radiograph.",
+            "reasoning": ["Enlarged cardiac silhouette: Cardiomegaly.", "No pleural effusion."],
+            "boxes": [{"label": "Left lower lobe opacity", "bbox": [0, 0, 1, 1]}],
+            "answer": "Yes",
+        }
+    )
+    assert supported("Moderate cardiomegaly.", said)  # a qualifier need not be stated
+    assert supported("cardiomegaly", said) and supported("lobe opacity", said)
+    assert not supported("Pleural effusion", said)  # stated only as negated
+    assert not supported("pneumothorax", said)
+    assert not supported("Yes", said) and not supported("", said) and not supported(None, said)
+    assert stated_words(None) == set()
+
+
+def test_an_unstated_diagnosis_gives_way_to_a_stated_differential(stack):
+    """The LLM's diagnosis is not in the reasoner's output but one of its differentials
+    is: that one is named, with the confidence capped by the grounding score."""
+    parsed = {"caption": "Chest.", "reasoning": ["Pericardial effusion."], "answer": "yes"}
+    inp = AgentInput(
+        question="Is the heart size normal?",
+        reasoning_text=json.dumps(parsed),
+        parsed=parsed,
+        summary="",
+    )
+    _, _, final = run(stack, CONFIDENT_CARDIOMEGALY, inp=inp, max_cycles=0)
+    assert final["status"] == "answered"
+    assert final["most_likely_diagnosis"] == "pericardial effusion"
+    assert "does not state 'cardiomegaly'" in final["notice"]
+    assert final["confidence"] <= 0.7
