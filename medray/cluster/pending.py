@@ -17,6 +17,7 @@ in ``medray.cluster.demands``).
 from __future__ import annotations
 
 import logging
+import re
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -27,6 +28,16 @@ log = logging.getLogger(__name__)
 
 WAITING_TASK = "PENDING_NODE_ASSIGNMENT"
 WAITING_ACTOR = "PENDING_CREATION"
+# A task or actor scheduled into a placement group asks for the group's own resources
+# (``CPU_group_<pg id>``, ``CPU_group_<bundle>_<pg id>``, ``bundle_group_...``), which no
+# node offers until the group is placed: whether it can ever run is the group's question
+# (its bundles are checked while it is PENDING), not the task's.
+PG_RESOURCE = re.compile(r"_group_(\d+_)?[0-9a-f]{16,}$")
+
+
+def outside_groups(resources: dict[str, float]) -> dict[str, float]:
+    """``resources`` without placement-group resources (see :data:`PG_RESOURCE`)."""
+    return {k: v for k, v in resources.items() if not PG_RESOURCE.search(k)}
 
 
 def ray_token() -> str:
@@ -118,7 +129,8 @@ class Dashboard:
         for resource, state in (("tasks", WAITING_TASK), ("actors", WAITING_ACTOR)):
             for item in self._state(resource, job_id, state, limit)["result"]:
                 name = item.get("name") or item.get("class_name") or resource[:-1]
-                out.append((str(name), demands.shape(item.get("required_resources"))))
+                needs = outside_groups(demands.shape(item.get("required_resources")))
+                out.append((str(name), needs))
         # Ray Train reserves its workers' resources as a placement group first: a bundle
         # that fits no node keeps it pending (and no task or actor shows up).
         pgs = self._state("placement_groups", job_id, "PENDING", limit, "creator_job_id")

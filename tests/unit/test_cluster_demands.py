@@ -141,3 +141,36 @@ def test_waiting_reads_tasks_actors_and_placement_group_bundles(monkeypatch):
         ("actors", ["job_id", "state"], ["02000000", "PENDING_CREATION"]),
         ("placement_groups", ["creator_job_id", "state"], ["02000000", "PENDING"]),
     ]
+
+
+def test_tasks_inside_a_placement_group_are_judged_by_the_group_not_by_its_resources(
+    monkeypatch,
+):
+    """Ray Train's workers ask for ``CPU_group_<pg>`` until their placement group is placed
+    (seconds on a loaded machine): that is not a resource no node has (the demo was
+    stopped for it at load 24); the group's own bundles are what is checked."""
+    from medray.cluster.pending import Dashboard, outside_groups
+
+    pg = "7ad493622ab4dbfd1f5ad0f3d18502000000"
+    actor = {
+        "class_name": "RayTrainWorker",
+        "required_resources": {
+            f"CPU_group_0_{pg}": 1.0,
+            f"CPU_group_{pg}": 1.0,
+            f"bundle_group_0_{pg}": 0.001,
+            f"bundle_group_{pg}": 0.001,
+        },
+    }
+    answers = {
+        "tasks": [{"name": "Mixed", "required_resources": {"CPU": 1.0, f"CPU_group_{pg}": 1.0}}],
+        "actors": [actor],
+        "placement_groups": [],
+    }
+
+    def fake_get(self, path, params=None):
+        return {"data": {"result": {"result": answers[path.rsplit("/", 1)[-1]], "total": 1}}}
+
+    monkeypatch.setattr(Dashboard, "_get", fake_get)
+    assert Dashboard("http://x").waiting("02000000") == [("Mixed", {"CPU": 1.0})]
+    # A custom resource that merely contains "group" is still checked.
+    assert outside_groups({"gpu_group_a": 1.0}) == {"gpu_group_a": 1.0}
