@@ -210,8 +210,13 @@ _NAMES = sorted(set(CLASSES) | set(SYNONYMS), key=len, reverse=True)
 _DRUG_RE = re.compile(r"\b(" + "|".join(re.escape(n) for n in _NAMES) + r")\b", re.IGNORECASE)
 _UNIT_MG = {"mg": 1.0, "g": 1000.0, "gram": 1000.0, "grams": 1000.0, "mcg": 0.001, "µg": 0.001}
 _UNIT_MG |= {"milligram": 1.0, "milligrams": 1.0, "microgram": 0.001, "micrograms": 0.001}
-_AMOUNT = re.compile(
-    r"(\d+(?:[.,]\d+)?)\s*(mg|milligrams?|g|grams?|mcg|µg|micrograms?)\b", re.IGNORECASE
+_NUMBER = r"(\d{1,3}(?:,\d{3})+(?!\d)|\d+(?:[.,]\d+)?)"
+_UNIT = r"(mg|milligrams?|g|grams?|mcg|µg|micrograms?)\b"
+_AMOUNT = re.compile(_NUMBER + r"\s*" + _UNIT, re.IGNORECASE)
+# An amount written before the drug: "8000 mg of paracetamol", "2 g of the ibuprofen".
+_AMOUNT_BEFORE = re.compile(
+    _NUMBER + r"\s*" + _UNIT + r"\s+(?:of\s+)?(?:(?:the|my|his|her|their|your)\s+)?$",
+    re.IGNORECASE,
 )
 _WORD_TIMES = {"once": 1, "twice": 2, "three times": 3, "four times": 4, "five times": 5}
 _FREQ = re.compile(
@@ -324,13 +329,22 @@ def _times_per_day(m: re.Match[str]) -> tuple[float, bool]:
     return 1.0, True
 
 
+def _number(s: str) -> float:
+    """``"8,000"`` is eight thousand (a comma before three digits groups thousands);
+    ``"1,5"`` and ``"1.5"`` are one and a half."""
+    if re.fullmatch(r"\d{1,3}(?:,\d{3})+", s):
+        return float(s.replace(",", ""))
+    return float(s.replace(",", "."))
+
+
 def check_doses(text: str) -> list[DoseWarning]:
     """Doses of table drugs stated in ``text`` above the adult maximum daily dose.
 
     A dose is an amount with a unit within a few words after the drug's name, with an
     optional frequency after it ("500 mg four times a day", "1 g every 4 hours",
-    "6 g per day", "800 mg tid"); without a frequency the amount is taken as one dose
-    per day.
+    "6 g per day", "800 mg tid"), or an amount just before the name with the frequency
+    after the name ("8000 mg of paracetamol per day"); without a frequency the amount is
+    taken as one dose per day. "8,000 mg" is eight thousand milligrams.
     """
     out: list[DoseWarning] = []
     for dm in _DRUG_RE.finditer(text):
@@ -339,15 +353,20 @@ def check_doses(text: str) -> list[DoseWarning]:
             continue
         window = text[dm.end() : dm.end() + 60]
         am = _AMOUNT.search(window)
-        if not am or len(window[: am.start()].split()) > 5:
-            continue
-        amount = float(am.group(1).replace(",", ".")) * _UNIT_MG[am.group(2).lower()]
-        tail = window[am.end() : am.end() + 40]
+        if am and len(window[: am.start()].split()) <= 5:
+            tail, stated = window[am.end() : am.end() + 40], am.group(0)
+        else:
+            before = text[max(0, dm.start() - 40) : dm.start()]
+            am = _AMOUNT_BEFORE.search(before)
+            if not am:
+                continue
+            tail, stated = window[:40], before[am.start() :] + dm.group(1)
+        amount = _number(am.group(1)) * _UNIT_MG[am.group(2).lower()]
         fm = _FREQ.search(tail)
         per_day, _total = _times_per_day(fm) if fm else (1.0, True)
         daily = amount * per_day
         limit, source = MAX_DAILY_MG[drug]
         if daily > limit + 1e-9:
-            stated = (am.group(0) + (" " + fm.group(0) if fm else "")).strip()
+            stated = (stated + (" " + fm.group(0) if fm else "")).strip()
             out.append(DoseWarning(drug, stated, round(daily, 3), limit, source))
     return out

@@ -24,7 +24,8 @@ class SafetyPolicy:
             the threshold chosen by cross-validation when the head was trained.
         emergency_detection: add an emergency notice when a request or answer
             describes a possible emergency.
-        drug_checks: check generated text for known interactions and over-maximum doses.
+        drug_checks: check the request and generated text for known interactions and
+            over-maximum doses.
         block_on_injection: refuse a request that contains prompt-injection text (by
             default injection text is only stripped and reported, never obeyed).
     """

@@ -1,8 +1,9 @@
 """The safety report attached to every answer, and the two checks that build it.
 
 ``assess_request`` runs before a model sees a request (domain control, emergency
-detection, prompt-injection stripping); ``assess_answer`` runs on generated text
-(drug interactions, doses, emergencies); ``merge`` combines them. Every report carries
+detection, prompt-injection stripping, drug interactions and doses named in the request);
+``assess_answer`` runs on generated text (drug interactions, doses, emergencies); ``merge``
+combines them. Every report carries
 the research-use :data:`medray.DISCLAIMER`.
 
 Risk levels: 0 nothing found, 1 informational (injection text ignored), 2 caution
@@ -50,8 +51,8 @@ class SafetyReport:
         domain: the domain-control decision (None when not checked).
         emergencies: possible emergencies in the request or answer.
         notices: what to do about them (emergency numbers).
-        interactions: drug interactions in the answer.
-        doses: doses above the maximum in the answer.
+        interactions: drug interactions named in the request or the answer.
+        doses: doses above the maximum in the request or the answer.
         injection: prompt-injection patterns found in the request (ignored).
         disclaimer: the research-use disclaimer, always present.
     """
@@ -90,6 +91,14 @@ def _emergency_part(text: str, where: str) -> tuple[tuple[EmergencyFlag, ...], l
     return flags, [f"possible emergency in the {where}: {f.category}" for f in flags]
 
 
+def _drug_part(
+    text: str, where: str
+) -> tuple[tuple[InteractionWarning, ...], tuple[DoseWarning, ...], list[str]]:
+    interactions, doses = tuple(check_interactions(text)), tuple(check_doses(text))
+    lines = [f"{x.message()} (in the {where})" for x in (*interactions, *doses)]
+    return interactions, doses, lines
+
+
 def assess_request(
     question: str,
     classifier: DomainClassifier | None = None,
@@ -112,6 +121,13 @@ def assess_request(
             "instructions to the system inside the request were ignored: " + ", ".join(injection)
         )
         risk = RISK_INFO
+    interactions: tuple[InteractionWarning, ...] = ()
+    doses: tuple[DoseWarning, ...] = ()
+    if policy.drug_checks:
+        interactions, doses, lines = _drug_part(question, "request")
+        warnings += lines
+        if lines:
+            risk = RISK_CAUTION
     emergencies: tuple[EmergencyFlag, ...] = ()
     if policy.emergency_detection:
         emergencies, lines = _emergency_part(question, "request")
@@ -136,6 +152,8 @@ def assess_request(
         domain=decision,
         emergencies=emergencies,
         notices=tuple(dict.fromkeys(e.notice for e in emergencies)),
+        interactions=interactions,
+        doses=doses,
         injection=tuple(injection),
     )
 
@@ -148,10 +166,9 @@ def assess_answer(text: str, policy: SafetyPolicy | None = None) -> SafetyReport
     interactions: tuple[InteractionWarning, ...] = ()
     doses: tuple[DoseWarning, ...] = ()
     if policy.drug_checks:
-        interactions = tuple(check_interactions(text))
-        doses = tuple(check_doses(text))
-        warnings += [i.message() for i in interactions] + [d.message() for d in doses]
-        if interactions or doses:
+        interactions, doses, lines = _drug_part(text, "answer")
+        warnings += lines
+        if lines:
             risk = RISK_CAUTION
     emergencies: tuple[EmergencyFlag, ...] = ()
     if policy.emergency_detection:
@@ -183,8 +200,8 @@ def merge(*reports: SafetyReport) -> SafetyReport:
         domain=next((r.domain for r in reports if r.domain), None),
         emergencies=tuple(e for r in reports for e in r.emergencies),
         notices=tuple(dict.fromkeys(n for r in reports for n in r.notices)),
-        interactions=tuple(i for r in reports for i in r.interactions),
-        doses=tuple(d for r in reports for d in r.doses),
+        interactions=tuple(dict.fromkeys(i for r in reports for i in r.interactions)),
+        doses=tuple(dict.fromkeys(d for r in reports for d in r.doses)),
         injection=tuple(dict.fromkeys(i for r in reports for i in r.injection)),
         disclaimer=DISCLAIMER,
     )

@@ -259,6 +259,32 @@ def test_doses_within_limits_are_not_flagged(text):
     assert check_doses(text) == []
 
 
+@pytest.mark.parametrize(
+    "text,daily,stated",
+    [
+        ("8000 mg of paracetamol per day", 8000, "8000 mg of paracetamol per day"),
+        ("Is 8,000 mg of paracetamol a day OK?", 8000, "8,000 mg of paracetamol a day"),
+        ("I take 1 g of my paracetamol every 4 hours", 6000, "1 g of my paracetamol every 4 hours"),
+    ],
+)
+def test_an_amount_before_the_drug_name_is_a_dose(text, daily, stated):
+    ws = check_doses(text)
+    assert [(w.drug, w.daily_mg, w.stated) for w in ws] == [("acetaminophen", daily, stated)]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "500 mg of paracetamol per day",
+        "1,000 mg of paracetamol twice a day",
+        "Is 1,5 g of paracetamol a day safe?",
+        "I walked 8000 m before taking paracetamol",
+    ],
+)
+def test_amounts_before_the_name_within_limits_are_not_flagged(text):
+    assert check_doses(text) == []
+
+
 def test_the_tables_are_consistent():
     names = set(CLASSES)
     assert set(SYNONYMS.values()) <= names
@@ -281,6 +307,46 @@ def test_answer_report_and_merge():
     d = m.to_dict()
     assert list(d)[:2] == ["risk_level", "warnings"]
     assert d["disclaimer"] == DISCLAIMER and len(d["warnings"]) == 3
+
+
+@pytest.mark.parametrize(
+    "question,interactions,doses",
+    [
+        ("Can I take warfarin together with aspirin?", [("warfarin", "aspirin")], []),
+        ("8000 mg of paracetamol per day", [], ["acetaminophen"]),
+    ],
+)
+def test_request_side_drug_and_dose_findings(question, interactions, doses):
+    r = assess_request(question)
+    assert r.risk_level == RISK_CAUTION and not r.refused
+    assert [i.drugs for i in r.interactions] == interactions
+    assert [d.drug for d in r.doses] == doses
+    assert any(w.endswith("(in the request)") for w in r.warnings)
+    d = r.to_dict()
+    assert len(d["interactions"]) == len(interactions) and len(d["doses"]) == len(doses)
+    # The answer repeating the same finding does not list it twice.
+    m = merge(r, assess_answer(question))
+    assert (m.interactions, m.doses) == (r.interactions, r.doses)
+    assert m.risk_level == RISK_CAUTION
+
+
+@pytest.mark.parametrize(
+    "question",
+    [
+        "Can I take warfarin with my dinner?",
+        "Can I take aspirin together with omeprazole?",
+        "500 mg of paracetamol per day",
+        "Is there a pleural effusion?",
+    ],
+)
+def test_request_without_interaction_or_overdose_stays_at_risk_zero(question):
+    r = assess_request(question)
+    assert r.risk_level == RISK_NONE and r.interactions == () and r.doses == ()
+
+
+def test_request_drug_checks_follow_the_policy():
+    r = assess_request("8000 mg of paracetamol per day", policy=SafetyPolicy(drug_checks=False))
+    assert r.risk_level == RISK_NONE and r.doses == ()
 
 
 def test_clean_answer_has_risk_zero_and_the_disclaimer():
