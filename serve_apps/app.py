@@ -33,7 +33,12 @@ from ray.serve.handle import DeploymentHandle
 
 from medray.config import ConfigError, from_dict
 from medray.serving.aio import iterate_in_thread
-from medray.serving.reasoner import GenerationParams, GenRequest, UnknownAdapterError
+from medray.serving.reasoner import (
+    GenerationParams,
+    GenRequest,
+    UnknownAdapterError,
+    raise_error,
+)
 from medray.serving.retriever import RetrievalUnavailable
 from serve_apps.settings import AppArgs
 
@@ -135,6 +140,7 @@ class ReasonerDeployment:
         """
         adapter = await self._resolve_adapter()
         async for events in self._batched(GenRequest(messages, images, params, adapter)):
+            raise_error(events)  # this request failed alone (the batch's others go on)
             if events:
                 yield events
 
@@ -149,6 +155,7 @@ class ReasonerDeployment:
         final: dict[str, Any] = {}
         steps: list[dict[str, Any]] = []
         async for events in self._batched(GenRequest(messages, images, params, adapter)):
+            raise_error(events)
             for ev in events:
                 if ev["type"] == "final":
                     final = ev
@@ -172,7 +179,7 @@ class ReasonerDeployment:
                     out.append(StopIteration)
                     continue
                 events = [ev for step in steps for ev in step[i]]
-                if any(ev["type"] == "final" for ev in events):
+                if any(ev["type"] in ("final", "error") for ev in events):
                     ended.append(i)
                 out.append(events)
             yield out
