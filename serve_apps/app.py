@@ -45,6 +45,13 @@ from serve_apps.settings import AppArgs
 log = logging.getLogger("medray.serve")
 
 APP_NAME = "medray"
+READY_RETRIEVER_S = 2.0  # /ready waits this long at most for the retriever's status
+
+
+def _loaded(obj: Any, what: str) -> None:
+    """``check_health``: Serve replaces a replica whose check raises."""
+    if obj is None:
+        raise RuntimeError(f"{what} is not loaded in this replica")
 
 
 # --------------------------------------------------------------------------- deployments
@@ -67,6 +74,9 @@ class GuardDeployment:
 
     def ready(self) -> bool:
         return True
+
+    def check_health(self) -> None:
+        _loaded(self.guard, "the guard")
 
 
 class _AdapterLease:
@@ -192,6 +202,9 @@ class ReasonerDeployment:
     def ready(self) -> bool:
         return True
 
+    def check_health(self) -> None:
+        _loaded(self.reasoner.base, "the reasoner model")
+
 
 @serve.deployment(name="Summariser")
 class SummariserDeployment:
@@ -213,6 +226,9 @@ class SummariserDeployment:
     def ready(self) -> bool:
         return True
 
+    def check_health(self) -> None:
+        _loaded(self.summariser, "the summariser")
+
 
 @serve.deployment(name="MedQA")
 class MedQADeployment:
@@ -231,6 +247,9 @@ class MedQADeployment:
 
     def ready(self) -> bool:
         return True
+
+    def check_health(self) -> None:
+        _loaded(self.medqa, "the medical-QA model")
 
 
 @serve.deployment(name="Embedder")
@@ -326,6 +345,9 @@ class EmbedderDeployment:
     def ready(self) -> bool:
         return True
 
+    def check_health(self) -> None:
+        _loaded(self.embedder, "the embedder")
+
 
 @serve.deployment(name="Retriever")
 class RetrieverDeployment:
@@ -343,6 +365,8 @@ class RetrieverDeployment:
             args.retrieval.milvus,
             clip_model=args.models.clip if check else "",
             text_model=args.models.text_embedder if check else "",
+            timeout_s=args.retrieval.call_timeout_s,
+            retry_after_s=args.retrieval.retry_after_s,
         )
 
     def reconfigure(self, config: Mapping[str, Any]) -> None:
@@ -367,6 +391,11 @@ class RetrieverDeployment:
 
     async def status(self) -> dict[str, Any]:
         return await asyncio.to_thread(self.retriever.status)
+
+    def check_health(self) -> None:
+        """Healthy while the replica runs: a Milvus outage is not a replica fault (searches
+        degrade and recover by themselves), so it must not make Serve restart replicas."""
+        _loaded(self.retriever, "the retriever")
 
 
 @serve.deployment(name="Agent")
@@ -394,6 +423,9 @@ class AgentDeployment:
 
     def ready(self) -> bool:
         return True
+
+    def check_health(self) -> None:
+        _loaded(self.agent, "the agent")
 
 
 def _raise_or_return(result: Any) -> Any:
@@ -511,7 +543,10 @@ class ServeBackend:
         status: dict[str, Any] = {n: r is True for n, r in zip(names, results, strict=True)}
         if self.retriever is not None:
             try:
-                status["retriever"] = await asyncio.wait_for(self.retriever.status.remote(), 5)
+                # Bounded: a dead Milvus must not hold /ready (the retriever degrades).
+                status["retriever"] = await asyncio.wait_for(
+                    self.retriever.status.remote(), READY_RETRIEVER_S
+                )
             except Exception as e:
                 status["retriever"] = {"milvus": f"{type(e).__name__}"}
         else:
@@ -568,6 +603,9 @@ class Gateway:
     ) -> None:
         self.args = args
         self.backend = ServeBackend(guard, reasoner, summariser, embedder, retriever, agent, medqa)
+
+    def check_health(self) -> None:
+        _loaded(self.backend, "the gateway's backend")
 
     def __serve_build_asgi_app__(self):
         from serve_apps.gateway import create_app

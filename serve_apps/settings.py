@@ -118,6 +118,14 @@ class RetrievalSettings:
     milvus: MilvusSettings = field(default_factory=MilvusSettings)
     k: int = 3
     check_models: bool = True  # refuse collections indexed with other embedding models
+    # The longest one Milvus call of the app may take (connecting included): a search on
+    # a dead Milvus degrades after at most two of them (the call and one reconnect).
+    call_timeout_s: float = 0.9
+    retry_after_s: float = 1.0  # after a failed connection, searches skip Milvus this long
+
+    def __post_init__(self) -> None:
+        if self.call_timeout_s <= 0 or self.retry_after_s < 0:
+            raise ConfigError("retrieval.call_timeout_s must be > 0 and retry_after_s >= 0")
 
 
 @dataclass(frozen=True)
