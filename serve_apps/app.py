@@ -31,7 +31,6 @@ from typing import Any
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
-from medray.config import ConfigError, from_dict
 from medray.serving.aio import iterate_in_thread
 from medray.serving.reasoner import (
     GenerationParams,
@@ -40,7 +39,7 @@ from medray.serving.reasoner import (
     raise_error,
 )
 from medray.serving.retriever import RetrievalUnavailable
-from serve_apps.settings import AppArgs
+from medray.serving.settings import AppArgs, parse_args
 
 log = logging.getLogger("medray.serve")
 
@@ -614,16 +613,6 @@ class Gateway:
 
 
 # --------------------------------------------------------------------------- builder
-
-
-def parse_args(args: Mapping[str, Any] | AppArgs | None) -> AppArgs:
-    """Validate the ``args:`` mapping of a Serve config into :class:`AppArgs`."""
-    if isinstance(args, AppArgs):
-        return args
-    try:
-        return from_dict(AppArgs, dict(args or {}))
-    except ConfigError as e:
-        raise ConfigError(f"serve app args: {e}") from None
 
 
 def app_builder(args: dict[str, Any]) -> serve.Application:

@@ -62,3 +62,22 @@ def test_retriever_health_ignores_a_milvus_outage():
     dep.retriever = Retriever(MilvusSettings(uri="http://127.0.0.1:1"), timeout_s=0.5)
     assert dep.retriever.status()["milvus"] != "ok"
     dep.check_health()  # does not raise
+
+
+def test_medray_serving_does_not_import_serve_apps():
+    """Library code validates a Serve config without importing the Serve app (point 7)."""
+    import ast
+    from pathlib import Path
+
+    import medray.serving
+
+    for path in Path(medray.serving.__file__).parent.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = (
+                [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else [node.module or ""]
+                if isinstance(node, ast.ImportFrom)
+                else []
+            )
+            assert not any(n.split(".")[0] == "serve_apps" for n in names), path.name
