@@ -106,9 +106,10 @@ def sniff_format(data: bytes, what: str = "image") -> ImageFormat:
         other = "DICOM"
     else:
         other = next((name for magic, name in _KNOWN_OTHERS if data.startswith(magic)), None)
-    found = f"a {other} file" if other else "not an image in an accepted format"
+    if other is None:  # not an image at all (or a format nobody would send)
+        raise ImageError(f"{what}: not an image; accepted image formats: {accepted_formats()}")
     raise ImageError(
-        f"{what}: {found}; accepted image formats: {accepted_formats()}",
+        f"{what}: a {other} file; accepted image formats: {accepted_formats()}",
         "unsupported_image_format",
     )
 
@@ -141,13 +142,16 @@ def decode_base64(data: str, what: str = "image") -> bytes:
         raise ImageError(f"{what} is not valid base64") from None
 
 
-def _header(data: bytes, fmt: str, what: str) -> Image.Image:
-    """Open (not decode) ``data`` with only the ``fmt`` plugin; bombs are refused."""
+def _header(data: bytes, fmt: str, what: str) -> tuple[Image.Image, bool]:
+    """Open (not decode) ``data`` with only the ``fmt`` plugin; also whether Pillow
+    warned that it is a decompression bomb. Pillow's bomb error is an ImageError."""
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            return Image.open(io.BytesIO(data), formats=[fmt])
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", Image.DecompressionBombWarning)
+            img = Image.open(io.BytesIO(data), formats=[fmt])
+        bomb = any(issubclass(w.category, Image.DecompressionBombWarning) for w in caught)
+        return img, bomb
+    except Image.DecompressionBombError as e:
         raise ImageError(f"{what}: decompression bomb refused: {e}", "image_too_large") from None
     except UnidentifiedImageError:
         raise ImageError(f"{what}: not an image (not a valid {fmt} file)") from None
@@ -187,8 +191,14 @@ def open_image(
             data, fmt = fmt.to_png(data), IMAGE_FORMATS["PNG"]
         except Exception as e:
             raise ImageError(f"{what}: cannot convert the {fmt.name} file: {e}") from None
-    img = _header(data, fmt.name, what)
+    img, bomb = _header(data, fmt.name, what)
     w, h = img.size
+    if bomb:
+        raise ImageError(
+            f"{what}: image is {w}x{h} = {w * h} pixels: a decompression bomb (over "
+            f"Pillow's limit of {Image.MAX_IMAGE_PIXELS} pixels), refused before decoding",
+            "image_too_large",
+        )
     if w * h > max_pixels:
         raise ImageError(
             f"{what}: image is {w}x{h} = {w * h} pixels, over the limit of {max_pixels}",

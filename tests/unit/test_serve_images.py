@@ -64,6 +64,12 @@ def test_eps_never_reaches_pillow(monkeypatch):
     assert e.value.code == "unsupported_image_format" and calls == []
 
 
+def test_bytes_of_no_known_format_are_not_an_image():
+    with pytest.raises(ImageError, match="not an image; accepted image formats") as e:
+        open_image(b"hello, I am text", max_pixels=10**6)
+    assert e.value.code == "invalid_image" and http_status(e.value) == 422
+
+
 def test_dicom_is_named_until_a_converter_is_registered():
     data = b"\x00" * 128 + b"DICM" + b"\x00" * 64
     with pytest.raises(ImageError, match="a DICOM file"):
@@ -75,6 +81,8 @@ def test_decompression_bombs_are_a_4xx_naming_the_problem(side):
     data = _png_header_only(side, side)
     with pytest.raises(ImageError, match="decompression bomb") as e:
         open_image(data, max_pixels=10**12)  # Pillow's own limit is what refuses it
+    if side == 10_000:  # the warning's range: the message names the size
+        assert "10000x10000" in str(e.value)
     assert e.value.code == "image_too_large" and http_status(e.value) == 413
 
 
