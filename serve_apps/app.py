@@ -31,15 +31,26 @@ from typing import Any
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
-from medray.config import ConfigError, from_dict
 from medray.serving.aio import iterate_in_thread
-from medray.serving.reasoner import GenerationParams, GenRequest, UnknownAdapterError
+from medray.serving.reasoner import (
+    GenerationParams,
+    GenRequest,
+    UnknownAdapterError,
+    raise_error,
+)
 from medray.serving.retriever import RetrievalUnavailable
-from serve_apps.settings import AppArgs
+from medray.serving.settings import AppArgs, parse_args
 
 log = logging.getLogger("medray.serve")
 
 APP_NAME = "medray"
+READY_RETRIEVER_S = 2.0  # /ready waits this long at most for the retriever's status
+
+
+def _loaded(obj: Any, what: str) -> None:
+    """``check_health``: Serve replaces a replica whose check raises."""
+    if obj is None:
+        raise RuntimeError(f"{what} is not loaded in this replica")
 
 
 # --------------------------------------------------------------------------- deployments
@@ -62,6 +73,9 @@ class GuardDeployment:
 
     def ready(self) -> bool:
         return True
+
+    def check_health(self) -> None:
+        _loaded(self.guard, "the guard")
 
 
 class _AdapterLease:
@@ -135,6 +149,7 @@ class ReasonerDeployment:
         """
         adapter = await self._resolve_adapter()
         async for events in self._batched(GenRequest(messages, images, params, adapter)):
+            raise_error(events)  # this request failed alone (the batch's others go on)
             if events:
                 yield events
 
@@ -149,6 +164,7 @@ class ReasonerDeployment:
         final: dict[str, Any] = {}
         steps: list[dict[str, Any]] = []
         async for events in self._batched(GenRequest(messages, images, params, adapter)):
+            raise_error(events)
             for ev in events:
                 if ev["type"] == "final":
                     final = ev
@@ -172,7 +188,7 @@ class ReasonerDeployment:
                     out.append(StopIteration)
                     continue
                 events = [ev for step in steps for ev in step[i]]
-                if any(ev["type"] == "final" for ev in events):
+                if any(ev["type"] in ("final", "error") for ev in events):
                     ended.append(i)
                 out.append(events)
             yield out
@@ -184,6 +200,9 @@ class ReasonerDeployment:
 
     def ready(self) -> bool:
         return True
+
+    def check_health(self) -> None:
+        _loaded(self.reasoner.base, "the reasoner model")
 
 
 @serve.deployment(name="Summariser")
@@ -206,6 +225,9 @@ class SummariserDeployment:
     def ready(self) -> bool:
         return True
 
+    def check_health(self) -> None:
+        _loaded(self.summariser, "the summariser")
+
 
 @serve.deployment(name="MedQA")
 class MedQADeployment:
@@ -224,6 +246,9 @@ class MedQADeployment:
 
     def ready(self) -> bool:
         return True
+
+    def check_health(self) -> None:
+        _loaded(self.medqa, "the medical-QA model")
 
 
 @serve.deployment(name="Embedder")
@@ -319,6 +344,9 @@ class EmbedderDeployment:
     def ready(self) -> bool:
         return True
 
+    def check_health(self) -> None:
+        _loaded(self.embedder, "the embedder")
+
 
 @serve.deployment(name="Retriever")
 class RetrieverDeployment:
@@ -336,6 +364,8 @@ class RetrieverDeployment:
             args.retrieval.milvus,
             clip_model=args.models.clip if check else "",
             text_model=args.models.text_embedder if check else "",
+            timeout_s=args.retrieval.call_timeout_s,
+            retry_after_s=args.retrieval.retry_after_s,
         )
 
     def reconfigure(self, config: Mapping[str, Any]) -> None:
@@ -360,6 +390,11 @@ class RetrieverDeployment:
 
     async def status(self) -> dict[str, Any]:
         return await asyncio.to_thread(self.retriever.status)
+
+    def check_health(self) -> None:
+        """Healthy while the replica runs: a Milvus outage is not a replica fault (searches
+        degrade and recover by themselves), so it must not make Serve restart replicas."""
+        _loaded(self.retriever, "the retriever")
 
 
 @serve.deployment(name="Agent")
@@ -387,6 +422,9 @@ class AgentDeployment:
 
     def ready(self) -> bool:
         return True
+
+    def check_health(self) -> None:
+        _loaded(self.agent, "the agent")
 
 
 def _raise_or_return(result: Any) -> Any:
@@ -504,7 +542,10 @@ class ServeBackend:
         status: dict[str, Any] = {n: r is True for n, r in zip(names, results, strict=True)}
         if self.retriever is not None:
             try:
-                status["retriever"] = await asyncio.wait_for(self.retriever.status.remote(), 5)
+                # Bounded: a dead Milvus must not hold /ready (the retriever degrades).
+                status["retriever"] = await asyncio.wait_for(
+                    self.retriever.status.remote(), READY_RETRIEVER_S
+                )
             except Exception as e:
                 status["retriever"] = {"milvus": f"{type(e).__name__}"}
         else:
@@ -562,6 +603,9 @@ class Gateway:
         self.args = args
         self.backend = ServeBackend(guard, reasoner, summariser, embedder, retriever, agent, medqa)
 
+    def check_health(self) -> None:
+        _loaded(self.backend, "the gateway's backend")
+
     def __serve_build_asgi_app__(self):
         from serve_apps.gateway import create_app
 
@@ -569,16 +613,6 @@ class Gateway:
 
 
 # --------------------------------------------------------------------------- builder
-
-
-def parse_args(args: Mapping[str, Any] | AppArgs | None) -> AppArgs:
-    """Validate the ``args:`` mapping of a Serve config into :class:`AppArgs`."""
-    if isinstance(args, AppArgs):
-        return args
-    try:
-        return from_dict(AppArgs, dict(args or {}))
-    except ConfigError as e:
-        raise ConfigError(f"serve app args: {e}") from None
 
 
 def app_builder(args: dict[str, Any]) -> serve.Application:

@@ -187,9 +187,15 @@ class LocalBackend:
             "embedder": True,
             **({"medqa": True} if self.medqa is not None else {}),
         }
-        status["retriever"] = (
-            await asyncio.to_thread(self.retriever.status) if self.retriever else {"enabled": False}
-        )
+        if self.retriever is None:
+            status["retriever"] = {"enabled": False}
+        else:
+            try:  # bounded: a dead Milvus must not hold /ready (retrieval degrades)
+                status["retriever"] = await asyncio.wait_for(
+                    asyncio.to_thread(self.retriever.status), 2.0
+                )
+            except TimeoutError:
+                status["retriever"] = {"milvus": "TimeoutError", "cases": False, "knowledge": False}
         return status
 
     async def agent_events(self, inputs):

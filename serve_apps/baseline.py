@@ -46,6 +46,8 @@ def build_app(config_file: str, overrides: list[str], host: str = "127.0.0.1"):
             args.retrieval.milvus,
             m.clip if args.retrieval.check_models else "",
             m.text_embedder if args.retrieval.check_models else "",
+            timeout_s=args.retrieval.call_timeout_s,
+            retry_after_s=args.retrieval.retry_after_s,
         )
         if args.retrieval.enabled
         else None

@@ -16,6 +16,13 @@ the plain classes. Endpoints:
 - ``GET /v1/adapters``: configured and currently loaded LoRA adapters.
 - ``GET /health`` (liveness) and ``GET /ready`` (every model answers).
 
+Injected instructions: the guard checks the client's text (every user message of a chat)
+and lists the sentences that try to instruct the system as ignored; models only ever see
+the text without them (:func:`medray.serving.guard.model_text`), on every path (analyze,
+chat, generate, the agent). The server's system prompt always comes first and cannot be
+replaced: a client ``system``/``developer`` message is kept as a user-level note
+(:data:`medray.serving.guard.CLIENT_NOTE` + its text), checked like a user message.
+
 Errors are JSON ``{"error": {"message", "type", "code", "param"}}`` (OpenAI's shape)
 with a 4xx status for anything the client can fix. Logs carry request ids, sizes and
 timings only: never image, prompt or answer text.
@@ -43,7 +50,8 @@ from medray.agent import AgentInput
 from medray.contracts import reasoner as reasoner_contract
 from medray.models.generate import GenerationParams
 from medray.safety import SafetyReport, merge
-from medray.serving.images import ImageError, decode_base64, open_image
+from medray.serving.guard import CLIENT_NOTE, merge_requests, model_text
+from medray.serving.images import ImageError, decode_base64, http_status, open_image
 from medray.serving.retriever import RetrievalUnavailable
 from serve_apps.backend import Backend
 from serve_apps.schemas import (
@@ -363,8 +371,7 @@ def create_app(
             raw = decode_base64(data, field)
             img = open_image(raw, limits.max_image_pixels, limits.max_image_side, field)
         except ImageError as e:
-            status = 413 if e.code == "image_too_large" else 422
-            raise APIError(status, str(e), e.code, field) from None
+            raise APIError(http_status(e), str(e), e.code, field) from None
         return img
 
     def pick_adapter(model: str | None, field: str = "model") -> str | None:
@@ -498,7 +505,7 @@ def create_app(
                 }
         t0 = time.perf_counter()
         answer = await backend.answer_question(
-            question, None, GenerationParams(max_new, body.temperature)
+            model_text(question), None, GenerationParams(max_new, body.temperature)
         )
         ms = (time.perf_counter() - t0) * 1000
         text = answer.get("text", "")
@@ -588,6 +595,7 @@ def create_app(
             if args.retrieval.enabled:
                 # Similar cases need only the image: search while the reasoner works.
                 cases_task = asyncio.create_task(_similar_cases(image, k))
+            question = model_text(question)  # the guard reported what was removed
             messages = _reasoner_messages(question)
             final: dict[str, Any] = {}
             t0 = time.perf_counter()
@@ -790,7 +798,7 @@ def create_app(
 
     def _chat_inputs(
         body: ChatCompletionRequest,
-    ) -> tuple[list[dict[str, Any]], list[Image.Image], str]:
+    ) -> tuple[list[dict[str, Any]], list[Image.Image], list[str]]:
         if len(body.messages) > limits.max_messages:
             raise APIError(
                 422,
@@ -801,17 +809,18 @@ def create_app(
         messages: list[dict[str, Any]] = []
         images: list[Image.Image] = []
         last_user = ""
-        has_system = False
+        user_texts: list[str] = []  # what the guard checks: every user-level text, raw
         for i, m in enumerate(body.messages):
-            role = "system" if m.role == "developer" else m.role
-            has_system |= role == "system"
+            # The server's system prompt cannot be replaced: a client's is a user note.
+            note = m.role in ("system", "developer")
+            role = "user" if note else m.role
             parts: list[dict[str, Any]] = []
             if isinstance(m.content, str):
                 parts.append({"type": "text", "text": m.content})
             elif m.content:
                 for j, p in enumerate(m.content):
                     if isinstance(p, ImagePart):
-                        if role != "user":
+                        if m.role != "user":
                             raise APIError(
                                 422,
                                 f"messages[{i}]: images are accepted in user messages only",
@@ -834,38 +843,37 @@ def create_app(
             text = " ".join(p["text"] for p in parts if p["type"] == "text")
             check_question(text, f"messages[{i}].content", allow_empty=True)
             if role == "user":
+                user_texts.append(text)
+            if m.role == "user":
                 last_user = text
+            # Models see client text without injected instructions (assistant turns too:
+            # the client writes the history it sends).
+            for p in parts:
+                if p["type"] == "text":
+                    p["text"] = (CLIENT_NOTE if note else "") + model_text(p["text"])
             messages.append({"role": role, "content": parts})
-        if not any(m["role"] == "user" for m in messages):
+        if not any(m.role == "user" for m in body.messages):
             raise APIError(
                 422, "messages must contain a user message", "invalid_request", "messages"
             )
-        last = next(m for m in reversed(messages) if m["role"] == "user")
-        if not last_user.strip() and not any(p["type"] == "image" for p in last["content"]):
+        last = next(m for m in reversed(body.messages) if m.role == "user")
+        if not last_user.strip() and not any(isinstance(p, ImagePart) for p in last.content or []):
             raise APIError(
                 422, "the last user message is empty: ask a question", "empty_question", "messages"
             )
-        users = [m for m in messages if m["role"] == "user"]
-        if not has_system and len(images) == 1 and len(messages) == 1 and len(users) == 1:
+        # The last question first: its domain decision is the report's.
+        user_texts = [user_texts[-1], *user_texts[:-1]] if user_texts else []
+        if len(images) == 1 and len(messages) == 1:
             # One question about one image: exactly the reasoner contract's prompt (image
             # first), so the answer equals batch inference's and /v1/analyze's.
-            return reasoner_contract.messages(last_user, True), images, last_user
-        if not has_system:
-            messages.insert(
-                0,
-                {
-                    "role": "system",
-                    "content": [
-                        {
-                            "type": "text",
-                            "text": reasoner_contract.SYSTEM_PROMPT
-                            if images
-                            else reasoner_contract.TEXT_SYSTEM_PROMPT,
-                        }
-                    ],
-                },
+            return (
+                reasoner_contract.messages(model_text(last_user), True),
+                images,
+                user_texts,
             )
-        return messages, images, last_user
+        system = reasoner_contract.SYSTEM_PROMPT if images else reasoner_contract.TEXT_SYSTEM_PROMPT
+        messages.insert(0, {"role": "system", "content": [{"type": "text", "text": system}]})
+        return messages, images, user_texts
 
     @api.post("/v1/chat/completions", summary="Chat completions (OpenAI-compatible)")
     async def chat(body: ChatCompletionRequest, request: Request):
@@ -874,7 +882,7 @@ def create_app(
         model name or a LoRA adapter name (``GET /v1/models``). Each response also carries
         ``safety_report`` (in the last chunk when streaming)."""
         adapter = pick_adapter(body.model)
-        messages, images, question = _chat_inputs(body)
+        messages, images, user_texts = _chat_inputs(body)
         max_new = tokens_for(body.max_completion_tokens or body.max_tokens, "max_tokens")
         params = GenerationParams(
             max_new,
@@ -891,7 +899,11 @@ def create_app(
             len(images),
             body.stream,
         )
-        req_report = await backend.check_request(question)
+        # The guard sees every user message (and client notes), not only the last.
+        unique = list(dict.fromkeys(t for t in user_texts if t.strip())) or [""]
+        req_report = merge_requests(
+            list(await asyncio.gather(*(backend.check_request(t) for t in unique)))
+        )
         if req_report.refused:
             metrics.count("medray_guard_refusals", {"endpoint": "/v1/chat/completions"})
         if body.stream:

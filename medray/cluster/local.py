@@ -15,6 +15,7 @@ Ray token authentication is on (``RAY_AUTH_MODE=token``, token in ``~/.ray/auth_
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -106,6 +107,9 @@ class ClusterState:
     dashboard_url: str
     milvus_uri: str
     processes: list[dict[str, Any]] = field(default_factory=list)
+    # Every process of the nodes' groups once they started (pid, start time, command
+    # line): ``down`` signals only processes that still match these records.
+    members: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def pgids(self) -> list[int]:
@@ -329,6 +333,7 @@ def up(cfg: LocalClusterConfig) -> tuple[ClusterState, bool]:
                 "pid": milvus.pid,
                 "pgid": milvus.pid,
                 "log": str(logs / "milvus.log"),
+                **(procs.identity(milvus.pid) or {}),
             }
         )
         _write_state(state)
@@ -339,15 +344,34 @@ def up(cfg: LocalClusterConfig) -> tuple[ClusterState, bool]:
             # record the group before waiting so a failure still stops all of them.
             proc = _start_group(_node_cmd(cfg, i, temp_dir), env, log_file)
             state.processes.append(
-                {"role": role, "pid": proc.pid, "pgid": proc.pid, "log": str(log_file)}
+                {
+                    "role": role,
+                    "pid": proc.pid,
+                    "pgid": proc.pid,
+                    "log": str(log_file),
+                    **(procs.identity(proc.pid) or {}),
+                }
             )
             _write_state(state)
             _wait_exit(proc, log_file, cfg.start_timeout_s)
+            _record_members(state)
         _wait_ready(state, cfg, token)
     except BaseException:
+        _record_members(state)  # what started moments ago, before stopping it
         down()
         raise
     return state, True
+
+
+def _record_members(state: ClusterState) -> None:
+    """Record the identity of every live process in the cluster's groups (the daemons
+    ``ray start`` left behind), so ``down`` can check them before signalling."""
+    known = {m["pid"] for m in state.members}
+    for pid in sorted(procs.group_members(state.pgids, state.started_at) - known):
+        ident = procs.identity(pid)
+        if ident is not None:
+            state.members.append(ident)
+    _write_state(state)
 
 
 def _wait_ready(state: ClusterState, cfg: LocalClusterConfig, token: str) -> None:
@@ -454,10 +478,30 @@ def status(state: ClusterState | None = None) -> dict[str, Any]:
 
 
 def recorded_pids(state: ClusterState) -> set[int]:
-    """Every live process that belongs to the recorded cluster (groups and descendants)."""
-    members = procs.group_members(state.pgids, state.started_at)
-    members |= {p["pid"] for p in state.processes if procs.alive(p["pid"])}
-    return procs.with_descendants(members)
+    """Every live process that belongs to the recorded cluster, and nothing else.
+
+    A recorded pid counts only while the process at it has the start time and command
+    line recorded when it started (pids are reused). A process group counts while one of
+    its verified processes lives (its id cannot be reused meanwhile); then its other
+    members count too. Descendants of those count (job drivers, Ray workers).
+    """
+    verified: set[int] = set()
+    for record in [*state.processes, *state.members]:
+        if procs.same_process(record):
+            verified.add(int(record["pid"]))
+        elif procs.alive(int(record["pid"])):
+            log.warning(
+                "pid %s (%s) is not the process the cluster started (start time or "
+                "command line differ); leaving it alone",
+                record["pid"],
+                record.get("role", "member"),
+            )
+    groups: set[int] = set()
+    for pid in verified:
+        with contextlib.suppress(OSError):
+            groups.add(os.getpgid(pid))
+    members = procs.group_members(groups & set(state.pgids), state.started_at)
+    return procs.with_descendants(verified | members)
 
 
 def down() -> list[int]:

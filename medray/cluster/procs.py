@@ -74,6 +74,30 @@ def alive(pid: int) -> bool:
         return False
 
 
+def identity(pid: int) -> dict | None:
+    """What identifies a running process beyond its pid (pids are reused): its start
+    time and command line, recorded when it starts. None if it does not run."""
+    try:
+        p = psutil.Process(pid)
+        return {"pid": pid, "create_time": p.create_time(), "cmdline": p.cmdline()}
+    except psutil.Error:
+        return None
+
+
+def same_process(record: dict) -> bool:
+    """True if ``record`` (from :func:`identity`) still describes the live process at its
+    pid: same start time and command line. A record without them never matches."""
+    if "create_time" not in record or "cmdline" not in record:
+        return False
+    now = identity(int(record["pid"]))
+    return (
+        now is not None
+        and abs(now["create_time"] - float(record["create_time"])) < 0.01
+        and now["cmdline"] == list(record["cmdline"])
+        and alive(int(record["pid"]))
+    )
+
+
 def group_members(pgids: Iterable[int], not_before: float = 0.0) -> set[int]:
     """Pids of live processes in any of the process groups ``pgids``.
 

@@ -45,7 +45,7 @@ def load_serve_config(
     """
     from ray.serve.schema import ServeDeploySchema
 
-    from serve_apps.app import parse_args
+    from medray.serving.settings import parse_args
 
     p = Path(path)
     if not p.is_absolute() and not p.exists():

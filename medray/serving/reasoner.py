@@ -30,7 +30,14 @@ from medray.models.generate import GenerationParams, generate, render, tokenizer
 
 log = logging.getLogger(__name__)
 
-__all__ = ["AdapterCache", "GenRequest", "GenerationParams", "Reasoner", "UnknownAdapterError"]
+__all__ = [
+    "AdapterCache",
+    "GenRequest",
+    "GenerationParams",
+    "Reasoner",
+    "UnknownAdapterError",
+    "raise_error",
+]
 
 
 class UnknownAdapterError(KeyError):
@@ -152,6 +159,7 @@ class Reasoner:
         for events in self.stream_many(
             [GenRequest(messages, images, params or self.default_params, adapter)]
         ):
+            raise_error(events[0])
             yield from events[0]
 
     def stream_many(self, requests: Sequence[GenRequest]) -> Iterator[list[list[dict[str, Any]]]]:
@@ -170,11 +178,45 @@ class Reasoner:
         for (adapter, _, _), idx in groups.items():
             if adapter is not None:
                 self.load_adapter(adapter)
-            for step in self._generate_group([requests[i] for i in idx], adapter):
+            for step in self._isolated([requests[i] for i in idx], adapter):
                 out: list[list[dict[str, Any]]] = [[] for _ in requests]
                 for j, events in zip(idx, step, strict=True):
                     out[j] = events
                 yield out
+
+    def _isolated(
+        self, reqs: Sequence[GenRequest], adapter: str | None
+    ) -> Iterator[list[list[dict[str, Any]]]]:
+        """:meth:`_generate_group`, but one bad request fails only itself.
+
+        A batch that fails before its first decoding step (the processor refusing one
+        request's image or text) is run again one request at a time; a request that
+        fails alone ends with an ``error`` event (``{"type": "error", "error": exc}``)
+        instead of raising into every other request of the batch.
+        """
+        gen = self._generate_group(reqs, adapter)
+        try:
+            first = next(gen)
+        except StopIteration:
+            return
+        except Exception as e:
+            if len(reqs) == 1:
+                log.warning("reasoner request failed: %s", type(e).__name__)
+                yield [[{"type": "error", "error": e}]]
+                return
+            log.warning(
+                "batch of %d failed before decoding (%s); running each request alone",
+                len(reqs),
+                type(e).__name__,
+            )
+            for i, r in enumerate(reqs):
+                for step in self._isolated([r], adapter):
+                    out: list[list[dict[str, Any]]] = [[] for _ in reqs]
+                    out[i] = step[0]
+                    yield out
+            return
+        yield first
+        yield from gen
 
     def _generate_group(
         self, reqs: Sequence[GenRequest], adapter: str | None
@@ -267,6 +309,13 @@ class Reasoner:
             elif ev["type"] == "final":
                 final = ev
         return {**final, "steps": steps}
+
+
+def raise_error(events: Sequence[Mapping[str, Any]]) -> None:
+    """Raise the exception of an ``error`` event among ``events`` (a failed request)."""
+    for ev in events:
+        if ev.get("type") == "error":
+            raise ev["error"]
 
 
 @dataclass(frozen=True)

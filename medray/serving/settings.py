@@ -1,0 +1,188 @@
+"""Typed arguments of the MedRay Serve application (the ``args:`` of a Serve config).
+
+``app_builder(args)`` validates the raw mapping with :func:`medray.config.from_dict`
+(unknown keys and wrong types are errors), so a typo in ``serve_apps/configs/*.yaml``
+fails at deploy time with the key's name. It lives here, below ``serve_apps``, so library
+code (``medray.serving.deploy``, the CLI, the pipeline) validates a config without
+importing the Serve app; ``serve_apps.settings`` re-exports it.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from medray.agent.graph import AgentSettings
+from medray.config import ConfigError, from_dict
+from medray.retrieval import MilvusSettings
+from medray.safety import SafetyPolicy
+
+
+@dataclass(frozen=True)
+class ModelSettings:
+    """Which models each deployment loads (preset, hub id or folder)."""
+
+    reasoner: str = "tiny-qwen2-vl"
+    summariser: str = "tiny-lm"  # preset, or the SFT summariser's adapter / checkpoint
+    medqa: str = "tiny-lm"  # POST /generate's text QA model: preset, or the sft_medqa output
+    clip: str = "tiny-clip"
+    text_embedder: str = "minilm-l6"
+    device: str = "cpu"
+    served_name: str = "medray-reasoner"  # the base model's name in /v1/models
+    medqa_name: str = "medray-medqa"  # the QA model's name in /v1/models and /generate
+
+    def __post_init__(self) -> None:
+        from medray.models.fullsize import is_random_weights
+
+        for role in ("reasoner", "summariser", "medqa", "clip", "text_embedder"):
+            ref = getattr(self, role)
+            if is_random_weights(ref):
+                raise ConfigError(
+                    f"models.{role}: {ref!r} has RANDOM weights (a benchmark-only build): "
+                    "serving refuses it; use a trained model, a hub id or a tiny preset"
+                )
+
+
+@dataclass(frozen=True)
+class GenerationSettings:
+    """Defaults and bounds of generation requests."""
+
+    max_new_tokens: int = 64
+    max_new_tokens_limit: int = 512
+    temperature: float = 0.0
+    summary_tokens: int = 0  # 0: the summariser contract's length (what its evaluation used)
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.max_new_tokens <= self.max_new_tokens_limit:
+            raise ConfigError(
+                f"generation.max_new_tokens must lie in [1, max_new_tokens_limit={self.max_new_tokens_limit}]"
+            )
+
+
+@dataclass(frozen=True)
+class LimitSettings:
+    """Request limits; requests beyond them get a 4xx naming the limit."""
+
+    max_body_bytes: int = 8 * 1024 * 1024
+    max_image_pixels: int = 4096 * 4096
+    max_image_side: int = 1024  # larger images are downscaled before the models see them
+    max_question_chars: int = 4000
+    max_messages: int = 64
+    max_images: int = 4
+    max_k: int = 20
+
+
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+
+
+@dataclass(frozen=True)
+class AuthSettings:
+    """Bearer API keys.
+
+    Attributes:
+        api_keys: accepted keys (prefer ``api_keys_env`` to keep keys out of files).
+        api_keys_env: environment variable with more keys, comma-separated.
+        require: ``auto`` (required unless the app listens on loopback only),
+            ``always`` or ``never``.
+        listen_host: the HTTP host Serve listens on (``http_options.host``).
+    """
+
+    api_keys: tuple[str, ...] = ()
+    api_keys_env: str = "MEDRAY_API_KEYS"
+    require: Literal["auto", "always", "never"] = "auto"
+    listen_host: str = "127.0.0.1"
+
+    def keys(self) -> tuple[str, ...]:
+        """Keys from the config plus the environment."""
+        env = os.environ.get(self.api_keys_env, "") if self.api_keys_env else ""
+        extra = tuple(k.strip() for k in env.split(",") if k.strip())
+        return tuple(dict.fromkeys(k for k in (*self.api_keys, *extra) if k))
+
+    def required(self) -> bool:
+        """Whether requests must carry a key."""
+        if self.require != "auto":
+            return self.require == "always"
+        if self.listen_host in LOOPBACK_HOSTS:
+            return False
+        try:
+            return not ipaddress.ip_address(self.listen_host).is_loopback
+        except ValueError:
+            return True
+
+
+@dataclass(frozen=True)
+class RetrievalSettings:
+    """Milvus similar-case and knowledge search."""
+
+    enabled: bool = True
+    milvus: MilvusSettings = field(default_factory=MilvusSettings)
+    k: int = 3
+    check_models: bool = True  # refuse collections indexed with other embedding models
+    # The longest one Milvus call of the app may take (connecting included): a search on
+    # a dead Milvus degrades after at most two of them (the call and one reconnect).
+    call_timeout_s: float = 0.9
+    retry_after_s: float = 1.0  # after a failed connection, searches skip Milvus this long
+
+    def __post_init__(self) -> None:
+        if self.call_timeout_s <= 0 or self.retry_after_s < 0:
+            raise ConfigError("retrieval.call_timeout_s must be > 0 and retry_after_s >= 0")
+
+
+@dataclass(frozen=True)
+class AppArgs:
+    """Everything ``app_builder`` needs; the ``args:`` mapping of a Serve config."""
+
+    models: ModelSettings = field(default_factory=ModelSettings)
+    generation: GenerationSettings = field(default_factory=GenerationSettings)
+    adapters: dict[str, str] = field(default_factory=dict)  # name -> peft adapter folder
+    max_loaded_adapters: int = 2  # per Reasoner replica, LRU-evicted
+    limits: LimitSettings = field(default_factory=LimitSettings)
+    auth: AuthSettings = field(default_factory=AuthSettings)
+    safety: SafetyPolicy = field(default_factory=SafetyPolicy)
+    retrieval: RetrievalSettings = field(default_factory=RetrievalSettings)
+    stream_tokens: bool = True  # /v1/analyze also streams raw token events
+    agent: AgentSettings = field(default_factory=AgentSettings)  # agentic RAG (medray.agent)
+
+    def __post_init__(self) -> None:
+        if self.max_loaded_adapters < 1:
+            raise ConfigError("max_loaded_adapters must be at least 1")
+        for key in ("served_name", "medqa_name"):
+            if getattr(self.models, key) in self.adapters:
+                raise ConfigError(
+                    f"adapter name {getattr(self.models, key)!r} clashes with models.{key}"
+                )
+        if self.models.medqa_name == self.models.served_name:
+            raise ConfigError("models.medqa_name must differ from models.served_name")
+
+    def model_names(self) -> list[str]:
+        """Names accepted as the reasoner's ``model``: the base model, then the adapters."""
+        return [self.models.served_name, *sorted(self.adapters)]
+
+    def qa_model_names(self) -> list[str]:
+        """Names accepted as ``/generate``'s ``model`` (the text medical-QA model)."""
+        return [self.models.medqa_name]
+
+
+def parse_args(args: Mapping[str, Any] | AppArgs | None) -> AppArgs:
+    """Validate the ``args:`` mapping of a Serve config into :class:`AppArgs`."""
+    if isinstance(args, AppArgs):
+        return args
+    try:
+        return from_dict(AppArgs, dict(args or {}))
+    except ConfigError as e:
+        raise ConfigError(f"serve app args: {e}") from None
+
+
+__all__ = [
+    "LOOPBACK_HOSTS",
+    "AppArgs",
+    "AuthSettings",
+    "GenerationSettings",
+    "LimitSettings",
+    "ModelSettings",
+    "RetrievalSettings",
+    "parse_args",
+]
