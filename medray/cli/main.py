@@ -8,6 +8,7 @@ import click
 
 from medray import __version__
 from medray.cli import options
+from medray.cli.analyze import analyze
 from medray.cli.cluster import cluster
 from medray.cli.data import data
 from medray.cli.demo import demo
@@ -61,7 +62,7 @@ def setup_logging(verbose: int) -> None:
             logging.getLogger(name).setLevel(logging.WARNING)
 
 
-for command in (cluster, models, job, data, search, serve, report, demo):
+for command in (cluster, models, job, data, search, serve, analyze, report, demo):
     cli.add_command(command)
 
 

@@ -91,7 +91,13 @@ def serve() -> None:
     help="Serve config file (relative to the repo).",
 )
 @click.option("--host", default=None, help="HTTP host [default: from the config, 127.0.0.1].")
-@click.option("--port", type=int, default=None, help="HTTP port [default: from the config, 8000].")
+@click.option(
+    "--port",
+    type=int,
+    default=None,
+    envvar="MEDRAY_SERVE_PORT",
+    help="HTTP port [default: $MEDRAY_SERVE_PORT, else from the config, 8000].",
+)
 @click.option(
     "--address",
     default=None,

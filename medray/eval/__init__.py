@@ -1,6 +1,6 @@
 """Evaluation metrics and reports.
 
-Modules (each small and pure; the README's "Evaluation" section lists every metric and
+Modules (each small and pure; docs/evaluation.md lists every metric and
 the reference it is tested against):
 
 * ``predictions``: the prediction-file contract between batch inference and evaluation

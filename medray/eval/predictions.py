@@ -52,7 +52,7 @@ log = logging.getLogger(__name__)
 FORMAT = "medray-predictions/1"
 MANIFEST = "manifest.json"
 
-# (name, type, nullable, meaning). README.md's "prediction-file contract" lists them all.
+# (name, type, nullable, meaning). docs/evaluation.md's "prediction-file contract" lists them all.
 REFERENCE_COLUMNS: tuple[tuple[str, pa.DataType, bool, str], ...] = (
     ("sample_id", pa.string(), False, "the input row's stable id (unique in the file)"),
     ("source", pa.string(), False, "source dataset name (vqa-rad, slake, ...)"),

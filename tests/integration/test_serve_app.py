@@ -856,3 +856,42 @@ def test_zz_missing_collection_degrades_to_a_clear_event(client, milvus_uri):
     assert data["knowledge"]["hits"] == [] and "does not exist" in data["knowledge"]["error"]
     assert len(data["similar_cases"]["hits"]) == 3  # the rest still works
     assert "done" in data
+
+
+# ------------------------------------------------------------------ medray analyze (CLI)
+
+
+def test_cli_analyze_streams_readable_lines(client, tmp_path):
+    """``medray analyze FILE "question"`` against this app: the image goes from a file,
+    each step is a line, ``--json`` prints the raw events, an unknown model is the API's
+    own 404 message."""
+    from click.testing import CliRunner
+
+    from medray.cli.main import cli
+
+    image = tmp_path / "chest.png"
+    image.write_bytes(base64.b64decode(IMAGE.split(",", 1)[1]))
+    common = ["--url", BASE, "--api-key", KEY]
+    args = ["analyze", str(image), JSON_QUESTION, "--model", "lora-json", "--max-new-tokens", "120"]
+    res = CliRunner().invoke(cli, [*args, *common, "--no-agent"])
+    assert res.exit_code == 0, res.output
+    lines = res.output.splitlines()
+    assert lines[0] == "guard: allowed"
+    assert lines[1:5] == [
+        f"caption: {JSON_ANSWER['caption']}",
+        f"step 1: {JSON_ANSWER['reasoning'][0]}",
+        f"step 2: {JSON_ANSWER['reasoning'][1]}",
+        f"answer: {JSON_ANSWER['answer']}",
+    ]
+    assert lines[5].startswith("reasoning: parsed (model lora-json")
+    assert f"  box: {JSON_ANSWER['boxes'][0]}" in lines
+    assert any(ln.startswith("summary: ") for ln in lines)
+    assert "similar cases: 3" in lines and f"disclaimer: {DISCLAIMER}" in lines
+    assert lines[-1].startswith("done in ")
+    res = CliRunner().invoke(cli, ["analyze", str(image), "Is the heart enlarged?", "--json",
+                                   "--max-new-tokens", "8", *common])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    kinds = [json.loads(ln)["event"] for ln in res.output.splitlines()]
+    assert kinds[0] == "guard" and kinds[-1] == "done" and "agent_answer" in kinds
+    res = CliRunner().invoke(cli, ["analyze", str(image), "Q?", "--model", "nope", *common])
+    assert res.exit_code == 1 and "the app answered 404" in res.output and "nope" in res.output
