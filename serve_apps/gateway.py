@@ -53,6 +53,7 @@ from medray.safety import SafetyReport, merge
 from medray.serving.guard import CLIENT_NOTE, merge_requests, model_text
 from medray.serving.images import ImageError, decode_base64, http_status, open_image
 from medray.serving.retriever import RetrievalUnavailable
+from medray.serving.sse import format_event
 from serve_apps.backend import Backend
 from serve_apps.schemas import (
     AnalyzeRequest,
@@ -101,10 +102,6 @@ class APIError(Exception):
 def error_body(message: str, code: str, type: str, param: str | None = None) -> dict[str, Any]:
     """The JSON error shape of every endpoint."""
     return {"error": {"message": message, "type": type, "code": code, "param": param}}
-
-
-def _sse(event: str, data: Any) -> str:
-    return f"event: {event}\ndata: {json.dumps(data, ensure_ascii=False)}\n\n"
 
 
 def _validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
@@ -582,9 +579,9 @@ def create_app(
             reports.append(req_report)
             if req_report.refused:
                 metrics.count("medray_guard_refusals", {"endpoint": "/v1/analyze"})
-                yield _sse("guard", {"allowed": False, "message": req_report.refusal})
+                yield format_event("guard", {"allowed": False, "message": req_report.refusal})
                 raise _Refused
-            yield _sse(
+            yield format_event(
                 "guard",
                 {
                     "allowed": True,
@@ -604,9 +601,11 @@ def create_app(
                 for ev in chunk:
                     if ev["type"] == "token":
                         if args.stream_tokens:
-                            out.append(_sse("token", {"text": ev["text"]}))
+                            out.append(format_event("token", {"text": ev["text"]}))
                     elif ev["type"] == "step":
-                        out.append(_sse("step", {k2: v for k2, v in ev.items() if k2 != "type"}))
+                        out.append(
+                            format_event("step", {k2: v for k2, v in ev.items() if k2 != "type"})
+                        )
                     elif ev["type"] == "final":
                         final = ev
                 if out:
@@ -614,7 +613,7 @@ def create_app(
             timings["reasoning"] = (time.perf_counter() - t0) * 1000
             parse = final.get("parse", {})
             value = parse.get("value") or {}
-            yield _sse(
+            yield format_event(
                 "reasoning",
                 {
                     "text": final.get("text", ""),
@@ -632,7 +631,9 @@ def create_app(
                     value.get("caption", ""), value.get("reasoning", []), value.get("answer", "")
                 )
             )
-            yield _sse("summary", {"text": summary["summary"], "model": summary.get("model")})
+            yield format_event(
+                "summary", {"text": summary["summary"], "model": summary.get("model")}
+            )
             # The answer check needs only the generated text: run it beside retrieval.
             check_task = asyncio.create_task(
                 timed(backend.check_answer(f"{final.get('text', '')}\n{summary['summary']}"))
@@ -640,7 +641,7 @@ def create_app(
             if cases_task is not None:
                 cases, ms = await cases_task
                 timings["similar_cases"] = ms
-                yield _sse("similar_cases", cases)
+                yield format_event("similar_cases", cases)
                 query = (
                     " ".join(
                         x for x in (summary["summary"], value.get("answer", ""), question) if x
@@ -648,11 +649,11 @@ def create_app(
                     or "chest radiograph findings"
                 )
                 knowledge, timings["knowledge"] = await timed(_knowledge(query, k))
-                yield _sse("knowledge", knowledge)
+                yield format_event("knowledge", knowledge)
             else:
                 cases = off = {"hits": [], "error": "retrieval is disabled in this app's config"}
-                yield _sse("similar_cases", off)
-                yield _sse("knowledge", off)
+                yield format_event("similar_cases", off)
+                yield format_event("knowledge", off)
             if use_agent:
                 t0 = time.perf_counter()
                 agent_input = AgentInput(
@@ -664,7 +665,7 @@ def create_app(
                     image_cases=cases.get("hits", []),
                 )
                 async for name, data in _agent_events(rid, agent_input, reports):
-                    yield _sse(name, data)
+                    yield format_event(name, data)
                 timings["agent"] = (time.perf_counter() - t0) * 1000
             answer_report, timings["answer_check"] = await check_task
             reports.append(answer_report)
@@ -675,16 +676,16 @@ def create_app(
             raise
         except Exception as e:
             log.error("analyze id=%s failed: %s", rid, type(e).__name__)
-            yield _sse(
+            yield format_event(
                 "error", {"message": f"analysis failed ({type(e).__name__}); request id {rid}"}
             )
         finally:
             for task in (cases_task, check_task):
                 if task is not None and not task.done():
                     task.cancel()
-        yield _sse("safety", report_dict(merge(*reports) if reports else SafetyReport()))
+        yield format_event("safety", report_dict(merge(*reports) if reports else SafetyReport()))
         total = (time.perf_counter() - t_start) * 1000
-        yield _sse(
+        yield format_event(
             "done",
             {
                 "request_id": rid,

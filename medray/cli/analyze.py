@@ -1,8 +1,7 @@
 """``medray analyze IMAGE "question"``: one ``POST /v1/analyze`` to the Serve app, its
 Server-Sent Events printed as readable lines while they arrive (``--json``: raw events).
 
-The formatting (``event_lines``), the SSE reading (``sse_events``) and the checks of the
-image file (``read_image``) are plain functions, tested without an app.
+The formatting (``event_lines``) and the checks of the image file (``read_image``) are plain functions, tested without an app.
 """
 
 from __future__ import annotations
@@ -10,11 +9,13 @@ from __future__ import annotations
 import base64
 import json
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import click
+
+from medray.serving.sse import read_events
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 IMAGE_KINDS = {b"\x89PNG\r\n\x1a\n": "image/png", b"\xff\xd8\xff": "image/jpeg"}
@@ -33,22 +34,6 @@ def read_image(path: Path) -> tuple[bytes, str]:
             return data, mime
     what = "an empty file" if not data else f"starts with {data[:8]!r}"
     raise click.BadParameter(f"{path}: not a PNG or JPEG image ({what})", param_hint="IMAGE")
-
-
-def sse_events(lines: Iterable[str]) -> Iterator[tuple[str, Any]]:
-    """(event, data) for each Server-Sent Event in ``lines`` (``data`` parsed as JSON)."""
-    event, data = "message", []
-    for line in lines:
-        if not line:
-            if data:
-                yield event, json.loads("\n".join(data))
-            event, data = "message", []
-        elif line.startswith("event:"):
-            event = line[6:].strip()
-        elif line.startswith("data:"):
-            data.append(line[5:].lstrip(" "))
-    if data:
-        yield event, json.loads("\n".join(data))
 
 
 def _model(info: Any) -> str:
@@ -148,7 +133,7 @@ def analyze_stream(url: str, body: dict, api_key: str) -> Iterator[tuple[str, An
         with httpx.stream("POST", endpoint, json=body, headers=headers, timeout=600) as resp:
             if resp.status_code != 200:
                 raise click.ClickException(error_message(resp.status_code, resp.read()))
-            yield from sse_events(resp.iter_lines())
+            yield from read_events(resp.iter_lines())
     except httpx.TransportError as e:
         raise click.ClickException(
             f"cannot reach the MedRay app at {url} ({type(e).__name__}: {e}); start it with "

@@ -206,6 +206,8 @@ def _analyze(summary: dict[str, Any], serve_out: dict[str, Any]) -> dict[str, An
 
     import httpx
 
+    from medray.serving.sse import read_events
+
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request otherwise
     row = _held_out_row(summary)
     model = serve_out["default_model"]
@@ -215,17 +217,14 @@ def _analyze(summary: dict[str, Any], serve_out: dict[str, Any]) -> dict[str, An
         "model": model,
     }
     events: dict[str, Any] = {}
-    event = None
     t = time.perf_counter()
     with httpx.stream("POST", f"{serve_out['url']}/v1/analyze", json=body, timeout=600) as resp:
         if resp.status_code != 200:
             resp.read()
             raise click.ClickException(f"analyze returned {resp.status_code}: {resp.text[:500]}")
-        for line in resp.iter_lines():
-            if line.startswith("event: "):
-                event = line[7:]
-            elif line.startswith("data: ") and event not in ("token", "step"):
-                events[event] = json.loads(line[6:])
+        for event, data in read_events(resp.iter_lines()):
+            if event not in ("token", "step"):
+                events[event] = data
     reasoning = events.get("reasoning", {})
     agent = events.get("agent_answer") or {}
     out = {

@@ -188,6 +188,8 @@ def analyze_once(base_url: str, question: str, headers: dict[str, str] | None = 
     import httpx
     from PIL import Image, ImageDraw
 
+    from medray.serving.sse import read_events
+
     img = Image.new("L", (224, 224), 25)
     d = ImageDraw.Draw(img)
     d.ellipse([40, 30, 104, 190], fill=150)
@@ -202,11 +204,10 @@ def analyze_once(base_url: str, question: str, headers: dict[str, str] | None = 
         if resp.status_code != 200:
             resp.read()
             raise click.ClickException(f"analyze returned {resp.status_code}: {resp.text[:500]}")
-        for line in resp.iter_lines():
-            if line.startswith("event: "):
-                kinds.append(line[7:])
-            elif line.startswith("data: ") and kinds and kinds[-1].startswith("agent_"):
-                _echo_agent_event(kinds[-1], json.loads(line[6:]))
+        for kind, data in read_events(resp.iter_lines()):
+            kinds.append(kind)
+            if kind.startswith("agent_"):
+                _echo_agent_event(kind, data)
     return kinds
 
 

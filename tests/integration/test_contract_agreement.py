@@ -23,6 +23,7 @@ from infer_fixtures import chest_png, vqa_row
 from medray.config import from_dict
 from medray.contracts import summariser as summary_contract
 from medray.models.finetuned import FINAL_MARKER
+from medray.serving.sse import read_events
 from medray.train.sft_tasks import training_row
 from serve_apps.settings import AppArgs
 
@@ -118,13 +119,7 @@ ROWS = [
 
 
 def _sse(resp) -> dict[str, dict]:
-    out, kind = {}, None
-    for line in resp.iter_lines():
-        if line.startswith("event: "):
-            kind = line[7:]
-        elif line.startswith("data: "):
-            out[kind] = json.loads(line[6:])
-    return out
+    return dict(read_events(resp.iter_lines()))  # the last event of each kind
 
 
 def test_every_path_gives_the_same_greedy_answer_and_summary(trained, client):

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import base64
 import io
-import json
 
 import pytest
 from fastapi.testclient import TestClient
@@ -15,6 +14,7 @@ from medray import DISCLAIMER
 from medray.config import from_dict
 from medray.retrieval import MilvusSettings
 from medray.serving.retriever import RetrievalUnavailable, Retriever
+from medray.serving.sse import read_events
 from serve_apps.settings import AppArgs
 
 pytestmark = pytest.mark.integration
@@ -52,13 +52,7 @@ def app_with(backend, **args):
 
 
 def events(resp) -> list[tuple[str, dict]]:
-    out, kind = [], None
-    for line in resp.iter_lines():
-        if line.startswith("event: "):
-            kind = line[7:]
-        elif line.startswith("data: "):
-            out.append((kind, json.loads(line[6:])))
-    return out
+    return list(read_events(resp.iter_lines()))
 
 
 def test_retriever_reports_milvus_down_instead_of_raising_something_else():

@@ -30,6 +30,8 @@ from pathlib import Path
 
 import pytest
 
+from medray.serving.sse import read_events
+
 pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[2]
@@ -152,13 +154,7 @@ def test_pipeline_trains_clip_indexes_and_searches(ray_cluster, tiny_models, med
 
 
 def _sse(resp) -> dict[str, dict]:
-    events, event = {}, None
-    for line in resp.iter_lines():
-        if line.startswith("event: "):
-            event = line[7:]
-        elif line.startswith("data: "):
-            events[event] = json.loads(line[6:])
-    return events
+    return dict(read_events(resp.iter_lines()))  # the last event of each kind
 
 
 def test_pipeline_serves_what_it_trains_and_every_path_answers_alike(

@@ -25,6 +25,7 @@ from PIL import Image, ImageDraw
 
 from medray import DISCLAIMER
 from medray.retrieval import CaseStore, KnowledgeStore, MilvusSettings, load_corpus
+from medray.serving.sse import read_events
 
 pytestmark = pytest.mark.integration
 
@@ -249,12 +250,8 @@ def client(served):
 
 def sse_events(resp: httpx.Response):
     """(arrival time, event, data) for each SSE event of a streamed response."""
-    event = None
-    for line in resp.iter_lines():
-        if line.startswith("event: "):
-            event = line[7:]
-        elif line.startswith("data: "):
-            yield time.perf_counter(), event, json.loads(line[6:])
+    for event, data in read_events(resp.iter_lines()):
+        yield time.perf_counter(), event, data
 
 
 # ------------------------------------------------------------------ health, docs, auth

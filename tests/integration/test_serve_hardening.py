@@ -18,6 +18,7 @@ from medray.config import from_dict
 from medray.contracts import reasoner as contract
 from medray.models.generate import GenerationParams
 from medray.serving.reasoner import GenRequest
+from medray.serving.sse import read_events
 from serve_apps.settings import AppArgs
 
 pytestmark = pytest.mark.integration
@@ -95,13 +96,7 @@ def client(backend):
 
 
 def _events(resp) -> dict[str, dict]:
-    out, kind = {}, None
-    for line in resp.iter_lines():
-        if line.startswith("event: "):
-            kind = line[7:]
-        elif line.startswith("data: "):
-            out[kind] = json.loads(line[6:])
-    return out
+    return dict(read_events(resp.iter_lines()))  # the last event of each kind
 
 
 # ------------------------------------------------------------------ images

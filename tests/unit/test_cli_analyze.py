@@ -17,8 +17,9 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from medray.cli.analyze import error_message, event_lines, read_image, sse_events
+from medray.cli.analyze import error_message, event_lines, read_image
 from medray.cli.main import cli
+from medray.serving.sse import format_event, read_events
 
 pytestmark = pytest.mark.unit
 
@@ -49,9 +50,15 @@ def test_read_image_names_the_problem(tmp_path, content, message):
         read_image(path)
 
 
-def test_sse_events_parses_events_with_and_without_a_final_blank_line():
+def test_read_events_parses_events_with_and_without_a_final_blank_line():
     text = 'event: guard\ndata: {"allowed": true}\n\nevent: done\ndata: {"x": 1}'
-    assert list(sse_events(text.split("\n"))) == [("guard", {"allowed": True}), ("done", {"x": 1})]
+    assert list(read_events(text.split("\n"))) == [("guard", {"allowed": True}), ("done", {"x": 1})]
+
+
+def test_read_events_reads_what_the_gateway_writes():
+    events = [("step", {"kind": "caption", "text": "Rö\nntgen"}), ("done", {"n": [1, 2]})]
+    wire = "".join(format_event(e, d) for e, d in events)
+    assert list(read_events(wire.split("\n"))) == events
 
 
 def test_event_lines_are_readable():
