@@ -121,58 +121,49 @@ def assess_request(
             "instructions to the system inside the request were ignored: " + ", ".join(injection)
         )
         risk = RISK_INFO
-    interactions: tuple[InteractionWarning, ...] = ()
-    doses: tuple[DoseWarning, ...] = ()
-    if policy.drug_checks:
-        interactions, doses, lines = _drug_part(question, "request")
-        warnings += lines
-        if lines:
-            risk = RISK_CAUTION
-    emergencies: tuple[EmergencyFlag, ...] = ()
-    if policy.emergency_detection:
-        emergencies, lines = _emergency_part(question, "request")
-        warnings += lines
-        if emergencies:
-            risk = RISK_URGENT
+    content = _check_content(question, "request", policy)
+    warnings += content.warnings
     refused, refusal = False, ""
     if policy.domain_control:
         decision = (classifier or DomainClassifier(None, policy)).classify(question)
         # A described emergency is always answered with its notice, never refused.
-        if not decision.medical and not emergencies:
+        if not decision.medical and not content.emergencies:
             refused, refusal = True, refusal_message(decision)
             warnings.append("request refused: not a medical request")
     if injection and policy.block_on_injection and not refused:
         refused = True
         refusal = "The request contains instructions to the system and was not processed."
-    return SafetyReport(
-        risk_level=risk,
+    return replace(
+        content,
+        risk_level=max(risk, content.risk_level),
         warnings=tuple(warnings),
         refused=refused,
         refusal=refusal,
         domain=decision,
-        emergencies=emergencies,
-        notices=tuple(dict.fromkeys(e.notice for e in emergencies)),
-        interactions=interactions,
-        doses=doses,
         injection=tuple(injection),
     )
 
 
 def assess_answer(text: str, policy: SafetyPolicy | None = None) -> SafetyReport:
     """Check generated text: drug interactions, doses above the maximum, emergencies."""
-    policy = policy or SafetyPolicy()
+    return _check_content(text, "answer", policy or SafetyPolicy())
+
+
+def _check_content(text: str, where: str, policy: SafetyPolicy) -> SafetyReport:
+    """The checks a request and an answer share: drug interactions and doses (risk
+    caution), emergencies (risk urgent, with their notices), each warning naming ``where``."""
     warnings: list[str] = []
     risk = RISK_NONE
     interactions: tuple[InteractionWarning, ...] = ()
     doses: tuple[DoseWarning, ...] = ()
     if policy.drug_checks:
-        interactions, doses, lines = _drug_part(text, "answer")
+        interactions, doses, lines = _drug_part(text, where)
         warnings += lines
         if lines:
             risk = RISK_CAUTION
     emergencies: tuple[EmergencyFlag, ...] = ()
     if policy.emergency_detection:
-        emergencies, lines = _emergency_part(text, "answer")
+        emergencies, lines = _emergency_part(text, where)
         warnings += lines
         if emergencies:
             risk = RISK_URGENT
