@@ -63,17 +63,24 @@ def submit_and_kill_a_worker(
         cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )
     killed = None
+    ours: list = []  # this run's workers, found once through the (slow) state API
     deadline = time.monotonic() + timeout_s
     try:
         while killed is None and time.monotonic() < deadline and proc.poll() is None:
             registered, reports = checkpoint_progress(run_dir)
             if reports > max_reports:
                 break  # too late: the run would end before a restart mattered
-            ours = [a for a in alive_train_workers() if a.actor_id not in before]
-            if registered and len(ours) == workers:
-                killed = ours[-1]
-                os.kill(killed.pid, signal.SIGKILL)  # a dead worker, mid-training
-            time.sleep(0.3)
+            if len(ours) < workers:
+                # The state API call takes seconds on a loaded machine; made only until the
+                # workers are known, so the kill follows the checkpoint by one short poll.
+                ours = [a for a in alive_train_workers() if a.actor_id not in before]
+            elif registered:
+                try:
+                    os.kill(ours[-1].pid, signal.SIGKILL)  # a dead worker, mid-training
+                    killed = ours[-1]
+                except ProcessLookupError:  # the run restarted on its own: look again
+                    ours = []
+            time.sleep(0.05 if len(ours) == workers else 0.3)
         out, _ = proc.communicate(timeout=timeout_s)
     finally:
         if proc.poll() is None:
