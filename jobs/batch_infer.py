@@ -83,7 +83,7 @@ class ActorSettings:
 class GenerationSettings:
     """Greedy decoding of the structured JSON answer."""
 
-    max_new_tokens: int = 96
+    max_new_tokens: int = 0  # 0: the reasoner contract's length (what the served reasoner uses)
     # The reasoner contract's prompt (medray.contracts.reasoner), as every path uses.
     prompt: Literal["serving"] = "serving"
 
@@ -141,8 +141,10 @@ class BatchInferConfig:
             )
         if self.actors.num_cpus <= 0 and self.actors.num_gpus <= 0:
             raise ConfigError("actors: num_cpus or num_gpus must be positive")
-        if self.generation.max_new_tokens < 1:
-            raise ConfigError("generation.max_new_tokens must be at least 1")
+        if self.generation.max_new_tokens < 0:
+            raise ConfigError(
+                "generation.max_new_tokens must be at least 1 (or 0: the reasoner contract's length)"
+            )
 
 
 def output_dir(cfg: BatchInferConfig) -> str:

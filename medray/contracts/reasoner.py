@@ -16,7 +16,12 @@ none of them builds a reasoner prompt or parses an answer any other way.
   ``caption`` from modality and organ; ``reasoning`` the findings' first
   :data:`MAX_FINDING_STEPS` sentences, else the positive ``labels``, else the labels of
   its boxes, then one step naming the question's category and stating the answer;
-  ``boxes`` the reference boxes rounded to :data:`BOX_DECIMALS`; ``answer`` unchanged.
+  ``boxes`` the *evidence* boxes, the reference boxes the question, answer or labels name
+  (or the only box): the same region choice as the counterfactual reward and flip rates
+  (:func:`medray.contracts.counterfactual.roi_boxes`, ``source="reference"``), rounded to
+  :data:`BOX_DECIMALS`; ``answer`` unchanged. Every target then fits :data:`MAX_NEW_TOKENS`
+  (listing every SLAKE organ box made half of them longer: median 113, max 245 tokens of
+  the tiny tokenizer, which spends a token per digit; evidence boxes: median 76, max 119).
 * Parsers: :func:`parse_answer` (lenient, repairs listed) and :class:`StepStreamer`
   (step events from a growing token stream); both are implemented in
   :mod:`medray.structured` and reached through this module.
@@ -39,6 +44,7 @@ from typing import Any
 
 from PIL import Image
 
+from medray.contracts.counterfactual import roi_boxes
 from medray.models.generate import Generated, GenerationParams, token_offsets
 from medray.structured import ParseResult, StepStreamer, parse_answer
 
@@ -74,10 +80,10 @@ TEXT_SYSTEM_PROMPT = (
     "concisely and say when a clinician must be consulted."
 )
 DEFAULT_QUESTION = "Describe the image."
-MAX_NEW_TOKENS = 96
+MAX_NEW_TOKENS = 128
 GENERATION = GenerationParams(max_new_tokens=MAX_NEW_TOKENS)
 
-BOX_DECIMALS = 3
+BOX_DECIMALS = 2  # 0.01 of the side: about 1 pixel at the tiny presets' 112 px
 MAX_FINDING_STEPS = 3
 
 _SENTENCE = re.compile(r"(?<=[.!?])\s+")
@@ -170,10 +176,7 @@ def target_dict(row: Mapping[str, Any]) -> dict[str, Any]:
     answer = row.get("answer")
     if answer is None or not str(answer).strip():
         raise ValueError(f"row {row.get('sample_id')!r} has no answer to train on")
-    boxes = [
-        [round(float(b[k]), BOX_DECIMALS) for k in ("x1", "y1", "x2", "y2")]
-        for b in _seq(row.get("boxes"))
-    ]
+    boxes = [[round(v, BOX_DECIMALS) for v in b] for b in roi_boxes(row, source="reference")]
     return {
         "caption": _caption(row),
         "reasoning": _reasoning(row),

@@ -133,7 +133,7 @@ class VQAPredictor:
         from medray.models.finetuned import AdapterHost
 
         self.threads = pin_threads(num_cpus)
-        self.max_new_tokens = max_new_tokens
+        self.max_new_tokens = max_new_tokens or contract.MAX_NEW_TOKENS  # 0: the contract's
         self.counterfactual = counterfactual
         self.roi_source = roi_source
         self.blank_control = blank_control
@@ -142,7 +142,7 @@ class VQAPredictor:
         self.entries = [
             ModelEntry(m["label"], m["model"], m.get("adapter") or None) for m in models
         ]
-        self.params = GenerationParams(max_new_tokens)
+        self.params = GenerationParams(self.max_new_tokens)
         self.hosts: dict[str, AdapterHost] = {}
         for base in dict.fromkeys(e.model for e in self.entries):
             adapters = {e.label: e.adapter for e in self.entries if e.model == base and e.adapter}

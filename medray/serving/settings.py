@@ -50,15 +50,20 @@ class ModelSettings:
 class GenerationSettings:
     """Defaults and bounds of generation requests."""
 
-    max_new_tokens: int = 64
+    max_new_tokens: int = 0  # 0: the reasoner contract's length (what training targets fit)
     max_new_tokens_limit: int = 512
     temperature: float = 0.0
     summary_tokens: int = 0  # 0: the summariser contract's length (what its evaluation used)
 
     def __post_init__(self) -> None:
+        if self.max_new_tokens == 0:
+            from medray.contracts import reasoner
+
+            object.__setattr__(self, "max_new_tokens", reasoner.MAX_NEW_TOKENS)
         if not 1 <= self.max_new_tokens <= self.max_new_tokens_limit:
             raise ConfigError(
                 f"generation.max_new_tokens must lie in [1, max_new_tokens_limit={self.max_new_tokens_limit}]"
+                " (or be 0: the reasoner contract's length)"
             )
 
 

@@ -8,8 +8,10 @@ import json
 import pytest
 from PIL import Image
 
+from medray.contracts.counterfactual import roi_boxes
 from medray.contracts.reasoner import (
     DEFAULT_QUESTION,
+    MAX_NEW_TOKENS,
     SYSTEM_PROMPT,
     build_messages,
     build_target,
@@ -50,7 +52,7 @@ def test_target_is_one_json_object_the_parser_accepts_without_repairs():
     assert json.loads(text) == target_dict(ROW)
     assert r.value.answer == "Yes"
     assert r.value.caption == "X-ray image of the chest."
-    assert r.value.boxes == ((0.1, 0.512, 0.4, 0.9),)
+    assert r.value.boxes == ((0.1, 0.51, 0.4, 0.9),)  # BOX_DECIMALS
 
 
 def test_reasoning_uses_findings_sentences_then_states_the_answer():
@@ -84,7 +86,43 @@ def test_rows_with_only_boxes_state_the_marked_regions_before_the_answer():
         "Marked regions: Spine, Kidney, Lesion.",
         "The abnormality question is answered from the image: Yes.",
     ]
-    assert len(d["boxes"]) == 4
+    assert d["boxes"] == []  # no box is named by the question: the regions are text only
+
+
+def test_target_boxes_are_the_evidence_the_counterfactual_paths_inpaint():
+    # The SLAKE layout: every organ has a box; the target keeps the box the question names,
+    # the same region choice as GRPO's counterfactual reward and the report's flip rates.
+    boxes = [
+        {"label": lab, "x1": x, "y1": 0.1, "x2": x + 0.2, "y2": 0.3}
+        for lab, x in (("Spine", 0.1), ("Kidney", 0.3), ("Kidney", 0.5), ("Lesion", 0.7))
+    ]
+    row = dict(ROW, findings=None, labels=None, boxes=boxes, question="Where is the lesion?")
+    d = target_dict(row)
+    assert d["boxes"] == [[0.7, 0.1, 0.9, 0.3]]
+    assert d["boxes"] == [[round(v, 2) for v in b] for b in roi_boxes(row, source="reference")]
+    kidneys = target_dict(dict(row, question="Does the picture contain kidneys?"))
+    assert kidneys["boxes"] == [[0.3, 0.1, 0.5, 0.3], [0.5, 0.1, 0.7, 0.3]]
+
+
+def test_targets_fit_the_generation_budget_of_every_path(tmp_path):
+    """Every target of the synthetic SLAKE set (organ and lesion boxes on every image, the
+    demo's size), read and converted by the real readers, fits :data:`MAX_NEW_TOKENS`."""
+    from collections import Counter
+
+    from medray.data.config import ImageSettings, SourceSpec, SplitSettings
+    from medray.data.readers.slake import read_slake
+    from medray.data.synth import generate
+    from medray.data.transform import process_record
+    from medray.models import load_vlm
+
+    generate("slake", tmp_path / "slake", 40, seed=0, image_size=224)
+    spec = SourceSpec(kind="slake", path=str(tmp_path / "slake"), languages=("en",))
+    records = read_slake(spec, spec.path, SplitSettings(), Counter())
+    rows = [process_record(r, ImageSettings(size=112)) for r in records]
+    assert sum(bool(r.get("boxes")) for r in rows) > 150  # of 202 English questions
+    tok = load_vlm("tiny-qwen2-vl")[1].tokenizer
+    longest = max(len(tok(build_target(r))["input_ids"]) for r in rows)
+    assert longest + 1 <= MAX_NEW_TOKENS  # + the end-of-turn token
 
 
 def test_messages_match_the_serving_prompt_and_carry_the_target():

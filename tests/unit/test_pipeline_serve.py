@@ -72,7 +72,7 @@ def test_a_configured_adapter_folder_on_another_base_is_refused_by_name(tmp_path
 
 def test_bad_serve_overrides_fail_with_the_key_before_anything_runs():
     with pytest.raises(ConfigError, match="generation"):
-        _cfg("stages=[serve]", "serve.overrides=[generation.max_new_tokens=0]")
+        _cfg("stages=[serve]", "serve.overrides=[generation.max_new_tokens=-1]")
 
 
 def test_the_served_config_points_at_this_runs_products(tmp_path):

@@ -62,6 +62,15 @@ def test_overrides_are_validated_and_host_sets_auth():
         load_serve_config("serve_apps/configs/local.yaml", ["generation.max_new_tokens=100000"])
 
 
+def test_the_served_reasoner_generates_the_contracts_length_by_default():
+    from medray.contracts import reasoner
+
+    cfg = load_serve_config("serve_apps/configs/local.yaml")
+    args = parse_args(cfg["applications"][0]["args"])
+    assert args.generation.max_new_tokens == reasoner.MAX_NEW_TOKENS
+    assert from_dict(AppArgs, {}).generation.max_new_tokens == reasoner.MAX_NEW_TOKENS
+
+
 def test_adapter_name_cannot_shadow_the_base_model():
     with pytest.raises(ConfigError, match="clashes"):
         from_dict(AppArgs, {"adapters": {"medray-reasoner": "/x"}})
