@@ -417,11 +417,15 @@ def milvus_check(uri: str, timeout: float = 10.0) -> str | None:
     """None if Milvus at ``uri`` answers ``list_collections()`` within ``timeout``, else the error."""
     from pymilvus import MilvusClient
 
+    from medray.retrieval.connection import GRPC_OPTIONS
+
     deadline = time.monotonic() + timeout
     last = "no answer"
     while time.monotonic() < deadline:
         try:
-            client = MilvusClient(uri=uri, timeout=min(5.0, timeout))
+            client = MilvusClient(
+                uri=uri, timeout=min(5.0, timeout), grpc_options=dict(GRPC_OPTIONS)
+            )
             try:
                 client.list_collections()
                 return None

@@ -46,6 +46,13 @@ class RetrievalError(RuntimeError):
     """Milvus is unreachable, a collection is missing or mismatched, or a query is invalid."""
 
 
+# pymilvus pings an idle channel every 10 s. A gRPC server with the default policy (Milvus
+# Lite's) accepts one ping per 5 minutes without calls and answers more with GOAWAY
+# "too_many_pings", which gRPC's C core prints to stderr (in the middle of the demo's stage
+# lines). Ping no more often than that; a dead server is still found by each call's timeout.
+GRPC_OPTIONS = {"grpc.keepalive_time_ms": 300_000}
+
+
 @dataclass(frozen=True)
 class TLSSettings:
     """TLS to a Milvus server. An ``https://`` URI turns TLS on by itself (system CAs).
@@ -161,9 +168,13 @@ class MilvusSettings:
         return f"{uri} (database {db})" if db else uri
 
     def client_kwargs(self) -> dict[str, Any]:
-        """Arguments of ``pymilvus.MilvusClient`` (uri, token, db_name, TLS)."""
+        """Arguments of ``pymilvus.MilvusClient`` (uri, token, db_name, TLS, gRPC options)."""
         uri = self.resolved_uri()
-        kwargs: dict[str, Any] = {"uri": uri, "token": self.resolved_token()}
+        kwargs: dict[str, Any] = {
+            "uri": uri,
+            "token": self.resolved_token(),
+            "grpc_options": dict(GRPC_OPTIONS),
+        }
         if self.resolved_db():
             kwargs["db_name"] = self.resolved_db()
         return kwargs | self.tls.client_kwargs(uri)

@@ -14,6 +14,7 @@ from medray.config import ConfigError, load_config
 from medray.retrieval import CaseStore, KnowledgeStore, MilvusSettings, RetrievalError
 from medray.retrieval.connection import (
     DEFAULT_URI,
+    GRPC_OPTIONS,
     TLS_ENV,
     TLSSettings,
     backend_of,
@@ -43,18 +44,30 @@ def write_local_cluster_state(uri: str) -> None:
 
 
 def test_uri_token_and_database_come_from_config_then_environment(monkeypatch):
-    assert MilvusSettings().client_kwargs() == {"uri": DEFAULT_URI, "token": ""}
+    grpc = {"grpc_options": GRPC_OPTIONS}
+    assert MilvusSettings().client_kwargs() == {"uri": DEFAULT_URI, "token": ""} | grpc
     monkeypatch.setenv("MEDRAY_MILVUS_URI", "http://milvus.milvus.svc:19530")
     monkeypatch.setenv("MEDRAY_MILVUS_TOKEN", "medray:s3cret")
     monkeypatch.setenv("MEDRAY_MILVUS_DB", "medray")
-    assert MilvusSettings().client_kwargs() == {
-        "uri": "http://milvus.milvus.svc:19530",
-        "token": "medray:s3cret",
-        "db_name": "medray",
-    }
+    assert (
+        MilvusSettings().client_kwargs()
+        == {
+            "uri": "http://milvus.milvus.svc:19530",
+            "token": "medray:s3cret",
+            "db_name": "medray",
+        }
+        | grpc
+    )
     s = MilvusSettings(uri="http://other:19530", token="root:Milvus", db_name="prod")
     assert s.client_kwargs() == {"uri": "http://other:19530", "token": "root:Milvus",
-                                 "db_name": "prod"}  # fmt: skip
+                                 "db_name": "prod"} | grpc  # fmt: skip
+
+
+def test_clients_ping_no_more_often_than_a_default_grpc_server_allows():
+    # gRPC servers' default policy: one keepalive ping per 5 min without calls; pymilvus's
+    # 10 s made Milvus Lite answer GOAWAY "too_many_pings", printed on the demo's console.
+    kw = MilvusSettings().client_kwargs()
+    assert kw["grpc_options"]["grpc.keepalive_time_ms"] >= 300_000
 
 
 def test_the_store_no_longer_reads_the_local_cluster_state_but_the_cli_does():
