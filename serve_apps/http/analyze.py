@@ -21,6 +21,7 @@ from medray.serving.guard import model_text
 from medray.serving.retriever import RetrievalUnavailable
 from medray.serving.sse import format_event
 from serve_apps.http.deps import Context, Ctx, report_dict, require_key, timed
+from serve_apps.http.errors import APIError
 from serve_apps.schemas import AnalyzeRequest
 
 log = logging.getLogger("medray.gateway")
@@ -61,6 +62,7 @@ async def analyze(body: AnalyzeRequest, request: Request, ctx: Ctx):
     (timings). Input errors are 4xx JSON before the stream starts."""
     image = ctx.decode(body.image, "image")
     question = ctx.check_question(body.question, "question", allow_empty=True)
+    ctx.check_prompt(len(question), "question")
     adapter = ctx.pick_adapter(body.model)
     k = min(body.k, ctx.limits.max_k)
     params = GenerationParams(
@@ -70,8 +72,9 @@ async def analyze(body: AnalyzeRequest, request: Request, ctx: Ctx):
     rid = request.state.request_id
     log.info("analyze id=%s image=%dx%d question_chars=%d", rid, *image.size, len(question))
     use_agent = body.agent and ctx.args.agent.enabled
+    events = _analyze_stream(ctx, rid, image, question, adapter, params, k, use_agent)
     return StreamingResponse(
-        _analyze_stream(ctx, rid, image, question, adapter, params, k, use_agent),
+        ctx.guard_stream(events, request, "analyze", _error_event),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no", "x-request-id": rid},
     )
@@ -182,13 +185,16 @@ async def _analyze_stream(
     except _Refused:
         pass  # only the safety report and done follow a refusal
     except asyncio.CancelledError:
-        log.info("analyze id=%s: client disconnected", rid)
+        log.info("analyze id=%s: cancelled (client gone or time limit)", rid)
         raise
     except Exception as e:
-        log.error("analyze id=%s failed: %s", rid, type(e).__name__)
-        yield format_event(
-            "error", {"message": f"analysis failed ({type(e).__name__}); request id {rid}"}
-        )
+        if (err := ctx.unavailable(e)) is not None:
+            yield _error_event(err)
+        else:
+            log.error("analyze id=%s failed: %s", rid, type(e).__name__)
+            yield format_event(
+                "error", {"message": f"analysis failed ({type(e).__name__}); request id {rid}"}
+            )
     finally:
         for task in (cases_task, check_task):
             if task is not None and not task.done():
@@ -203,6 +209,11 @@ async def _analyze_stream(
             "inference_time_ms": round(total, 1),
         },
     )
+
+
+def _error_event(err: APIError) -> str:
+    """The ``error`` event that ends a stream cut short (time limit, overload)."""
+    return format_event("error", {"message": err.message, "code": err.code})
 
 
 async def _agent_events(ctx: Context, rid, agent_input, reports: list[SafetyReport]):

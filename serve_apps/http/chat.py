@@ -42,6 +42,7 @@ def chat_inputs(
         )
     messages: list[dict[str, Any]] = []
     images: list[Image.Image] = []
+    prompt_chars = 0
     last_user = ""
     user_texts: list[str] = []  # what the guard checks: every user-level text, raw
     for i, m in enumerate(body.messages):
@@ -76,6 +77,8 @@ def chat_inputs(
                     parts.append({"type": "text", "text": p.text})
         text = " ".join(p["text"] for p in parts if p["type"] == "text")
         ctx.check_question(text, f"messages[{i}].content", allow_empty=True)
+        prompt_chars += len(text)
+        ctx.check_prompt(prompt_chars, "messages")
         if role == "user":
             user_texts.append(text)
         if m.role == "user":
@@ -133,30 +136,32 @@ async def chat(body: ChatCompletionRequest, request: Request, ctx: Ctx):
         len(images),
         body.stream,
     )
-    # The guard sees every user message (and client notes), not only the last.
-    unique = list(dict.fromkeys(t for t in user_texts if t.strip())) or [""]
-    req_report = merge_requests(
-        list(await asyncio.gather(*(backend.check_request(t) for t in unique)))
-    )
-    if req_report.refused:
-        ctx.metrics.count("medray_guard_refusals", {"endpoint": "/v1/chat/completions"})
-    if body.stream:
-        return StreamingResponse(
-            _chat_stream(
-                ctx, cid, created, body.model, messages, images, params, adapter, req_report
-            ),
-            media_type="text/event-stream",
-            headers={"Cache-Control": "no-cache", "x-request-id": rid},
+    async with ctx.deadline("chat"):
+        # The guard sees every user message (and client notes), not only the last.
+        unique = list(dict.fromkeys(t for t in user_texts if t.strip())) or [""]
+        req_report = merge_requests(
+            list(await asyncio.gather(*(backend.check_request(t) for t in unique)))
         )
-    if req_report.refused:
-        text, finish, usage = req_report.refusal, "content_filter", (0, 0)
-        report = req_report
-    else:
-        final = await backend.complete(messages, images, params, adapter)
-        text = final.get("text", "")
-        finish = final.get("finish_reason", "stop")
-        usage = (final.get("prompt_tokens", 0), final.get("completion_tokens", 0))
-        report = merge(req_report, await backend.check_answer(text))
+        if req_report.refused:
+            ctx.metrics.count("medray_guard_refusals", {"endpoint": "/v1/chat/completions"})
+        if body.stream:
+            events = _chat_stream(
+                ctx, cid, created, body.model, messages, images, params, adapter, req_report
+            )
+            return StreamingResponse(
+                ctx.guard_stream(events, request, "chat", _error_chunk),
+                media_type="text/event-stream",
+                headers={"Cache-Control": "no-cache", "x-request-id": rid},
+            )
+        if req_report.refused:
+            text, finish, usage = req_report.refusal, "content_filter", (0, 0)
+            report = req_report
+        else:
+            final = await backend.complete(messages, images, params, adapter)
+            text = final.get("text", "")
+            finish = final.get("finish_reason", "stop")
+            usage = (final.get("prompt_tokens", 0), final.get("completion_tokens", 0))
+            report = merge(req_report, await backend.check_answer(text))
     return {
         "id": cid,
         "object": "chat.completion",
@@ -178,6 +183,12 @@ async def chat(body: ChatCompletionRequest, request: Request, ctx: Ctx):
         "safety_report": report_dict(report),
         "medray_model": None if req_report.refused else final.get("model"),
     }
+
+
+def _error_chunk(err: APIError) -> str:
+    """The error chunk (then ``[DONE]``) that ends a stream cut short."""
+    body = error_body(err.message, err.code, err.type)
+    return f"data: {json.dumps(body)}\n\ndata: [DONE]\n\n"
 
 
 async def _chat_stream(ctx, cid, created, model, messages, images, params, adapter, req_report):
@@ -223,6 +234,9 @@ async def _chat_stream(ctx, cid, created, model, messages, images, params, adapt
             medray_model=final.get("model"),
         )
     except Exception as e:
+        if (unavailable := ctx.unavailable(e)) is not None:
+            yield _error_chunk(unavailable)
+            return
         log.error("chat stream %s failed: %s", cid, type(e).__name__)
         err = error_body(
             f"generation failed ({type(e).__name__})", "internal_error", "server_error"

@@ -23,6 +23,7 @@ class APIError(Exception):
         code: machine-readable code.
         param: the request field at fault, if any.
         type: OpenAI-style error type.
+        headers: extra response headers (``Retry-After`` of a 429 or 503).
     """
 
     def __init__(
@@ -32,8 +33,10 @@ class APIError(Exception):
         code: str,
         param: str | None = None,
         type: str = "invalid_request_error",
+        headers: dict[str, str] | None = None,
     ) -> None:
         super().__init__(message)
+        self.headers = headers
         self.status, self.message, self.code, self.param, self.type = (
             status,
             message,
@@ -82,9 +85,24 @@ def validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
     return "; ".join(dict.fromkeys(parts)), first_param
 
 
+def overloaded(exc: BaseException) -> bool:
+    """Whether ``exc`` (or the cause it wraps) says a Serve deployment cannot take the
+    request now: its queue is full (``BackPressureError``, ``max_queued_requests``) or it
+    has no running replica (``DeploymentUnavailableError``)."""
+    try:
+        from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError
+    except ImportError:  # pragma: no cover - ray is a dependency
+        return False
+    cause = getattr(exc, "cause", None)
+    kinds = (BackPressureError, DeploymentUnavailableError)
+    return isinstance(exc, kinds) or isinstance(cause, kinds)
+
+
 async def _api_error(request: Request, exc: APIError):
     return JSONResponse(
-        error_body(exc.message, exc.code, exc.type, exc.param), status_code=exc.status
+        error_body(exc.message, exc.code, exc.type, exc.param),
+        status_code=exc.status,
+        headers=exc.headers,
     )
 
 
@@ -124,4 +142,4 @@ def install_handlers(app: FastAPI) -> None:
     app.add_exception_handler(Exception, _unexpected)
 
 
-__all__ = ["APIError", "error_body", "install_handlers", "validation_message"]
+__all__ = ["APIError", "error_body", "install_handlers", "overloaded", "validation_message"]

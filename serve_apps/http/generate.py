@@ -10,7 +10,7 @@ from fastapi import APIRouter, Depends
 from medray.models.generate import GenerationParams
 from medray.safety import SafetyReport, merge
 from medray.serving.guard import model_text
-from serve_apps.http.deps import Ctx, report_dict, require_key
+from serve_apps.http.deps import Context, Ctx, report_dict, require_key
 from serve_apps.http.errors import APIError
 from serve_apps.schemas import GenerateRequest
 
@@ -24,8 +24,9 @@ async def generate(body: GenerateRequest, ctx: Ctx) -> dict[str, Any]:
     """Answer a text question with the medical-QA model (``body.model``: one of
     ``args.qa_model_names()``, default the configured one). Returns ``{response,
     model, safety_report, inference_time_ms}``; ``model`` says which weights answered."""
-    backend, args = ctx.backend, ctx.args
+    args = ctx.args
     question = ctx.check_question(body.question, "question", allow_empty=False)
+    ctx.check_prompt(len(question), "question")
     if body.model is not None and body.model not in args.qa_model_names():
         raise APIError(
             404,
@@ -36,6 +37,12 @@ async def generate(body: GenerateRequest, ctx: Ctx) -> dict[str, Any]:
             "invalid_request_error",
         )
     max_new = ctx.tokens_for(body.max_length, "max_length")
+    async with ctx.deadline("generate"):
+        return await _answer(ctx, body, question, max_new)
+
+
+async def _answer(ctx: Context, body: GenerateRequest, question: str, max_new: int):
+    backend = ctx.backend
     if body.use_safety:
         req_report = await backend.check_request(question)
         if req_report.refused:

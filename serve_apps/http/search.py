@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends
 
 from medray.safety import SafetyReport
 from medray.serving.retriever import RetrievalUnavailable
-from serve_apps.http.deps import Ctx, report_dict, require_key
+from serve_apps.http.deps import Context, Ctx, report_dict, require_key
 from serve_apps.http.errors import APIError
 from serve_apps.schemas import SearchRequest
 
@@ -21,7 +21,6 @@ async def search(body: SearchRequest, ctx: Ctx) -> dict[str, Any]:
     image vectors); ``image``: cases whose report matches the image (CLIP image vector
     against report vectors). If Milvus is down or a collection is missing the answer
     is ``available: false`` with the reason, not a server error."""
-    backend = ctx.backend
     if (body.text is None) == (body.image is None):
         raise APIError(
             422,
@@ -29,10 +28,17 @@ async def search(body: SearchRequest, ctx: Ctx) -> dict[str, Any]:
             "invalid_request",
             "text",
         )
+    async with ctx.deadline("search"):
+        return await _search(ctx, body)
+
+
+async def _search(ctx: Context, body: SearchRequest) -> dict[str, Any]:
+    backend = ctx.backend
     k = min(body.k, ctx.limits.max_k)
     report = SafetyReport()
     if body.text is not None:
         text = ctx.check_question(body.text, "text", allow_empty=False)
+        ctx.check_prompt(len(text), "text")
         report = await backend.check_request(text)
         if report.refused:
             ctx.metrics.count("medray_guard_refusals", {"endpoint": "/v1/search"})
