@@ -4,6 +4,7 @@ Events: guard, reasoning, summary, similar cases, knowledge, the agent, safety, 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -111,20 +112,22 @@ async def _analyze_stream(
         messages = reasoner_contract.messages(question, True)
         final: dict[str, Any] = {}
         t0 = time.perf_counter()
-        async for chunk in backend.reason(messages, [image], params, adapter):
-            out = []
-            for ev in chunk:
-                if ev["type"] == "token":
-                    if args.stream_tokens:
-                        out.append(format_event("token", {"text": ev["text"]}))
-                elif ev["type"] == "step":
-                    out.append(
-                        format_event("step", {k2: v for k2, v in ev.items() if k2 != "type"})
-                    )
-                elif ev["type"] == "final":
-                    final = ev
-            if out:
-                yield "".join(out)  # one write per chunk of events
+        # Closed explicitly when this stream is closed (the client left): stops generating.
+        async with contextlib.aclosing(backend.reason(messages, [image], params, adapter)) as gen:
+            async for chunk in gen:
+                out = []
+                for ev in chunk:
+                    if ev["type"] == "token":
+                        if args.stream_tokens:
+                            out.append(format_event("token", {"text": ev["text"]}))
+                    elif ev["type"] == "step":
+                        out.append(
+                            format_event("step", {k2: v for k2, v in ev.items() if k2 != "type"})
+                        )
+                    elif ev["type"] == "final":
+                        final = ev
+                if out:
+                    yield "".join(out)  # one write per chunk of events
         timings["reasoning"] = (time.perf_counter() - t0) * 1000
         parse = final.get("parse", {})
         value = parse.get("value") or {}
@@ -177,8 +180,10 @@ async def _analyze_stream(
                 summary=summary["summary"],
                 image_cases=cases.get("hits", []),
             )
-            async for name, data in _agent_events(ctx, rid, agent_input, reports):
-                yield format_event(name, data)
+            agent_events = _agent_events(ctx, rid, agent_input, reports)
+            async with contextlib.aclosing(agent_events):
+                async for name, data in agent_events:
+                    yield format_event(name, data)
             timings["agent"] = (time.perf_counter() - t0) * 1000
         answer_report, timings["answer_check"] = await check_task
         reports.append(answer_report)
@@ -219,17 +224,19 @@ def _error_event(err: APIError) -> str:
 async def _agent_events(ctx: Context, rid, agent_input, reports: list[SafetyReport]):
     """The agent's events; a failing agent is an ``error`` event, not a failed stream."""
     try:
-        async for name, data in ctx.backend.agent_events(agent_input):
-            if name == "agent_answer":
-                text = "\n".join(
-                    [
-                        *data["findings"],
-                        data["most_likely_diagnosis"] or "",
-                        *data["next_steps"],
-                    ]
-                )
-                reports.append(await ctx.backend.check_answer(text))
-            yield name, data
+        events = ctx.backend.agent_events(agent_input)
+        async with contextlib.aclosing(events):
+            async for name, data in events:
+                if name == "agent_answer":
+                    text = "\n".join(
+                        [
+                            *data["findings"],
+                            data["most_likely_diagnosis"] or "",
+                            *data["next_steps"],
+                        ]
+                    )
+                    reports.append(await ctx.backend.check_answer(text))
+                yield name, data
     except asyncio.CancelledError:
         raise
     except Exception as e:

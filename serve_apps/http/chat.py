@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
@@ -211,15 +212,19 @@ async def _chat_stream(ctx, cid, created, model, messages, images, params, adapt
         return
     final: dict[str, Any] = {}
     try:
-        async for events in ctx.backend.reason(messages, images, params, adapter):
-            out = []
-            for ev in events:
-                if ev["type"] == "token":
-                    out.append(chunk({"content": ev["text"]}))
-                elif ev["type"] == "final":
-                    final = ev
-            if out:
-                yield "".join(out)  # one write per chunk of tokens
+        # Closed explicitly when this stream is closed (the client left): stops generating.
+        async with contextlib.aclosing(
+            ctx.backend.reason(messages, images, params, adapter)
+        ) as gen:
+            async for events in gen:
+                out = []
+                for ev in events:
+                    if ev["type"] == "token":
+                        out.append(chunk({"content": ev["text"]}))
+                    elif ev["type"] == "final":
+                        final = ev
+                if out:
+                    yield "".join(out)  # one write per chunk of tokens
         report = merge(req_report, await ctx.backend.check_answer(final.get("text", "")))
         usage = {
             "prompt_tokens": final.get("prompt_tokens", 0),
