@@ -411,6 +411,8 @@ def main(argv: list[str] | None = None) -> int:
         f"generation.max_new_tokens={ns.max_new_tokens}",
         "retrieval.milvus.cases_collection=bench_cases",
         "retrieval.milvus.knowledge_collection=bench_knowledge",
+        # Capacity is measured, not admission: one client at c=32 would be rate limited.
+        "rate_limit.enabled=false",
     ]
     baseline = None
     sampler = None

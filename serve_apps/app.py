@@ -15,8 +15,11 @@ Graph (``app_builder``)::
                       Retriever and Guard handles, streams agent events)
 
 Each deployment wraps a plain class that works without Serve. Resources, replicas,
-autoscaling and ``max_ongoing_requests`` come from the Serve config file
-(``serve_apps/configs/*.yaml``), not from this code. Nothing is loaded at import time:
+autoscaling and the queue bounds come from the Serve config file
+(``serve_apps/configs/*.yaml``); the decorators carry bounded defaults (the local
+profile's ``max_ongoing_requests`` / ``max_queued_requests``) so that no deployment ever
+queues without limit: a full queue raises ``BackPressureError`` in the caller, which the
+gateway answers as a JSON 503 with ``Retry-After`` (docs/hardening.md). Nothing is loaded at import time:
 models load in each replica's constructor.
 """
 
@@ -56,7 +59,7 @@ def _loaded(obj: Any, what: str) -> None:
 # --------------------------------------------------------------------------- deployments
 
 
-@serve.deployment(name="Guard")
+@serve.deployment(name="Guard", max_ongoing_requests=32, max_queued_requests=64)
 class GuardDeployment:
     """Serve wrapper of :class:`medray.serving.guard.Guard`."""
 
@@ -93,7 +96,7 @@ class _AdapterLease:
             self.reasoner.unload_adapter(self.name)
 
 
-@serve.deployment(name="Reasoner")
+@serve.deployment(name="Reasoner", max_ongoing_requests=16, max_queued_requests=32)
 class ReasonerDeployment:
     """Serve wrapper of :class:`medray.serving.reasoner.Reasoner`.
 
@@ -205,7 +208,7 @@ class ReasonerDeployment:
         _loaded(self.reasoner.base, "the reasoner model")
 
 
-@serve.deployment(name="Summariser")
+@serve.deployment(name="Summariser", max_ongoing_requests=8, max_queued_requests=16)
 class SummariserDeployment:
     """Serve wrapper of :class:`medray.serving.summariser.Summariser`."""
 
@@ -229,7 +232,7 @@ class SummariserDeployment:
         _loaded(self.summariser, "the summariser")
 
 
-@serve.deployment(name="MedQA")
+@serve.deployment(name="MedQA", max_ongoing_requests=8, max_queued_requests=16)
 class MedQADeployment:
     """Serve wrapper of :class:`medray.serving.medqa.MedQA` (``POST /generate``)."""
 
@@ -251,7 +254,7 @@ class MedQADeployment:
         _loaded(self.medqa, "the medical-QA model")
 
 
-@serve.deployment(name="Embedder")
+@serve.deployment(name="Embedder", max_ongoing_requests=64, max_queued_requests=128)
 class EmbedderDeployment:
     """Serve wrapper of :class:`medray.serving.embedder.Embedder` with ``@serve.batch``.
 
@@ -348,7 +351,7 @@ class EmbedderDeployment:
         _loaded(self.embedder, "the embedder")
 
 
-@serve.deployment(name="Retriever")
+@serve.deployment(name="Retriever", max_ongoing_requests=64, max_queued_requests=128)
 class RetrieverDeployment:
     """Serve wrapper of :class:`medray.serving.retriever.Retriever` with ``@serve.batch``.
 
@@ -397,7 +400,7 @@ class RetrieverDeployment:
         _loaded(self.retriever, "the retriever")
 
 
-@serve.deployment(name="Agent")
+@serve.deployment(name="Agent", max_ongoing_requests=16, max_queued_requests=32)
 class AgentDeployment:
     """Serve wrapper of :class:`medray.agent.RagAgent`: its LLM is the Reasoner (through
     a LangChain chat model over the handle), its tools the Embedder and Retriever."""
@@ -584,7 +587,7 @@ class RayMetrics:
         self.events.inc(tags={"event": name, "detail": ",".join(tags.values())})
 
 
-@serve.deployment(name="Gateway")
+@serve.deployment(name="Gateway", max_ongoing_requests=64, max_queued_requests=128)
 @serve.ingress()
 class Gateway:
     """FastAPI ingress: the HTTP API of ``serve_apps.gateway`` over deployment handles."""

@@ -10,6 +10,7 @@ same API with the same models.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any, Protocol
 
@@ -132,10 +133,14 @@ class LocalBackend:
                 await asyncio.to_thread(self.adapter_cache.get, adapter)
             else:
                 await asyncio.to_thread(self.reasoner.load_adapter, adapter)
-        async for chunk in iterate_in_thread(
+        # Closed explicitly (not left to the garbage collector) when this stream is closed:
+        # that is what stops the generation of a client that went away.
+        chunks = iterate_in_thread(
             lambda: self.reasoner.stream(messages, images, params, adapter), coalesce=True
-        ):
-            yield chunk
+        )
+        async with contextlib.aclosing(chunks):
+            async for chunk in chunks:
+                yield chunk
 
     async def complete(self, messages, images, params, adapter):
         if adapter is not None:
@@ -201,5 +206,7 @@ class LocalBackend:
     async def agent_events(self, inputs):
         if self._agent is None:
             raise RuntimeError("the agent is not configured in this backend")
-        async for event in self._agent.events(inputs):
-            yield event
+        events = self._agent.events(inputs)
+        async with contextlib.aclosing(events):
+            async for event in events:
+                yield event

@@ -8,6 +8,8 @@ from medray.serving.settings import (  # noqa: F401
     GenerationSettings,
     LimitSettings,
     ModelSettings,
+    RateLimitSettings,
     RetrievalSettings,
+    TimeoutSettings,
     parse_args,
 )

@@ -42,7 +42,7 @@ def drop_unbuilt(config: dict) -> dict:
     """Drop the settings of deployments the graph will not build (Serve refuses settings
     of a deployment that does not exist): Retriever without ``retrieval.enabled``, Agent
     without ``agent.enabled``. Returns ``config`` (changed in place)."""
-    from serve_apps.app import parse_args
+    from medray.serving.settings import parse_args
 
     app = config["applications"][0]
     args = parse_args(app.get("args") or {})

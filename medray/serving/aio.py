@@ -33,6 +33,8 @@ async def iterate_in_thread(
     stop = threading.Event()
 
     def put(item) -> None:
+        if stop.is_set():  # the consumer left (its loop may be closed): nobody reads
+            return
         asyncio.run_coroutine_threadsafe(queue.put(item), loop).result()
 
     def run() -> None:

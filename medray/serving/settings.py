@@ -69,15 +69,71 @@ class GenerationSettings:
 
 @dataclass(frozen=True)
 class LimitSettings:
-    """Request limits; requests beyond them get a 4xx naming the limit."""
+    """Request limits; requests beyond them get a 4xx naming the limit.
+
+    ``max_prompt_chars`` caps the text of one request together (every message of a chat,
+    or the question): a 422 ``prompt_too_long`` names it.
+    """
 
     max_body_bytes: int = 8 * 1024 * 1024
     max_image_pixels: int = 4096 * 4096
     max_image_side: int = 1024  # larger images are downscaled before the models see them
     max_question_chars: int = 4000
+    max_prompt_chars: int = 16000
     max_messages: int = 64
     max_images: int = 4
     max_k: int = 20
+
+    def __post_init__(self) -> None:
+        if self.max_prompt_chars < 1:
+            raise ConfigError("limits.max_prompt_chars must be at least 1")
+
+
+@dataclass(frozen=True)
+class RateLimitSettings:
+    """Per-client token bucket in front of every authenticated endpoint.
+
+    A client (its API key's hash, or its address when no keys are required) may send
+    ``burst`` requests at once and ``per_second`` on average; beyond that it gets a 429
+    with ``Retry-After`` (seconds until a request fits again). A request to
+    ``/v1/analyze`` costs ``analyze_cost`` tokens (it runs about ten generations), any
+    other one token. Buckets live in each Gateway replica: with N replicas a client may
+    get up to N times the rate. ``enabled: false`` turns the limit off.
+    """
+
+    enabled: bool = True
+    per_second: float = 10.0
+    burst: float = 40.0
+    analyze_cost: float = 4.0
+    max_clients: int = 10_000  # buckets kept; the least recently seen are dropped
+
+    def __post_init__(self) -> None:
+        if self.per_second <= 0 or self.burst < 1 or self.max_clients < 1:
+            raise ConfigError("rate_limit.per_second must be > 0, burst >= 1 and max_clients >= 1")
+        if not 0 < self.analyze_cost <= self.burst:
+            raise ConfigError("rate_limit.analyze_cost must lie in (0, burst]")
+
+
+@dataclass(frozen=True)
+class TimeoutSettings:
+    """The longest each endpoint may take, in seconds (the model calls included).
+
+    A JSON endpoint past its time answers 504 ``timeout``; a stream (``/v1/analyze``,
+    ``stream=true`` chats) sends an ``error`` event and ends. ``retry_after_s`` is the
+    ``Retry-After`` of the 503 answered when a deployment's queue is full
+    (``max_queued_requests`` in the Serve config).
+    """
+
+    analyze_s: float = 180.0
+    chat_s: float = 120.0
+    generate_s: float = 60.0
+    search_s: float = 15.0
+    retry_after_s: float = 2.0
+
+    def __post_init__(self) -> None:
+        for name in ("analyze_s", "chat_s", "generate_s", "search_s", "retry_after_s"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"timeouts.{name} must be > 0")
 
 
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
@@ -145,6 +201,8 @@ class AppArgs:
     adapters: dict[str, str] = field(default_factory=dict)  # name -> peft adapter folder
     max_loaded_adapters: int = 2  # per Reasoner replica, LRU-evicted
     limits: LimitSettings = field(default_factory=LimitSettings)
+    rate_limit: RateLimitSettings = field(default_factory=RateLimitSettings)
+    timeouts: TimeoutSettings = field(default_factory=TimeoutSettings)
     auth: AuthSettings = field(default_factory=AuthSettings)
     safety: SafetyPolicy = field(default_factory=SafetyPolicy)
     retrieval: RetrievalSettings = field(default_factory=RetrievalSettings)
@@ -188,6 +246,8 @@ __all__ = [
     "GenerationSettings",
     "LimitSettings",
     "ModelSettings",
+    "RateLimitSettings",
     "RetrievalSettings",
+    "TimeoutSettings",
     "parse_args",
 ]

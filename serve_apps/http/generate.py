@@ -1,0 +1,73 @@
+"""``POST /generate``: text medical QA (the prior art's contract)."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from fastapi import APIRouter, Depends
+
+from medray.models.generate import GenerationParams
+from medray.safety import SafetyReport, merge
+from medray.serving.guard import model_text
+from serve_apps.http.deps import Context, Ctx, report_dict, require_key
+from serve_apps.http.errors import APIError
+from serve_apps.schemas import GenerateRequest
+
+router = APIRouter(dependencies=[Depends(require_key)])
+
+
+@router.post(
+    "/generate", summary="Text medical QA: {question, temperature, max_length, use_safety}"
+)
+async def generate(body: GenerateRequest, ctx: Ctx) -> dict[str, Any]:
+    """Answer a text question with the medical-QA model (``body.model``: one of
+    ``args.qa_model_names()``, default the configured one). Returns ``{response,
+    model, safety_report, inference_time_ms}``; ``model`` says which weights answered."""
+    args = ctx.args
+    question = ctx.check_question(body.question, "question", allow_empty=False)
+    ctx.check_prompt(len(question), "question")
+    if body.model is not None and body.model not in args.qa_model_names():
+        raise APIError(
+            404,
+            f"the model {body.model!r} does not answer /generate; text QA models: "
+            f"{', '.join(args.qa_model_names())}",
+            "model_not_found",
+            "model",
+            "invalid_request_error",
+        )
+    max_new = ctx.tokens_for(body.max_length, "max_length")
+    async with ctx.deadline("generate"):
+        return await _answer(ctx, body, question, max_new)
+
+
+async def _answer(ctx: Context, body: GenerateRequest, question: str, max_new: int):
+    backend = ctx.backend
+    if body.use_safety:
+        req_report = await backend.check_request(question)
+        if req_report.refused:
+            ctx.metrics.count("medray_guard_refusals", {"endpoint": "/generate"})
+            return {
+                "response": req_report.refusal,
+                "model": None,
+                "safety_report": report_dict(req_report),
+                "inference_time_ms": 0.0,
+            }
+    t0 = time.perf_counter()
+    answer = await backend.answer_question(
+        model_text(question), None, GenerationParams(max_new, body.temperature)
+    )
+    ms = (time.perf_counter() - t0) * 1000
+    text = answer.get("text", "")
+    if body.use_safety:
+        report = merge(req_report, await backend.check_answer(text))
+    else:
+        report = SafetyReport(
+            warnings=("safety checks were disabled for this request (use_safety=false)",)
+        )
+    return {
+        "response": text,
+        "model": answer.get("model"),
+        "safety_report": report_dict(report),
+        "inference_time_ms": round(ms, 1),
+    }
