@@ -27,7 +27,8 @@ def make_dicom(
     compressed: bool = False,
     **tags,
 ) -> bytes:
-    """A DICOM Part 10 file holding ``pixels`` (rows x cols, or frames x rows x cols)
+    """A DICOM Part 10 file holding ``pixels`` (rows x cols, frames x rows x cols, or
+    rows x cols x 3 for ``photometric="RGB"``)
     with identifying tags set to the canary values; ``tags`` are set as given
     (``WindowCenter=40``, ``RescaleSlope=0.5``, ``NumberOfFrames=3``, ...).
     ``pixels=None`` makes a file without pixel data; ``compressed`` a JPEG 2000 one whose
@@ -48,7 +49,10 @@ def make_dicom(
     ds.SamplesPerPixel = 1
     ds.PhotometricInterpretation = photometric
     if pixels is not None:
-        ds.Rows, ds.Columns = (int(v) for v in pixels.shape[-2:])
+        colour = photometric == "RGB"
+        ds.Rows, ds.Columns = (int(v) for v in (pixels.shape[:2] if colour else pixels.shape[-2:]))
+        if colour:
+            ds.SamplesPerPixel, ds.PlanarConfiguration = 3, 0
         ds.BitsAllocated = bits
         ds.BitsStored = bits
         ds.HighBit = bits - 1

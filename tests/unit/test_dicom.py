@@ -108,6 +108,16 @@ def test_8bit_files_convert_too():
     assert np.array_equal(got[0], np.arange(256))
 
 
+def test_colour_files_become_their_luminance():
+    rgb = np.zeros((20, 30, 3), dtype=np.uint8)
+    rgb[:, :10] = (255, 0, 0)
+    rgb[:, 10:20] = (0, 255, 0)
+    rgb[:, 20:] = (200, 200, 200)
+    got = _pixels(dicom_to_image(make_dicom(rgb, photometric="RGB", bits=8)))
+    assert np.array_equal(got, np.asarray(Image.fromarray(rgb, "RGB").convert("L")))
+    assert got[0, 0] == 76 and got[0, 15] == 150 and got[0, 25] == 200
+
+
 @pytest.mark.parametrize(
     "kwargs,code,status,message",
     [
