@@ -78,6 +78,9 @@ def build_blocks(api_url: str | None = None) -> gr.Blocks:
         choices = [BASE_MODEL, *names[1:]] if names else [BASE_MODEL]
         return gr.update(choices=choices, value=BASE_MODEL), ""
 
+    def load_models_quietly(api_key: str, request: gr.Request):
+        return load_models(api_key, request)[0]
+
     def analyze(path, question, model, api_key, request: gr.Request) -> Iterator[tuple]:
         state: dict[str, Any] = {
             "status": "",
@@ -141,7 +144,8 @@ def build_blocks(api_url: str | None = None) -> gr.Blocks:
             state["status"] = f"**Error:** the API stream failed ({type(e).__name__})"
             yield out()
 
-    with gr.Blocks(title="MedRay", analytics_enabled=False) as ui:
+    # Uploaded images are kept in Gradio's cache only briefly (checked every 5 minutes).
+    with gr.Blocks(title="MedRay", analytics_enabled=False, delete_cache=(300, 600)) as ui:
         gr.Markdown(f"# MedRay\n**{DISCLAIMER}**", elem_id="medray-disclaimer")
         with gr.Tab("Analyze"):
             with gr.Row():
@@ -187,7 +191,7 @@ def build_blocks(api_url: str | None = None) -> gr.Blocks:
         run.click(analyze, [upload, question, model, api_key], outputs)
         refresh.click(load_models, [api_key], [model, status])
         # On page load, without a key yet where keys are required: the button reports errors.
-        ui.load(lambda key, request: load_models(key, request)[0], [api_key], [model])
+        ui.load(load_models_quietly, [api_key], [model])
     return ui
 
 
