@@ -15,6 +15,7 @@ from typing import Any
 
 import click
 
+from medray.data.dicom import is_dicom
 from medray.serving.sse import read_events
 
 DEFAULT_URL = "http://127.0.0.1:8000"
@@ -22,8 +23,8 @@ IMAGE_KINDS = {b"\x89PNG\r\n\x1a\n": "image/png", b"\xff\xd8\xff": "image/jpeg"}
 
 
 def read_image(path: Path) -> tuple[bytes, str]:
-    """The file's bytes and MIME type; a missing file or one that is not PNG/JPEG is an
-    error that names it."""
+    """The file's bytes and MIME type; a missing file or one that is not PNG, JPEG or
+    DICOM is an error that names it (the app checks and converts the image itself)."""
     if not path.exists():
         raise click.BadParameter(f"{path}: no such file", param_hint="IMAGE")
     if not path.is_file():
@@ -32,8 +33,10 @@ def read_image(path: Path) -> tuple[bytes, str]:
     for magic, mime in IMAGE_KINDS.items():
         if data.startswith(magic):
             return data, mime
+    if is_dicom(data):
+        return data, "application/dicom"
     what = "an empty file" if not data else f"starts with {data[:8]!r}"
-    raise click.BadParameter(f"{path}: not a PNG or JPEG image ({what})", param_hint="IMAGE")
+    raise click.BadParameter(f"{path}: not a PNG, JPEG or DICOM image ({what})", param_hint="IMAGE")
 
 
 def _model(info: Any) -> str:
@@ -158,7 +161,7 @@ def analyze_stream(url: str, body: dict, api_key: str) -> Iterator[tuple[str, An
     "--json", "as_json", is_flag=True, help="Print the raw events, one JSON object a line."
 )
 def analyze(image, question, model, url, api_key, k, max_new_tokens, no_agent, as_json) -> None:
-    """Ask the Serve app about IMAGE (a PNG or JPEG file): POST /v1/analyze.
+    """Ask the Serve app about IMAGE (a PNG, JPEG or DICOM file): POST /v1/analyze.
 
     Prints the events as they arrive: guard, the caption, each reasoning step, the answer,
     the parsed result and boxes, the summary, similar cases, knowledge, the agent's answer

@@ -129,15 +129,14 @@ def replica_counts(deployment: Mapping[str, Any]) -> tuple[int, int]:
 
 
 def check_fits(config: Mapping[str, Any], nodes: Sequence[Mapping[str, float]]) -> list[str]:
-    """Problems that would keep the first app of a Serve config from starting on ``nodes``.
+    """Problems that would keep the apps of a Serve config from starting on ``nodes``.
 
     Each replica must fit one node, and the minimum replicas of all deployments together
     must fit the cluster's totals. An empty list means it fits.
     """
-    app = config["applications"][0]
     need: dict[str, float] = {}
     misfits: dict[str, list[str]] = {}  # missing resource -> deployments short of it
-    for dep in app.get("deployments") or []:
+    for dep in (d for app in config["applications"] for d in app.get("deployments") or []):
         res = replica_resources(dep.get("ray_actor_options"))
         lo, _ = replica_counts(dep)
         if not fits_some_node(res, nodes):

@@ -3,7 +3,8 @@
 :func:`prepare_image` turns the bytes of one image file into the stored image: checked
 against the size limits before any pixel is decoded, decoded (JPEG at a reduced DCT
 scale when the target is much smaller, which is several times faster), converted to
-8-bit grayscale or RGB, resized to the target size and encoded. Failures raise
+8-bit grayscale or RGB, resized to the target size and encoded. DICOM files are first
+converted by :func:`medray.data.dicom.dicom_to_png` (windowed 8-bit grayscale). Failures raise
 :class:`ImageRejected` with the reason that goes to the quarantine.
 """
 
@@ -18,6 +19,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from medray.data.config import ImageSettings
+from medray.data.dicom import DicomError, dicom_to_png, is_dicom
 
 
 class ImageRejected(ValueError):
@@ -71,6 +73,11 @@ def prepare_image(data: bytes, settings: ImageSettings) -> PreparedImage:
         raise ImageRejected(
             f"image file {len(data)} bytes exceeds max_file_bytes {settings.max_file_bytes}"
         )
+    if is_dicom(data):  # the one DICOM conversion (rescale, window, MONOCHROME1), as serving
+        try:
+            data = dicom_to_png(data, settings.max_pixels)
+        except DicomError as e:
+            raise ImageRejected(f"DICOM: {e}") from None
     try:
         with warnings.catch_warnings():
             # Our own max_pixels check below replaces PIL's warning; PIL still refuses

@@ -21,6 +21,10 @@ from medray.paths import repo_root
 log = logging.getLogger(__name__)
 
 DEFAULT_CONFIG = "serve_apps/configs/local.yaml"
+UI_IMPORT_PATH = "serve_apps.ui.deployment:ui_builder"
+UI_SUFFIX = (
+    "-ui"  # the web UI app of app NAME is NAME-ui (its own app: serve_apps/ui/deployment.py)
+)
 
 
 class ServeDeployError(RuntimeError):
@@ -37,6 +41,7 @@ def load_serve_config(
 ) -> dict[str, Any]:
     """Read a Serve config file and apply dotted ``key=value`` overrides to the first
     application's ``args`` (validated with ``AppArgs``), plus host/port overrides.
+    ``app_name`` renames the first application and its web UI application (``NAME-ui``).
 
     A host override also sets ``auth.listen_host`` so API-key enforcement follows it.
 
@@ -45,7 +50,7 @@ def load_serve_config(
     """
     from ray.serve.schema import ServeDeploySchema
 
-    from medray.serving.settings import parse_args
+    from medray.serving.settings import parse_args, parse_ui_args
 
     p = Path(path)
     if not p.is_absolute() and not p.exists():
@@ -63,7 +68,13 @@ def load_serve_config(
         config.setdefault("http_options", {})["port"] = int(port)
     if app_name:
         app["name"] = app_name
+        for other in apps[1:]:
+            if other.get("import_path") == UI_IMPORT_PATH:
+                other["name"] = app_name + UI_SUFFIX
     parsed = parse_args(args)  # fail here, with the key's name, not in a replica
+    for other in apps[1:]:
+        if other.get("import_path") == UI_IMPORT_PATH:
+            parse_ui_args(other.get("args"))
     app["args"] = args
     # Deployments the args leave out of the graph must leave the config too: Serve refuses
     # options for a deployment the app does not have.
@@ -85,7 +96,7 @@ def endpoint_urls(config: Mapping[str, Any]) -> dict[str, str]:
     host = "127.0.0.1" if host in ("0.0.0.0", "::") else host
     prefix = (config["applications"][0].get("route_prefix") or "/").rstrip("/")
     base = f"http://{host}:{http.get('port', 8000)}{prefix}"
-    return {
+    urls = {
         "analyze (SSE)": f"{base}/v1/analyze",
         "search": f"{base}/v1/search",
         "chat (OpenAI)": f"{base}/v1/chat/completions",
@@ -95,6 +106,11 @@ def endpoint_urls(config: Mapping[str, Any]) -> dict[str, str]:
         "ready": f"{base}/ready",
         "OpenAPI docs": f"{base}/docs",
     }
+    for app in config["applications"][1:]:
+        if app.get("import_path") == UI_IMPORT_PATH:
+            ui_prefix = (app.get("route_prefix") or "/ui").rstrip("/")
+            urls["web UI"] = f"http://{host}:{http.get('port', 8000)}{ui_prefix}/"
+    return urls
 
 
 def _auth_headers() -> dict[str, str]:
@@ -140,10 +156,10 @@ def deploy(
         dashboard_url: e.g. ``http://127.0.0.1:8265``.
         working_dir: local folder uploaded as every app's ``runtime_env.working_dir``
             (default: this repo); pass "" to send the config as it is.
-        wait_s: wait up to this long for the first app to be RUNNING (0: do not wait).
+        wait_s: wait up to this long for every app to be RUNNING (0: do not wait).
 
     Returns:
-        The app's status details (after waiting) or ``{}``.
+        The first app's status details (after waiting) or ``{}``.
     """
     cfg = copy.deepcopy(dict(config))
     client = _client(dashboard_url)
@@ -158,8 +174,14 @@ def deploy(
         client.deploy_applications(cfg)
     except Exception as e:
         raise ServeDeployError(f"deploy request failed: {e}") from None
-    name = cfg["applications"][0]["name"]
-    return wait_running(dashboard_url, name, wait_s) if wait_s > 0 else {}
+    if wait_s <= 0:
+        return {}
+    deadline = time.monotonic() + wait_s
+    names = [a["name"] for a in cfg["applications"]]
+    first = wait_running(dashboard_url, names[0], wait_s)
+    for name in names[1:]:
+        wait_running(dashboard_url, name, max(1.0, deadline - time.monotonic()))
+    return first
 
 
 def app_details(dashboard_url: str, name: str) -> dict[str, Any] | None:
@@ -212,7 +234,8 @@ def _failure(app: Mapping[str, Any]) -> str:
 
 
 def remove(dashboard_url: str, name: str) -> bool:
-    """Remove app ``name`` (and shut Serve down if it was the only app); True if it existed."""
+    """Remove app ``name`` and its web UI app ``NAME-ui`` (and shut Serve down if no app
+    is left); True if ``name`` existed."""
     client = _client(dashboard_url)
     try:
         details = client.get_serve_details()
@@ -221,7 +244,7 @@ def remove(dashboard_url: str, name: str) -> bool:
     apps = details.get("applications") or {}
     if name not in apps:
         return False
-    others = {k: v for k, v in apps.items() if k != name}
+    others = {k: v for k, v in apps.items() if k not in (name, name + UI_SUFFIX)}
     if not others:
         client.delete_applications()
     else:

@@ -10,8 +10,10 @@ transform of preprocessing, :func:`medray.data.images.prepare_image` (8-bit conv
 pad to a square or fit), so the model sees what training saw; the result is decoded to RGB
 by :func:`medray.imaging.decode_image` like a dataset row (``contracts.reasoner.row_image``).
 
-DICOM hook: :func:`register_format` adds a format with its magic-byte test and a converter
-to PNG bytes (e.g. a pydicom-based one); everything after the converter is shared.
+DICOM (a 128-byte preamble, then ``DICM``) is converted to an 8-bit grayscale PNG by
+:func:`medray.data.dicom.dicom_to_png`, the conversion preprocessing uses too (rescale,
+window, MONOCHROME1 inverted; multi-frame refused); everything after the converter is
+shared. :func:`register_format` adds another format with its magic-byte test and converter.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from dataclasses import dataclass
 
 from PIL import Image, UnidentifiedImageError
 
+from medray.data.dicom import DicomError, dicom_to_png, is_dicom
 from medray.imaging import ImageDecodeError, decode_image
 
 _DATA_URL = re.compile(
@@ -41,7 +44,9 @@ class ImageError(ValueError):
 
     Attributes:
         code: machine-readable reason (``invalid_image``, ``image_too_large``,
-            ``image_too_small``, ``unsupported_image_format``).
+            ``image_too_small``, ``unsupported_image_format``; for DICOM also
+            ``invalid_dicom``, ``dicom_multiframe``, ``dicom_no_pixel_data``,
+            ``dicom_unsupported_transfer_syntax``).
     """
 
     def __init__(self, message: str, code: str = "invalid_image") -> None:
@@ -56,18 +61,21 @@ class ImageFormat:
     Attributes:
         name: Pillow's format name (the only plugin Pillow may use for it).
         sniff: True when the bytes start like this format.
-        to_png: converter for formats Pillow should not decode itself (DICOM): bytes ->
-            PNG bytes; None to decode with Pillow's ``name`` plugin.
+        to_png: converter for formats Pillow should not decode itself (DICOM):
+            ``(bytes, max_pixels) -> PNG bytes``, refusing an image over ``max_pixels``
+            before decoding it; None to decode with Pillow's ``name`` plugin. A
+            converter's ``ValueError`` with a ``code`` keeps its code.
     """
 
     name: str
     sniff: Callable[[bytes], bool]
-    to_png: Callable[[bytes], bytes] | None = None
+    to_png: Callable[[bytes, int], bytes] | None = None
 
 
 IMAGE_FORMATS: dict[str, ImageFormat] = {
     "PNG": ImageFormat("PNG", lambda b: b.startswith(b"\x89PNG\r\n\x1a\n")),
     "JPEG": ImageFormat("JPEG", lambda b: b.startswith(b"\xff\xd8\xff")),
+    "DICOM": ImageFormat("DICOM", is_dicom, dicom_to_png),
 }
 
 # Only to name a refused format in the error message; never decoded.
@@ -102,10 +110,7 @@ def sniff_format(data: bytes, what: str = "image") -> ImageFormat:
     for fmt in IMAGE_FORMATS.values():
         if fmt.sniff(data):
             return fmt
-    if len(data) > 132 and data[128:132] == b"DICM":
-        other = "DICOM"
-    else:
-        other = next((name for magic, name in _KNOWN_OTHERS if data.startswith(magic)), None)
+    other = next((name for magic, name in _KNOWN_OTHERS if data.startswith(magic)), None)
     if other is None:  # not an image at all (or a format nobody would send)
         raise ImageError(f"{what}: not an image; accepted image formats: {accepted_formats()}")
     raise ImageError(
@@ -188,7 +193,9 @@ def open_image(
     fmt = sniff_format(data, what)
     if fmt.to_png is not None:
         try:
-            data, fmt = fmt.to_png(data), IMAGE_FORMATS["PNG"]
+            data, fmt = fmt.to_png(data, max_pixels), IMAGE_FORMATS["PNG"]
+        except DicomError as e:
+            raise ImageError(f"{what}: {e}", e.code) from None
         except Exception as e:
             raise ImageError(f"{what}: cannot convert the {fmt.name} file: {e}") from None
     img, bomb = _header(data, fmt.name, what)
@@ -230,6 +237,14 @@ def open_image(
         raise ImageError(f"{what}: truncated or corrupt image: {e}") from None
 
 
+_STATUS = {
+    "image_too_large": 413,
+    "unsupported_image_format": 415,
+    "dicom_unsupported_transfer_syntax": 415,  # a compression no installed decoder reads
+}
+
+
 def http_status(error: ImageError) -> int:
-    """The HTTP status of an image error: 413 too large, 415 format, else 422."""
-    return {"image_too_large": 413, "unsupported_image_format": 415}.get(error.code, 422)
+    """The HTTP status of an image error: 413 too large, 415 format (or a DICOM
+    compression that cannot be decoded), else 422."""
+    return _STATUS.get(error.code, 422)

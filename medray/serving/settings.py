@@ -239,6 +239,25 @@ def parse_args(args: Mapping[str, Any] | AppArgs | None) -> AppArgs:
         raise ConfigError(f"serve app args: {e}") from None
 
 
+@dataclass(frozen=True)
+class UIArgs:
+    """The ``args:`` of the web UI application (``serve_apps/ui/deployment.py``)."""
+
+    api_url: str = ""  # the API's base URL from the UI replica; "" = the proxy's root
+
+    def __post_init__(self) -> None:
+        if self.api_url and not self.api_url.startswith(("http://", "https://")):
+            raise ConfigError(f"api_url must be an http(s) URL, got {self.api_url!r}")
+
+
+def parse_ui_args(args: Mapping[str, Any] | None) -> UIArgs:
+    """Validate the web UI application's ``args:`` mapping."""
+    try:
+        return from_dict(UIArgs, dict(args or {}))
+    except ConfigError as e:
+        raise ConfigError(f"web UI app args: {e}") from None
+
+
 __all__ = [
     "LOOPBACK_HOSTS",
     "AppArgs",
@@ -249,5 +268,7 @@ __all__ = [
     "RateLimitSettings",
     "RetrievalSettings",
     "TimeoutSettings",
+    "UIArgs",
     "parse_args",
+    "parse_ui_args",
 ]

@@ -830,15 +830,36 @@ def test_demo_sends_an_analyze_request_and_prints_live_urls(client, capsys):
     assert {"reasoning", "summary", "similar_cases", "knowledge", "safety"} <= set(kinds)
     print_urls(load_serve_config("serve_apps/configs/local.yaml", [], port=SERVE_PORT))
     urls = [ln.split()[-1] for ln in capsys.readouterr().out.splitlines() if "http://" in ln]
-    assert f"{BASE}/v1/analyze" in urls and len(urls) == 8
+    assert f"{BASE}/v1/analyze" in urls and f"{BASE}/ui/" in urls and len(urls) == 9
     for url in urls:
         path = url.removeprefix(BASE)
-        r = client.get(path) if path in ("/health", "/ready", "/v1/models", "/docs") else None
+        gets = ("/health", "/ready", "/v1/models", "/docs", "/ui/")
+        r = client.get(path) if path in gets else None
         if r is None:
             r = client.post(path, json={})  # POST endpoints: reachable, input checked
             assert r.status_code == 422, (url, r.status_code)
         else:
             assert r.status_code == 200, (url, r.status_code)
+
+
+def test_web_ui_analyzes_through_the_served_api(client, tmp_path):
+    """The Gradio UI mounted on the Serve gateway (``/ui``), driven with Gradio's own
+    client through Serve's proxy: its queue streams, and its analyze call reaches this
+    app's ``/v1/analyze`` with the key typed into the page (a wrong key: the API's 401).
+    The browser test (test_ui_browser.py) covers the page itself."""
+    from gradio_client import Client, handle_file
+
+    page = client.get("/ui/")
+    assert page.status_code == 200 and "gradio" in page.text.lower()
+    image = tmp_path / "chest.png"
+    image.write_bytes(png(xray(3)))
+    ui = Client(f"{BASE}/ui/", verbose=False)
+    args = (handle_file(str(image)), "Is there a pleural effusion?", "(base model)")
+    status, _, _, _, answer, cases, safety = ui.predict(*args, KEY, api_name="/analyze")
+    assert status == "**Done.**", status
+    assert answer and "case-" in cases and DISCLAIMER in safety, (answer, cases, safety)
+    status = ui.predict(*args, "wrong", api_name="/analyze")[0]
+    assert status.startswith("**Error (401):**") and "invalid API key" in status
 
 
 # ------------------------------------------------------------------ degraded retrieval

@@ -38,9 +38,19 @@ def test_read_image_accepts_png_and_jpeg(tmp_path, png):
     assert read_image(jpg)[1] == "image/jpeg"
 
 
+def test_read_image_accepts_dicom(tmp_path):
+    import numpy as np
+    from dicom_fixtures import make_dicom
+
+    dcm = tmp_path / "chest.dcm"
+    dcm.write_bytes(make_dicom(np.zeros((16, 16)), WindowCenter=0, WindowWidth=10))
+    data, mime = read_image(dcm)
+    assert mime == "application/dicom" and data == dcm.read_bytes()
+
+
 @pytest.mark.parametrize(
     "content,message",
-    [(None, "no such file"), (b"", "an empty file"), (b"hello world", "not a PNG or JPEG")],
+    [(None, "no such file"), (b"", "an empty file"), (b"hello world", "not a PNG, JPEG or DICOM")],
 )
 def test_read_image_names_the_problem(tmp_path, content, message):
     path = tmp_path / "x.png"

@@ -231,7 +231,7 @@ def test_rayservice_cluster_can_hold_every_deployment():
     total_cpu = sum(c * n for c, _, n in cap)
     total_gpu = sum(g * n for _, g, n in cap)
     need_cpu = need_gpu = 0.0
-    for dep in served["applications"][0]["deployments"]:
+    for dep in (d for app in served["applications"] for d in app["deployments"]):
         opts = dep.get("ray_actor_options", {})
         cpu, gpu = float(opts.get("num_cpus", 1)), float(opts.get("num_gpus", 0))
         assert any(cpu <= c and gpu <= g for c, g, _ in cap), f"{dep['name']} fits no pod"

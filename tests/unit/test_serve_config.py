@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import io
+from pathlib import Path
 
 import pytest
 from PIL import Image
@@ -29,6 +30,26 @@ def test_serve_config_args_validate(path):
     assert names - {"MedQA"} == expected
     if "local" in path:
         assert "MedQA" in names
+
+
+@pytest.mark.parametrize("path", ["serve_apps/configs/local.yaml", "serve_apps/configs/gpu.yaml"])
+def test_the_web_ui_is_an_app_of_its_own_with_one_replica(path, tmp_path):
+    """Gradio keeps a session's queue in one process: the UI must not ride on the
+    autoscaled Gateway. Its app is renamed with the API's, listed, and checked."""
+    from ray.serve import Application
+
+    from serve_apps.ui.deployment import ui_builder
+
+    cfg = load_serve_config(path, app_name="mine", port=9124)
+    api, ui = cfg["applications"]
+    assert (api["name"], ui["name"]) == ("mine", "mine-ui") and ui["route_prefix"] == "/ui"
+    assert [(d["name"], d["num_replicas"]) for d in ui["deployments"]] == [("WebUI", 1)]
+    assert isinstance(ui_builder(ui["args"]), Application)
+    assert endpoint_urls(cfg)["web UI"] == "http://127.0.0.1:9124/ui/"
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(Path(path).read_text().replace('api_url: ""', "api_url: ftp://x"))
+    with pytest.raises(ConfigError, match="web UI app args: .*http"):
+        load_serve_config(bad)
 
 
 def test_gpu_profile_asks_for_gpus():

@@ -1,0 +1,216 @@
+"""The MedRay web UI (Gradio): served at ``/ui`` by a Serve application of its own
+(:mod:`.deployment`), or mounted on any FastAPI app with :func:`mount_ui`.
+
+Every request the UI makes goes to the gateway's HTTP API (:mod:`.client`) with the
+API key typed into the page, so the UI is behind the same access rules, limits and
+safety checks as any other client. By default the API is reached at the address of the
+socket the page's request came in on (the server's own address, never a header the
+browser controls); ``api_url`` overrides it (e.g. behind a proxy with a path prefix).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+
+from medray import DISCLAIMER
+from medray.serving.images import ImageError, open_image
+
+from .client import ApiClient, ApiError
+from .render import (
+    CSS,
+    answer_markdown,
+    box_labels,
+    cases_html,
+    draw_boxes,
+    safety_markdown,
+    steps_markdown,
+    valid_boxes,
+)
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no calls home from a server
+
+import gradio as gr  # after the analytics switch
+
+log = logging.getLogger(__name__)
+
+UPLOAD_TYPES = [".png", ".jpg", ".jpeg", ".dcm", ".dicom"]
+PREVIEW_MAX_PIXELS = 40_000_000  # the API applies its own limit; this only bounds the preview
+BASE_MODEL = "(base model)"
+
+
+def _api_url(request: gr.Request | None, fixed: str | None) -> str:
+    if fixed:
+        return fixed
+    raw = getattr(request, "request", None)
+    scope = getattr(raw, "scope", None) or {}
+    server = scope.get("server")
+    if not server:
+        raise ApiError(500, "the UI cannot tell the API's address: mount it with api_url=...")
+    host, port = server
+    host = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+    host = f"[{host}]" if ":" in host else host
+    return f"http://{host}:{port}"
+
+
+def _preview(data: bytes) -> Image.Image | None:
+    """The image as the API decodes it (PNG, JPEG or DICOM), or None if it does not."""
+    try:
+        return open_image(data, PREVIEW_MAX_PIXELS)
+    except ImageError:
+        return None  # the API's own answer explains why
+
+
+def build_blocks(api_url: str | None = None) -> gr.Blocks:
+    """The UI: an Analyze tab streaming ``/v1/analyze``; the disclaimer on top."""
+
+    def load_models(api_key: str, request: gr.Request):
+        try:
+            names = ApiClient(_api_url(request, api_url), api_key).models()
+        except ApiError as e:
+            return gr.update(), f"**Error:** {e}"
+        except Exception as e:  # the API itself unreachable: say so, no trace
+            return gr.update(), f"**Error:** the API did not answer ({type(e).__name__})"
+        choices = [BASE_MODEL, *names[1:]] if names else [BASE_MODEL]
+        return gr.update(choices=choices, value=BASE_MODEL), ""
+
+    def load_models_quietly(api_key: str, request: gr.Request):
+        return load_models(api_key, request)[0]
+
+    def analyze(path, question, model, api_key, request: gr.Request) -> Iterator[tuple]:
+        state: dict[str, Any] = {
+            "status": "",
+            "image": None,
+            "steps": "",
+            "summary": "",
+            "answer": "",
+            "cases": "",
+            "safety": "",
+        }
+
+        def out():
+            return tuple(state[k] for k in state)
+
+        if not path:
+            state["status"] = "**Error:** upload an image (PNG, JPEG or DICOM) first"
+            yield out()
+            return
+        data = Path(path).read_bytes()
+        image = _preview(data)
+        state["image"] = image
+        state["status"] = "*analysing…*"
+        yield out()
+        client = ApiClient(_api_url(request, api_url), api_key)
+        steps: list[dict[str, Any]] = []
+        chosen = None if model in (None, "", BASE_MODEL) else model
+        try:
+            for event, body in client.analyze(data, question or "", chosen):
+                if event == "guard" and not body.get("allowed", True):
+                    state["status"] = f"**Refused:** {body.get('message', '')}"
+                elif event == "step":
+                    steps.append(body)
+                    state["steps"] = steps_markdown(steps, done=False)
+                elif event == "reasoning":
+                    state["steps"] = steps_markdown(steps, done=True)
+                    boxes = valid_boxes((body.get("parsed") or {}).get("boxes"))
+                    if image is not None and boxes:
+                        labels = box_labels(body.get("parsed"), len(boxes))
+                        state["image"] = draw_boxes(image, boxes, labels)
+                elif event == "summary":
+                    state["summary"] = body.get("text", "")
+                elif event == "similar_cases":
+                    state["cases"] = cases_html(body)
+                elif event == "agent_answer":
+                    state["answer"] = answer_markdown(body)
+                elif event == "safety":
+                    state["safety"] = safety_markdown(body)
+                elif event == "error":
+                    state["status"] = f"**Error:** {body.get('message', '')}"
+                elif event == "done":
+                    if state["status"] == "*analysing…*":
+                        state["status"] = "**Done.**"
+                else:
+                    continue
+                yield out()
+        except ApiError as e:
+            state["status"] = f"**Error ({e.status}):** {e}"
+            yield out()
+        except Exception as e:  # connection lost etc.: the kind, never a trace
+            log.warning("ui analyze: %s", type(e).__name__)
+            state["status"] = f"**Error:** the API stream failed ({type(e).__name__})"
+            yield out()
+
+    # Uploaded images are kept in Gradio's cache only briefly (checked every 5 minutes).
+    with gr.Blocks(title="MedRay", analytics_enabled=False, delete_cache=(300, 600)) as ui:
+        gr.Markdown(f"# MedRay\n**{DISCLAIMER}**", elem_id="medray-disclaimer")
+        with gr.Tab("Analyze"):
+            with gr.Row():
+                with gr.Column(scale=1):
+                    upload = gr.File(
+                        label="Image (PNG, JPEG or DICOM)",
+                        file_types=UPLOAD_TYPES,
+                        type="filepath",
+                        elem_id="medray-upload",
+                    )
+                    question = gr.Textbox(label="Question", elem_id="medray-question")
+                    with gr.Row():
+                        model = gr.Dropdown(
+                            [BASE_MODEL], value=BASE_MODEL, label="Model", elem_id="medray-model"
+                        )
+                        refresh = gr.Button("Load models", size="sm")
+                    api_key = gr.Textbox(
+                        label="API key (sent as 'Authorization: Bearer <key>')",
+                        type="password",
+                        elem_id="medray-key",
+                    )
+                    run = gr.Button("Analyze", variant="primary", elem_id="medray-run")
+                    status = gr.Markdown(elem_id="medray-status")
+                with gr.Column(scale=1):
+                    image = gr.Image(
+                        label="Image with predicted boxes",
+                        type="pil",
+                        format="png",
+                        interactive=False,
+                        elem_id="medray-image",
+                    )
+                    gr.Markdown("### Reasoning")
+                    steps = gr.Markdown(elem_id="medray-steps")
+            gr.Markdown("### Summary")
+            summary = gr.Markdown(elem_id="medray-summary")
+            gr.Markdown("### Answer")
+            answer = gr.Markdown(elem_id="medray-answer")
+            gr.Markdown("### Similar cases")
+            cases = gr.HTML(elem_id="medray-cases")
+            gr.Markdown("### Safety")
+            safety = gr.Markdown(elem_id="medray-safety")
+        outputs = [status, image, steps, summary, answer, cases, safety]
+        run.click(analyze, [upload, question, model, api_key], outputs)
+        refresh.click(load_models, [api_key], [model, status])
+        # On page load, without a key yet where keys are required: the button reports errors.
+        ui.load(load_models_quietly, [api_key], [model])
+    return ui
+
+
+def mount_ui(app, *, path: str = "/ui", api_url: str | None = None) -> None:
+    """Mount the web UI on a FastAPI ``app`` at ``path``.
+
+    Args:
+        app: the UI deployment's own app, or (in one process) the gateway's app.
+        path: where the UI lives.
+        api_url: the API's base URL as this server can reach it; default: the address of
+            the socket each UI request arrived on.
+    """
+    gr.mount_gradio_app(
+        app,
+        build_blocks(api_url),
+        path=path,
+        ssr_mode=False,
+        mcp_server=False,
+        css=CSS,
+        footer_links=[],
+    )
