@@ -22,9 +22,14 @@ log = logging.getLogger(__name__)
 
 DEFAULT_CONFIG = "serve_apps/configs/local.yaml"
 UI_IMPORT_PATH = "serve_apps.ui.deployment:ui_builder"
-UI_SUFFIX = (
-    "-ui"  # the web UI app of app NAME is NAME-ui (its own app: serve_apps/ui/deployment.py)
-)
+# The web UI app of app NAME is NAME-ui (its own app: serve_apps/ui/deployment.py).
+UI_SUFFIX = "-ui"
+
+
+def ui_apps(config: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The web UI applications of a Serve config (those after the first with the UI's
+    import path)."""
+    return [a for a in config["applications"][1:] if a.get("import_path") == UI_IMPORT_PATH]
 
 
 class ServeDeployError(RuntimeError):
@@ -66,15 +71,13 @@ def load_serve_config(
         args = merge(args, {"auth": {"listen_host": host}})
     if port is not None:
         config.setdefault("http_options", {})["port"] = int(port)
+    for ui in ui_apps(config):
+        if app_name:
+            ui["name"] = app_name + UI_SUFFIX
+        parse_ui_args(ui.get("args"))  # like the API's args: fail here, not in a replica
     if app_name:
         app["name"] = app_name
-        for other in apps[1:]:
-            if other.get("import_path") == UI_IMPORT_PATH:
-                other["name"] = app_name + UI_SUFFIX
     parsed = parse_args(args)  # fail here, with the key's name, not in a replica
-    for other in apps[1:]:
-        if other.get("import_path") == UI_IMPORT_PATH:
-            parse_ui_args(other.get("args"))
     app["args"] = args
     # Deployments the args leave out of the graph must leave the config too: Serve refuses
     # options for a deployment the app does not have.
@@ -95,7 +98,8 @@ def endpoint_urls(config: Mapping[str, Any]) -> dict[str, str]:
     host = http.get("host", "127.0.0.1")
     host = "127.0.0.1" if host in ("0.0.0.0", "::") else host
     prefix = (config["applications"][0].get("route_prefix") or "/").rstrip("/")
-    base = f"http://{host}:{http.get('port', 8000)}{prefix}"
+    origin = f"http://{host}:{http.get('port', 8000)}"
+    base = f"{origin}{prefix}"
     urls = {
         "analyze (SSE)": f"{base}/v1/analyze",
         "search": f"{base}/v1/search",
@@ -106,10 +110,8 @@ def endpoint_urls(config: Mapping[str, Any]) -> dict[str, str]:
         "ready": f"{base}/ready",
         "OpenAPI docs": f"{base}/docs",
     }
-    for app in config["applications"][1:]:
-        if app.get("import_path") == UI_IMPORT_PATH:
-            ui_prefix = (app.get("route_prefix") or "/ui").rstrip("/")
-            urls["web UI"] = f"http://{host}:{http.get('port', 8000)}{ui_prefix}/"
+    for ui in ui_apps(config):
+        urls["web UI"] = f"{origin}{(ui.get('route_prefix') or '/ui').rstrip('/')}/"
     return urls
 
 
