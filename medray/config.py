@@ -92,14 +92,40 @@ def merge(base: Mapping[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def load_config(cls: type[T], path: str | Path | None = None, overrides: Sequence[str] = ()) -> T:
-    """Build config ``cls`` from an optional YAML file plus ``key=value`` overrides."""
+    """Build config ``cls`` from an optional YAML file plus ``key=value`` overrides.
+
+    An error names its source (see ``blame``): the file, or the command-line override.
+    """
     data = load_yaml(path) if path else {}
-    data = merge(data, parse_overrides(overrides))
-    where = str(path) if path else cls.__name__
+    update = parse_overrides(overrides)  # its errors name the override already
     try:
-        return from_dict(cls, data)
+        return from_dict(cls, merge(data, update))
     except ConfigError as e:
-        raise ConfigError(f"{where}: {e}") from None
+        where = str(path) if path else cls.__name__
+        build = lambda items: from_dict(cls, merge(data, parse_overrides(items)))  # noqa: E731
+        raise ConfigError(blame(e, where, build, overrides)) from None
+
+
+def blame(error: Exception, where: str, build, overrides: Sequence[str]) -> str:
+    """The message of ``error``, raised building a config from a file (``where``) plus
+    command-line ``overrides``, prefixed with its source: the file when the file alone is
+    wrong, else the first override that is wrong on its own, else the overrides together.
+
+    ``build(items)``: builds the config from the file plus ``items`` (raises ConfigError).
+    """
+    if overrides:
+        try:
+            build([])
+        except ConfigError:
+            pass
+        else:
+            for item in overrides:
+                try:
+                    build([item])
+                except ConfigError as e:
+                    return f"command-line override {item!r}: {e}"
+            return f"the command-line overrides together ({' '.join(overrides)}): {error}"
+    return str(error) if where in str(error) else f"{where}: {error}"
 
 
 def from_dict(cls: type[T], data: Mapping[str, Any], prefix: str = "") -> T:

@@ -23,19 +23,12 @@ def _dashboard(address: str | None) -> str:
 def blame(config_file: str, overrides, error: Exception) -> str:
     """``error`` of a Serve config with overrides, prefixed with its source: the file
     itself, or the first command-line override that is wrong on its own."""
-    from medray.config import ConfigError
+    from medray.config import blame as blame_source
     from medray.serving.deploy import load_serve_config
 
-    try:
-        load_serve_config(config_file)
-    except ConfigError:
-        return f"{error} (in the file {config_file})"
-    for item in overrides:
-        try:
-            load_serve_config(config_file, [item])
-        except ConfigError as e:
-            return f"command-line override {item!r}: {e}"
-    return f"the command-line overrides together: {error}"
+    return blame_source(
+        error, config_file, lambda items: load_serve_config(config_file, items), overrides
+    )
 
 
 def drop_unbuilt(config: dict) -> dict:

@@ -140,6 +140,9 @@ def test_job_config_errors_fail_before_anything_is_submitted(tmp_path, monkeypat
     )
     assert res.exit_code == 1, res.output
     assert "nothing was submitted" in res.output and "did you mean 'input'" in res.output
+    # blamed on the command line, not on the job's default YAML file
+    assert "command-line override 'cases.inptu=/x'" in res.output
+    assert "index_tiny.yaml" not in res.output
     from medray.cli.job import preflight
 
     preflight(["python", "-m", "jobs.index", "cases.input=/x"], repo_root(), dict(os.environ))

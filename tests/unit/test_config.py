@@ -103,3 +103,16 @@ def test_parse_args_exits_2_with_a_message(capsys):
         parse_args(Job, ["bogus=1"], prog="job")
     assert e.value.code == 2
     assert "unknown key 'bogus'" in capsys.readouterr().err
+
+
+def test_errors_blame_the_file_or_the_command_line_override(tmp_path):
+    good = write(tmp_path, "optim:\n  steps: 3\n")
+    with pytest.raises(ConfigError) as e:
+        load_config(Job, good, ["name=x", "optim.stpes=4"])
+    assert str(e.value).startswith("command-line override 'optim.stpes=4': unknown key")
+    assert "did you mean 'steps'" in str(e.value) and str(good) not in str(e.value)
+    bad = write(tmp_path, "optim:\n  stpes: 3\n")
+    with pytest.raises(ConfigError) as e:
+        load_config(Job, bad, ["name=x"])
+    assert str(e.value).startswith(f"{bad}: unknown key 'optim.stpes'")
+    assert "command-line" not in str(e.value)
