@@ -197,10 +197,16 @@ def load_manifest(location: str) -> dict[str, Any]:
     """The manifest of a committed output; refuse folders without one.
 
     Raises:
-        OutputError: no ``_SUCCESS`` (a failed, running or foreign folder), or a manifest
+        OutputError: no such folder, no ``_SUCCESS`` (a failed, running or foreign
+            folder), or a manifest
             of another format or schema version.
     """
     marker = io.join(location, SUCCESS)
+    if not io.exists(location):
+        raise OutputError(
+            f"{location} does not exist: pass the output folder of the preprocess job "
+            "(`medray job submit -- python -m jobs.preprocess` writes $MEDRAY_HOME/data/synthetic)"
+        )
     if not io.is_file(marker):
         raise OutputError(
             f"{location} has no {SUCCESS} manifest: not a complete MedRay preprocessed output "

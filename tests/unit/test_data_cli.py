@@ -50,3 +50,14 @@ def test_inspect_names_a_path_that_does_not_exist(tmp_path):
     res = CliRunner().invoke(cli, ["data", "inspect", str(tmp_path / "nope")])
     assert res.exit_code == 1
     assert f"{tmp_path / 'nope'} does not exist" in res.output and "_SUCCESS" not in res.output
+
+
+def test_readers_name_a_path_that_does_not_exist(tmp_path):
+    """Every reader of preprocessed outputs (training, inference, indexing) goes through
+    load_manifest: a wrong path is named as missing, not as a folder without a manifest."""
+    from medray.data.output import OutputError, load_manifest
+
+    with pytest.raises(OutputError) as e:
+        load_manifest(str(tmp_path / "nope"))
+    assert f"{tmp_path / 'nope'} does not exist" in str(e.value)
+    assert "_SUCCESS" not in str(e.value) and "jobs.preprocess" in str(e.value)
