@@ -55,20 +55,12 @@ def show(run: Path, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps({r["label"]: headline(r["metrics"]) for r in rep["runs"]}, indent=2))
         return
+    from medray.cli import table
+
     labels = [r["label"] for r in rep["runs"]]
     rows = [[str(k), *[fmt(v) for v in vals]] for k, *vals in headline_rows(rep["runs"])]
-    table = [["metric", *labels], *rows]
-    widths = [max(len(r[i]) for r in table) for i in range(len(table[0]))]
     click.echo(f"{rep['dataset']} [{rep['split']}], {rep['n_rows']} rows, created {rep['created']}")
-    for i, r in enumerate(table):
-        click.echo(
-            "  ".join(
-                c.ljust(w) if j == 0 else c.rjust(w)
-                for j, (c, w) in enumerate(zip(r, widths, strict=True))
-            )
-        )
-        if i == 0:
-            click.echo("  ".join("-" * w for w in widths))
+    table.echo(["metric", *labels], rows, right=range(1, len(labels) + 1))
     click.echo(f"report: {run / 'report.md'}")
     for name in sorted(rep.get("figures", {}).values()):
         click.echo(f"plot:   {run / name}")

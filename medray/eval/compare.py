@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from medray.cli import table
 from medray.eval.metrics import LOWER_IS_BETTER, NO_DIRECTION, headline
 from medray.eval.report import ReportError, fmt, markdown_table
 
@@ -118,17 +119,8 @@ def render_text(result: Mapping[str, Any]) -> str:
     """The comparison as an aligned plain-text table for the terminal."""
     a, b = result["a"], result["b"]
     header = ["metric", f"A: {a['label']}", f"B: {b['label']}", "B - A", "ahead"]
-    cells = [header] + [[fmt(v) for v in row] for row in result["rows"]]
-    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
     lines = [f"A = {a['label']} ({a['where']}), B = {b['label']} ({b['where']})"]
     lines += [f"WARNING: {w}" for w in result["warnings"]]
-    for i, r in enumerate(cells):
-        lines.append(
-            "  ".join(
-                c.ljust(w) if j == 0 else c.rjust(w)
-                for j, (c, w) in enumerate(zip(r, widths, strict=True))
-            )
-        )
-        if i == 0:
-            lines.append("  ".join("-" * w for w in widths))
+    rows = [[fmt(v) for v in row] for row in result["rows"]]
+    lines.append(table.render(header, rows, right=range(1, len(header))))
     return "\n".join(lines)

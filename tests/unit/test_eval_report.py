@@ -133,6 +133,8 @@ def test_cli_report_show_and_compare(report_dir, tmp_path):
     res = runner.invoke(cli, ["report", "show", str(report_dir)])
     assert res.exit_code == 0, res.output
     assert "accuracy" in res.output and "0.400" in res.output and "report.md" in res.output
+    lines = res.output.splitlines()  # a header row over a dashed rule (medray.cli.table)
+    assert lines[1].split() == ["metric", "base", "sft"] and set(lines[2]) <= {"-", " "}
     res = runner.invoke(cli, ["report", "show", str(report_dir), "--json"])
     assert json.loads(res.output)["sft"]["accuracy"] == pytest.approx(0.6)
     out = tmp_path / "cmp"
@@ -140,6 +142,10 @@ def test_cli_report_show_and_compare(report_dir, tmp_path):
                               "--a-label", "base", "--b-label", "sft", "--out", str(out)])  # fmt: skip
     assert res.exit_code == 0, res.output
     assert "accuracy" in res.output and "0.200" in res.output
+    lines = res.output.splitlines()
+    head = next(i for i, line in enumerate(lines) if line.startswith("metric"))
+    assert lines[head].split() == ["metric", "A:", "base", "B:", "sft", "B", "-", "A", "ahead"]
+    assert set(lines[head + 1]) <= {"-", " "}
     assert "| accuracy | 0.400 | 0.600 | 0.200 | B |" in (out / "compare.md").read_text()
     assert json.loads((out / "compare.json").read_text())["b"]["label"] == "sft"
     res = runner.invoke(cli, ["report", "compare", str(report_dir), str(report_dir)])
