@@ -216,6 +216,30 @@ def test_index_job_indexes_once_searches_and_reports_bad_rows(
     assert res.returncode == 2 and "cannot filter on 'patient'" in res.stderr
     assert "filterable fields: modality" in res.stderr
 
+    # Filters ignore case and match words of the stored values, options may follow the
+    # subcommand, and a search prints its results only (no library INFO logs).
+    res = subprocess.run(
+        [*base, "text", "effusion", "--filter", "labels=EFFUSION", "--filter", "modality=x-ray",
+         "-k", "3", "--json"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    hits = json.loads(res.stdout)
+    assert hits and all(
+        h["labels"] == ["pleural effusion"] and h["modality"] == "X-Ray" for h in hits
+    )
+    assert "INFO" not in res.stderr, res.stderr
+    # `search filters` lists the values a filter can match, as a table or JSON.
+    res = subprocess.run([*base, "filters"], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    lines = res.stdout.splitlines()
+    assert lines[0].split() == ["field", "values"] and set(lines[1]) <= {"-", " "}
+    rows = {line.split()[0]: line for line in lines[2:] if line.strip()}
+    assert "CT, X-Ray" in rows["modality"] and "pleural effusion" in rows["labels"]
+    res = subprocess.run([*base, "filters", "--json"], capture_output=True, text=True, timeout=120)
+    values = json.loads(res.stdout)
+    assert values["modality"] == ["CT", "X-Ray"] and values["split"] == ["test", "train"]
+
 
 def test_milvus_down_gives_a_clear_error():
     with pytest.raises(
