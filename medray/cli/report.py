@@ -92,11 +92,13 @@ def compare(
     run_b, rep_b = _load(run_b)
     labels = [r["label"] for r in rep_a["runs"]]
     if run_a.resolve() == run_b.resolve() and (a_label or labels[0]) == (b_label or labels[0]):
-        raise click.UsageError(
-            f"this compares model {a_label or labels[0]!r} with itself; pick two of "
-            f"{', '.join(labels)} with --a-label/--b-label (e.g. --a-label {labels[0]} "
-            f"--b-label {labels[-1] if len(labels) > 1 else 'OTHER'}) or give two runs"
+        fix = (
+            f"pick two of {', '.join(labels)} with --a-label/--b-label (e.g. --a-label "
+            f"{labels[0]} --b-label {labels[-1]}) or give two runs"
+            if len(labels) > 1
+            else "its report has one model only: give the folder of another run as RUN_B"
         )
+        raise click.UsageError(f"this compares model {a_label or labels[0]!r} with itself; {fix}")
     try:
         result = cmp.compare(rep_a, rep_b, a_label, b_label, str(run_a), str(run_b))
     except ReportError as e:

@@ -167,6 +167,12 @@ def test_cli_report_finds_the_evaluate_folder_of_a_run(tmp_path):
     assert f"report: {run / 'evaluate' / 'report.md'}" in res.output
     res = CliRunner().invoke(cli, ["report", "compare", str(run), str(run), "--b-label", "sft"])
     assert res.exit_code == 0 and "0.200" in res.output, res.output
+    # A run with one model: comparing it with itself says to give another run.
+    single = tmp_path / "runs" / "single"
+    write_report(single / "evaluate", _report([("base", VQA_ROWS)]))
+    res = CliRunner().invoke(cli, ["report", "compare", str(single), str(single / "evaluate")])
+    assert res.exit_code == 2 and "compares model 'base' with itself" in res.output
+    assert "one model only: give the folder of another run as RUN_B" in res.output
 
 
 def test_vote_line_has_no_placeholder():
