@@ -55,11 +55,10 @@ def setup_logging(verbose: int) -> None:
     level = (logging.WARNING, logging.INFO)[verbose] if verbose < 2 else logging.DEBUG
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     options.VERBOSITY = verbose
-    if not verbose:
-        # Ray sets its "ray" logger to INFO on import, but leaves the levels of most
-        # loggers below it alone (see options.quiet_imported for those it sets).
-        for name in QUIET_LOGGERS:
-            logging.getLogger(name).setLevel(logging.WARNING)
+    # Ray sets its "ray" logger to INFO on import, but leaves the levels of most loggers
+    # below it alone (see options.quiet_ray_sdk for one it sets): set them either way.
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(level)
 
 
 for command in (cluster, models, job, data, search, serve, analyze, report, demo):

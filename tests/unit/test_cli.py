@@ -169,3 +169,24 @@ def test_serve_up_blames_the_override_that_is_wrong():
     assert res.exit_code == 2
     assert "command-line override 'generation.max_new_tokn=7': " in res.output
     assert "did you mean 'max_new_tokens'" in res.output
+
+
+def test_library_info_logs_are_off_unless_verbose(monkeypatch):
+    import logging
+
+    from medray.cli import main, options
+
+    names = ("ray.data", "pymilvus", "sentence_transformers", "httpx", "medray")
+    saved = {n: logging.getLogger(n).level for n in (*names, "ray", "")}
+    monkeypatch.setattr(options, "VERBOSITY", 0)
+    try:
+        for n in ("", "ray"):  # Ray sets its logger to INFO on import; root as loud
+            logging.getLogger(n).setLevel(logging.INFO)
+        main.setup_logging(0)
+        assert all(logging.getLogger(n).getEffectiveLevel() == logging.WARNING for n in names)
+        res = CliRunner().invoke(cli, ["models", "list", "-v"])  # -v after the subcommand
+        assert res.exit_code == 0 and options.VERBOSITY == 1
+        assert all(logging.getLogger(n).getEffectiveLevel() == logging.INFO for n in names)
+    finally:
+        for n, level in saved.items():
+            logging.getLogger(n).setLevel(level)
