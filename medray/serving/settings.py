@@ -19,6 +19,7 @@ from medray.agent.graph import AgentSettings
 from medray.config import ConfigError, from_dict
 from medray.retrieval import MilvusSettings
 from medray.safety import SafetyPolicy
+from medray.serving.audit import AuditSettings
 
 
 @dataclass(frozen=True)
@@ -204,6 +205,7 @@ class AppArgs:
     rate_limit: RateLimitSettings = field(default_factory=RateLimitSettings)
     timeouts: TimeoutSettings = field(default_factory=TimeoutSettings)
     auth: AuthSettings = field(default_factory=AuthSettings)
+    audit: AuditSettings = field(default_factory=AuditSettings)  # medray.serving.audit
     safety: SafetyPolicy = field(default_factory=SafetyPolicy)
     retrieval: RetrievalSettings = field(default_factory=RetrievalSettings)
     stream_tokens: bool = True  # /v1/analyze also streams raw token events

@@ -19,6 +19,7 @@ from fastapi import Depends, Request
 from PIL import Image
 
 from medray.safety import SafetyReport
+from medray.serving import audit
 from medray.serving.images import ImageError, decode_base64, http_status, open_image
 from medray.serving.ratelimit import RateLimiter, key_id, retry_after
 from serve_apps.backend import Backend
@@ -247,6 +248,12 @@ async def timed(coro: Awaitable[Any]) -> tuple[Any, float]:
     return out, (time.perf_counter() - t0) * 1000
 
 
+def audit_state(request: Request) -> dict[str, Any]:
+    """The request's state mapping, where routers note what the audit log records
+    (:func:`medray.serving.audit.note_guard`, ``note_model``)."""
+    return request.scope.setdefault("state", {})
+
+
 def context(request: Request) -> Context:
     """FastAPI dependency: the app's :class:`Context`."""
     return request.app.state.ctx
@@ -261,7 +268,9 @@ async def require_key(request: Request) -> None:
     then a 429 over the client's rate limit. Sets ``request.state.client_id``."""
     ctx = context(request)
     request.state.client_id = client = ctx.check_key(request)
+    if ctx.keys_required:
+        audit.note_key(audit_state(request), client)
     ctx.check_rate(client, request.url.path)
 
 
-__all__ = ["Context", "Ctx", "context", "report_dict", "require_key", "timed"]
+__all__ = ["Context", "Ctx", "audit_state", "context", "report_dict", "require_key", "timed"]

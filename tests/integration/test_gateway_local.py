@@ -134,3 +134,60 @@ def test_health_reports_models_loaded_before_any_ready_call(backend):
     silent = Unanswering(backend.guard, backend.reasoner, backend.summariser, backend.embedder)
     body = TestClient(app_with(silent)).get("/health").json()
     assert body["status"] == "healthy" and body["model_loaded"] is False
+
+
+def test_audit_log_records_each_request_with_key_id_and_no_text(backend, monkeypatch, tmp_path):
+    from medray.serving.audit import read_records
+    from medray.serving.ratelimit import key_id
+
+    canary = "CANARY-7c1d-audit"
+    path = tmp_path / "audit.jsonl"
+    monkeypatch.setenv("MEDRAY_API_KEYS", "s3cret-audit")
+    app = app_with(
+        backend,
+        auth={"listen_host": "0.0.0.0"},
+        audit={"path": str(path)},
+        generation={"max_new_tokens": 4},
+        agent={"enabled": False},
+    )
+    client = TestClient(app)
+    auth = {"Authorization": "Bearer s3cret-audit"}
+    question = f"Is there an effusion? {canary}"
+    with client.stream(
+        "POST", "/v1/analyze", json={"image": _image(), "question": question}, headers=auth
+    ) as r:
+        assert r.status_code == 200
+        ev = dict(events(r))
+    chat = {
+        "model": "medray-reasoner",
+        "max_tokens": 4,
+        "messages": [{"role": "user", "content": f"Write a poem about football {canary}"}],
+    }
+    rc = client.post("/v1/chat/completions", json=chat, headers=auth)
+    rs = client.post("/v1/search", json={"text": f"pleural effusion {canary}"}, headers=auth)
+    r401 = client.post("/v1/search", json={"text": canary})
+    assert (rc.status_code, rs.status_code, r401.status_code) == (200, 200, 401)
+
+    recs = read_records(path)
+    assert [(r["endpoint"], r["status"]) for r in recs] == [
+        ("/v1/analyze", 200),
+        ("/v1/chat/completions", 200),
+        ("/v1/search", 200),
+        ("/v1/search", 401),
+    ]
+    kid = key_id("s3cret-audit")
+    assert [r["key_id"] for r in recs] == [kid, kid, kid, "anonymous"]
+    assert recs[0]["request_id"] == ev["done"]["request_id"]
+    assert recs[0]["model"] == recs[1]["model"] == "medray-reasoner"
+    # The audit says what the client was told: the guard's decision and the risk level.
+    for rec, report in (
+        (recs[0], ev["safety"]),
+        (recs[1], rc.json()["safety_report"]),
+        (recs[2], rs.json()["safety_report"]),
+    ):
+        assert rec["guard"] == ("refused" if report["refused"] else "allowed")
+        assert rec["risk_level"] == report["risk_level"]
+        assert rec["latency_ms"] >= 0
+    assert recs[3]["guard"] == "not_checked"
+    text = path.read_text()
+    assert canary not in text and "s3cret-audit" not in text
