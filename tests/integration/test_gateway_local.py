@@ -20,6 +20,8 @@ from serve_apps.settings import AppArgs
 pytestmark = pytest.mark.integration
 
 DEAD_MILVUS = "http://127.0.0.1:1"  # nothing listens on port 1
+# The address (ASGI scope "server") and Host of a request that came in on loopback.
+LOOPBACK = "http://127.0.0.1"
 
 
 def _image() -> str:
@@ -63,7 +65,7 @@ def test_retriever_reports_milvus_down_instead_of_raising_something_else():
 
 
 def test_milvus_down_degrades_analyze_and_search(backend):
-    client = TestClient(app_with(backend, generation={"max_new_tokens": 4}))
+    client = TestClient(app_with(backend, generation={"max_new_tokens": 4}), base_url=LOOPBACK)
     with client.stream(
         "POST", "/v1/analyze", json={"image": _image(), "question": "Is there an effusion?"}
     ) as r:
@@ -100,7 +102,7 @@ def test_keys_are_required_beyond_loopback_and_missing_keys_fail_at_startup(back
 
 
 def test_chunked_body_over_the_limit_is_a_413(backend):
-    client = TestClient(app_with(backend, limits={"max_body_bytes": 1000}))
+    client = TestClient(app_with(backend, limits={"max_body_bytes": 1000}), base_url=LOOPBACK)
     r = client.post(
         "/generate",
         content=iter([b'{"question": "', b"x" * 600, b"x" * 600, b'"}']),
@@ -112,7 +114,7 @@ def test_chunked_body_over_the_limit_is_a_413(backend):
 
 
 def test_use_safety_false_still_carries_the_disclaimer(backend):
-    client = TestClient(app_with(backend))
+    client = TestClient(app_with(backend), base_url=LOOPBACK)
     body = client.post(
         "/generate",
         json={"question": "What is the capital of France?", "use_safety": False, "max_length": 3},
@@ -191,3 +193,59 @@ def test_audit_log_records_each_request_with_key_id_and_no_text(backend, monkeyp
     assert recs[3]["guard"] == "not_checked"
     text = path.read_text()
     assert canary not in text and "s3cret-audit" not in text
+
+
+# ------------------------------------------------------------------ access: bound address, Host
+
+
+def test_keys_follow_the_address_a_request_came_in_on(backend, monkeypatch):
+    """Declared loopback-only (listen_host 127.0.0.1) but reached on another address (Serve
+    bound to 0.0.0.0): that request needs a key; on loopback none is needed."""
+    monkeypatch.setenv("MEDRAY_API_KEYS", "s3cret")
+    app = app_with(backend)
+    auth = {"Authorization": "Bearer s3cret"}
+    assert TestClient(app, base_url=LOOPBACK).get("/v1/models").status_code == 200
+    net = TestClient(app, base_url="http://192.0.2.7:8000")  # ASGI scope server: 192.0.2.7
+    r = net.get("/v1/models")
+    assert r.status_code == 401 and r.json()["error"]["code"] == "missing_api_key"
+    assert net.get("/v1/models", headers=auth).status_code == 200
+    assert net.get("/health").status_code == 200  # probes stay open
+    # No keys at all: a request from the network is refused, saying what to set.
+    monkeypatch.delenv("MEDRAY_API_KEYS")
+    app = app_with(backend)
+    r = TestClient(app, base_url="http://192.0.2.7:8000").get("/v1/models", headers=auth)
+    err = r.json()["error"]
+    assert r.status_code == 403 and err["code"] == "api_keys_not_configured"
+    assert "192.0.2.7" in err["message"] and "MEDRAY_API_KEYS" in err["message"]
+    assert TestClient(app, base_url=LOOPBACK).get("/v1/models").status_code == 200
+
+
+@pytest.mark.parametrize("host", ["localhost", "127.0.0.1:8000", "LOCALHOST:18741", "[::1]:80"])
+def test_loopback_without_keys_answers_loopback_host_names(backend, monkeypatch, host):
+    monkeypatch.delenv("MEDRAY_API_KEYS", raising=False)
+    client = TestClient(app_with(backend), base_url=LOOPBACK)
+    assert client.get("/v1/models", headers={"Host": host}).status_code == 200
+
+
+@pytest.mark.parametrize(
+    "host", ["evil.example", "127.0.0.1.nip.io:8000", "localhost.evil.example", "10.0.0.5"]
+)
+def test_loopback_without_keys_refuses_other_host_names_dns_rebinding(backend, host):
+    client = TestClient(app_with(backend), base_url=LOOPBACK)
+    r = client.post("/v1/search", json={"text": "effusion", "k": 1}, headers={"Host": host})
+    assert r.status_code == 421 and r.headers["content-type"] == "application/json"
+    err = r.json()["error"]
+    assert err["code"] == "untrusted_host" and "DNS rebinding" in err["message"]
+    assert client.get("/health", headers={"Host": host}).status_code == 200
+
+
+def test_a_required_key_makes_the_host_irrelevant(backend, monkeypatch):
+    monkeypatch.setenv("MEDRAY_API_KEYS", "s3cret")
+    client = TestClient(app_with(backend, auth={"require": "always"}), base_url=LOOPBACK)
+    r = client.get("/v1/models", headers={"Host": "medray.hospital.example"})
+    assert r.status_code == 401
+    r = client.get(
+        "/v1/models",
+        headers={"Host": "medray.hospital.example", "Authorization": "Bearer s3cret"},
+    )
+    assert r.status_code == 200
