@@ -626,9 +626,11 @@ def app_builder(args: dict[str, Any]) -> serve.Application:
     cfg = parse_args(args)
     if cfg.auth.required() and not cfg.auth.keys():
         log.warning(
-            "API keys are required for host %s; the Gateway reads them from $%s in its replica",
+            "API keys are required for host %s; the Gateway reads them from $%s or the "
+            "file %s in its replica",
             cfg.auth.listen_host,
             cfg.auth.api_keys_env,
+            cfg.auth.api_keys_file or "(auth.api_keys_file unset)",
         )
     guard = GuardDeployment.bind(cfg)
     reasoner = ReasonerDeployment.bind(cfg)

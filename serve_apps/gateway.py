@@ -40,11 +40,17 @@ from typing import Any
 from fastapi import FastAPI
 
 from medray import DISCLAIMER, __version__
+from medray.serving.audit import AuditLog
 from serve_apps.backend import Backend
 from serve_apps.http import analyze, chat, generate, meta, search
 from serve_apps.http.deps import Context
 from serve_apps.http.errors import APIError, error_body, install_handlers
-from serve_apps.http.middleware import BodyLimitMiddleware, NullMetrics, install_request_log
+from serve_apps.http.middleware import (
+    AuditMiddleware,
+    BodyLimitMiddleware,
+    NullMetrics,
+    install_request_log,
+)
 from serve_apps.settings import AppArgs
 
 MODEL_PARTS = meta.MODEL_PARTS
@@ -77,6 +83,8 @@ def create_app(
     app.add_middleware(BodyLimitMiddleware, limit=args.limits.max_body_bytes)
     install_handlers(app)
     install_request_log(app, ctx.metrics)
+    if args.audit.enabled:  # outermost: it sees the request id and every status
+        app.add_middleware(AuditMiddleware, audit=AuditLog(args.audit.file()))
     app.include_router(meta.public)
     for module in (meta, generate, analyze, search, chat):
         app.include_router(module.router)

@@ -105,7 +105,9 @@ def up(config_file, host, port, address, timeout, overrides) -> None:
 
     OVERRIDES are key=value pairs for the app args, e.g. generation.max_new_tokens=32
     or retrieval.enabled=false. Listening beyond 127.0.0.1 requires API keys
-    (MEDRAY_API_KEYS in the cluster's environment, or auth.api_keys=[...]).
+    (MEDRAY_API_KEYS in the cluster's environment, or a key file on every node named by
+    auth.api_keys_file=/abs/path; never the keys themselves in OVERRIDES: the Ray
+    dashboard shows the app's config).
     """
     from medray.config import ConfigError
     from medray.serving.deploy import ServeDeployError, deploy, load_serve_config

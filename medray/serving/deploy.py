@@ -48,7 +48,10 @@ def load_serve_config(
     application's ``args`` (validated with ``AppArgs``), plus host/port overrides.
     ``app_name`` renames the first application and its web UI application (``NAME-ui``).
 
-    A host override also sets ``auth.listen_host`` so API-key enforcement follows it.
+    ``auth.listen_host`` is set from ``http_options.host`` (what Serve binds; Serve's
+    default 127.0.0.1), so API-key enforcement follows it; a config that declares another
+    ``auth.listen_host`` is refused. The Gateway also judges each request by the address
+    it really came in on (``AuthSettings.required_for``).
 
     Raises:
         ConfigError: the file, an override or the resulting args are invalid.
@@ -68,7 +71,15 @@ def load_serve_config(
     args = merge(app.get("args") or {}, parse_overrides(overrides))
     if host is not None:
         config.setdefault("http_options", {})["host"] = host
-        args = merge(args, {"auth": {"listen_host": host}})
+    bind = str((config.get("http_options") or {}).get("host", "127.0.0.1"))
+    declared = (args.get("auth") or {}).get("listen_host") if host is None else None
+    if declared is not None and str(declared) != bind:
+        raise ConfigError(
+            f"auth.listen_host is {declared!r} but Serve binds http_options.host={bind!r}: "
+            "keys are required by the address Serve really binds; set the host once "
+            "(http_options.host, or --host)"
+        )
+    args = merge(args, {"auth": {"listen_host": bind}})
     if port is not None:
         config.setdefault("http_options", {})["port"] = int(port)
     for ui in ui_apps(config):

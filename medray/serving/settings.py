@@ -19,6 +19,7 @@ from medray.agent.graph import AgentSettings
 from medray.config import ConfigError, from_dict
 from medray.retrieval import MilvusSettings
 from medray.safety import SafetyPolicy
+from medray.serving.audit import AuditSettings
 
 
 @dataclass(frozen=True)
@@ -139,39 +140,111 @@ class TimeoutSettings:
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 
 
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (an IP address or ``localhost``) is a loopback address; any other
+    name is not (it may resolve anywhere)."""
+    if host.lower() in LOOPBACK_HOSTS:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def loopback_host_header(value: str) -> bool:
+    """Whether an HTTP ``Host`` header names the loopback by name: ``localhost``,
+    ``127.0.0.1`` or ``[::1]``, with any port (``localhost:8000``). A DNS-rebinding page
+    reaches a loopback app under its own domain name, which this refuses."""
+    host = value.strip().lower()
+    if host.startswith("["):
+        name, sep, rest = host[1:].partition("]")
+        if not sep or (rest and not (rest.startswith(":") and rest[1:].isdigit())):
+            return False
+        return name == "::1"
+    name, sep, port = host.partition(":")
+    return name in ("localhost", "127.0.0.1") and (not sep or port.isdigit())
+
+
 @dataclass(frozen=True)
 class AuthSettings:
-    """Bearer API keys.
+    """Bearer API keys, read by each Gateway replica from its environment or a secret
+    file, never from the config (Serve configs and deployment args are shown by the Ray
+    dashboard).
 
     Attributes:
-        api_keys: accepted keys (prefer ``api_keys_env`` to keep keys out of files).
-        api_keys_env: environment variable with more keys, comma-separated.
-        require: ``auto`` (required unless the app listens on loopback only),
+        api_keys: refused (a :class:`ConfigError` naming the alternatives); kept so the
+            old key gets that error instead of "unknown key".
+        api_keys_env: environment variable of the replica with keys, comma-separated.
+        api_keys_file: absolute path of a file with keys (one per line or comma-separated;
+            ``#`` starts a comment), read by the replica when it starts (a Kubernetes
+            secret mounted as a file, or a file readable only by the Ray user).
+        require: ``auto`` (required unless the app listens on loopback only: the
+            declared ``listen_host`` and the address each request really came in on),
             ``always`` or ``never``.
-        listen_host: the HTTP host Serve listens on (``http_options.host``).
+        listen_host: the HTTP host Serve listens on (``http_options.host``;
+            :func:`medray.serving.deploy.load_serve_config` sets it from there).
     """
 
     api_keys: tuple[str, ...] = ()
     api_keys_env: str = "MEDRAY_API_KEYS"
+    api_keys_file: str = ""
     require: Literal["auto", "always", "never"] = "auto"
     listen_host: str = "127.0.0.1"
 
+    def __post_init__(self) -> None:
+        if self.api_keys:
+            raise ConfigError(
+                "auth.api_keys: API keys in the config are shown by the Ray dashboard (the "
+                "Serve config and deployment args); set them in the environment variable "
+                f"{self.api_keys_env or 'MEDRAY_API_KEYS'} of the cluster, or in a secret "
+                "file named by auth.api_keys_file"
+            )
+        if self.api_keys_file and not os.path.isabs(os.path.expanduser(self.api_keys_file)):
+            raise ConfigError(
+                f"auth.api_keys_file must be an absolute path, got {self.api_keys_file!r}"
+            )
+
     def keys(self) -> tuple[str, ...]:
-        """Keys from the config plus the environment."""
+        """Keys from the environment plus the key file (read now, in the caller's process).
+
+        Raises:
+            ConfigError: ``api_keys_file`` is set but cannot be read.
+        """
         env = os.environ.get(self.api_keys_env, "") if self.api_keys_env else ""
-        extra = tuple(k.strip() for k in env.split(",") if k.strip())
-        return tuple(dict.fromkeys(k for k in (*self.api_keys, *extra) if k))
+        found = [k.strip() for k in env.split(",")]
+        if self.api_keys_file:
+            path = os.path.expanduser(self.api_keys_file)
+            try:
+                with open(path, encoding="utf-8") as f:
+                    text = f.read()
+            except OSError as e:
+                raise ConfigError(
+                    f"auth.api_keys_file {path!r} cannot be read ({type(e).__name__}: "
+                    f"{e.strerror or e}); the file must exist on every node that runs a Gateway"
+                ) from None
+            for line in text.splitlines():
+                found.extend(k.strip() for k in line.split("#", 1)[0].split(","))
+        return tuple(dict.fromkeys(k for k in found if k))
 
     def required(self) -> bool:
-        """Whether requests must carry a key."""
+        """Whether requests must carry a key, as far as the config tells (``listen_host``);
+        each request is judged again by :meth:`required_for`."""
         if self.require != "auto":
             return self.require == "always"
-        if self.listen_host in LOOPBACK_HOSTS:
-            return False
-        try:
-            return not ipaddress.ip_address(self.listen_host).is_loopback
-        except ValueError:
-            return True
+        return not is_loopback(self.listen_host)
+
+    def required_for(self, local_addr: str | None) -> bool:
+        """Whether a request that came in on ``local_addr`` must carry a key.
+
+        ``local_addr`` is the address the HTTP server accepted the connection on (the ASGI
+        scope's ``server``: Serve's proxy reports the socket's address, so an app declared
+        loopback-only but bound to ``0.0.0.0`` still asks a request from the network for
+        a key). ``auto``: required unless both ``listen_host`` and ``local_addr`` are
+        loopback; an unknown address (None) requires one.
+        """
+        if self.require != "auto":
+            return self.require == "always"
+        return self.required() or local_addr is None or not is_loopback(local_addr)
 
 
 @dataclass(frozen=True)
@@ -204,6 +277,7 @@ class AppArgs:
     rate_limit: RateLimitSettings = field(default_factory=RateLimitSettings)
     timeouts: TimeoutSettings = field(default_factory=TimeoutSettings)
     auth: AuthSettings = field(default_factory=AuthSettings)
+    audit: AuditSettings = field(default_factory=AuditSettings)  # medray.serving.audit
     safety: SafetyPolicy = field(default_factory=SafetyPolicy)
     retrieval: RetrievalSettings = field(default_factory=RetrievalSettings)
     stream_tokens: bool = True  # /v1/analyze also streams raw token events
@@ -269,6 +343,8 @@ __all__ = [
     "RetrievalSettings",
     "TimeoutSettings",
     "UIArgs",
+    "is_loopback",
+    "loopback_host_header",
     "parse_args",
     "parse_ui_args",
 ]

@@ -18,10 +18,11 @@ from medray.agent import AgentInput
 from medray.contracts import reasoner as reasoner_contract
 from medray.models.generate import GenerationParams
 from medray.safety import SafetyReport, merge
+from medray.serving import audit
 from medray.serving.guard import model_text
 from medray.serving.retriever import RetrievalUnavailable
 from medray.serving.sse import format_event
-from serve_apps.http.deps import Context, Ctx, report_dict, require_key, timed
+from serve_apps.http.deps import Context, Ctx, audit_state, report_dict, require_key, timed
 from serve_apps.http.errors import APIError
 from serve_apps.schemas import AnalyzeRequest
 
@@ -65,6 +66,8 @@ async def analyze(body: AnalyzeRequest, request: Request, ctx: Ctx):
     question = ctx.check_question(body.question, "question", allow_empty=True)
     ctx.check_prompt(len(question), "question")
     adapter = ctx.pick_adapter(body.model)
+    state = audit_state(request)
+    audit.note_model(state, adapter or ctx.args.models.served_name)
     k = min(body.k, ctx.limits.max_k)
     params = GenerationParams(
         ctx.tokens_for(body.max_new_tokens, "max_new_tokens"),
@@ -73,7 +76,7 @@ async def analyze(body: AnalyzeRequest, request: Request, ctx: Ctx):
     rid = request.state.request_id
     log.info("analyze id=%s image=%dx%d question_chars=%d", rid, *image.size, len(question))
     use_agent = body.agent and ctx.args.agent.enabled
-    events = _analyze_stream(ctx, rid, image, question, adapter, params, k, use_agent)
+    events = _analyze_stream(ctx, rid, image, question, adapter, params, k, use_agent, state)
     return StreamingResponse(
         ctx.guard_stream(events, request, "analyze", _error_event),
         media_type="text/event-stream",
@@ -82,8 +85,9 @@ async def analyze(body: AnalyzeRequest, request: Request, ctx: Ctx):
 
 
 async def _analyze_stream(
-    ctx: Context, rid, image, question, adapter, params, k, use_agent=False
+    ctx: Context, rid, image, question, adapter, params, k, use_agent=False, state=None
 ) -> AsyncIterator[str]:
+    state = {} if state is None else state  # the request's audit fields
     backend, args = ctx.backend, ctx.args
     t_start = time.perf_counter()
     timings: dict[str, float] = {}
@@ -93,6 +97,7 @@ async def _analyze_stream(
     try:
         req_report, timings["guard"] = await timed(backend.check_request(question))
         reports.append(req_report)
+        audit.note_guard(state, req_report)
         if req_report.refused:
             ctx.metrics.count("medray_guard_refusals", {"endpoint": "/v1/analyze"})
             yield format_event("guard", {"allowed": False, "message": req_report.refusal})
@@ -204,7 +209,10 @@ async def _analyze_stream(
         for task in (cases_task, check_task):
             if task is not None and not task.done():
                 task.cancel()
-    yield format_event("safety", report_dict(merge(*reports) if reports else SafetyReport()))
+    final_report = merge(*reports) if reports else SafetyReport()
+    if reports:
+        audit.note_guard(state, final_report)
+    yield format_event("safety", report_dict(final_report))
     total = (time.perf_counter() - t_start) * 1000
     yield format_event(
         "done",

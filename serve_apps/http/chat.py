@@ -18,8 +18,9 @@ from PIL import Image
 from medray.contracts import reasoner as reasoner_contract
 from medray.models.generate import GenerationParams
 from medray.safety import merge
+from medray.serving import audit
 from medray.serving.guard import CLIENT_NOTE, merge_requests, model_text
-from serve_apps.http.deps import Context, Ctx, report_dict, require_key
+from serve_apps.http.deps import Context, Ctx, audit_state, report_dict, require_key
 from serve_apps.http.errors import APIError, error_body
 from serve_apps.schemas import ChatCompletionRequest, ImagePart
 
@@ -120,6 +121,8 @@ async def chat(body: ChatCompletionRequest, request: Request, ctx: Ctx):
     ``safety_report`` (in the last chunk when streaming)."""
     backend = ctx.backend
     adapter = ctx.pick_adapter(body.model)
+    state = audit_state(request)
+    audit.note_model(state, adapter or ctx.args.models.served_name)
     messages, images, user_texts = chat_inputs(ctx, body)
     max_new = ctx.tokens_for(body.max_completion_tokens or body.max_tokens, "max_tokens")
     params = GenerationParams(
@@ -143,11 +146,12 @@ async def chat(body: ChatCompletionRequest, request: Request, ctx: Ctx):
         req_report = merge_requests(
             list(await asyncio.gather(*(backend.check_request(t) for t in unique)))
         )
+        audit.note_guard(state, req_report)
         if req_report.refused:
             ctx.metrics.count("medray_guard_refusals", {"endpoint": "/v1/chat/completions"})
         if body.stream:
             events = _chat_stream(
-                ctx, cid, created, body.model, messages, images, params, adapter, req_report
+                ctx, cid, created, body.model, messages, images, params, adapter, req_report, state
             )
             return StreamingResponse(
                 ctx.guard_stream(events, request, "chat", _error_chunk),
@@ -163,6 +167,7 @@ async def chat(body: ChatCompletionRequest, request: Request, ctx: Ctx):
             finish = final.get("finish_reason", "stop")
             usage = (final.get("prompt_tokens", 0), final.get("completion_tokens", 0))
             report = merge(req_report, await backend.check_answer(text))
+            audit.note_guard(state, report)
     return {
         "id": cid,
         "object": "chat.completion",
@@ -192,7 +197,9 @@ def _error_chunk(err: APIError) -> str:
     return f"data: {json.dumps(body)}\n\ndata: [DONE]\n\n"
 
 
-async def _chat_stream(ctx, cid, created, model, messages, images, params, adapter, req_report):
+async def _chat_stream(
+    ctx, cid, created, model, messages, images, params, adapter, req_report, state=None
+):
     def chunk(delta: dict[str, Any], finish: str | None = None, **extra: Any) -> str:
         data = {
             "id": cid,
@@ -226,6 +233,7 @@ async def _chat_stream(ctx, cid, created, model, messages, images, params, adapt
                 if out:
                     yield "".join(out)  # one write per chunk of tokens
         report = merge(req_report, await ctx.backend.check_answer(final.get("text", "")))
+        audit.note_guard({} if state is None else state, report)
         usage = {
             "prompt_tokens": final.get("prompt_tokens", 0),
             "completion_tokens": final.get("completion_tokens", 0),

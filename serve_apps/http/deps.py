@@ -19,8 +19,10 @@ from fastapi import Depends, Request
 from PIL import Image
 
 from medray.safety import SafetyReport
+from medray.serving import audit
 from medray.serving.images import ImageError, decode_base64, http_status, open_image
 from medray.serving.ratelimit import RateLimiter, key_id, retry_after
+from medray.serving.settings import is_loopback, loopback_host_header
 from serve_apps.backend import Backend
 from serve_apps.http.errors import APIError, overloaded
 from serve_apps.settings import AppArgs
@@ -41,23 +43,46 @@ class Context:
         self.metrics = metrics
         self.limits = args.limits
         self.gen = args.generation
+        self.auth = args.auth
         self.keys = args.auth.keys()
-        self.keys_required = args.auth.required()
-        if self.keys_required and not self.keys:
+        if args.auth.required() and not self.keys:
             raise ValueError(
                 f"API keys are required (the app listens on {args.auth.listen_host!r}, "
-                f"auth.require={args.auth.require!r}) but none are configured: set "
-                f"{args.auth.api_keys_env} or auth.api_keys"
+                f"auth.require={args.auth.require!r}) but none are configured: set the "
+                f"environment variable {args.auth.api_keys_env or 'MEDRAY_API_KEYS'} of the "
+                "cluster or a key file (auth.api_keys_file)"
             )
         rl = args.rate_limit
         self.limiter = RateLimiter(rl.per_second, rl.burst, rl.max_clients) if rl.enabled else None
 
-    def check_key(self, request: Request) -> str:
-        """The client's id: its key's hash (:func:`key_id`), or its address when keys are
-        not required. Raises a 401 unless the request carries an accepted key (when keys
-        are required)."""
-        if not self.keys_required:
-            return f"addr-{request.client.host if request.client else '-'}"
+    def check_key(self, request: Request) -> tuple[str, bool]:
+        """The client's id and whether it is a key's: the key's hash (:func:`key_id`), or
+        the client's address when the request needs no key.
+
+        Whether it needs one follows the address the request really came in on (the ASGI
+        scope's ``server``, :meth:`AuthSettings.required_for`), not only the declared
+        ``auth.listen_host``. A request trusted because it came in on loopback must name
+        the loopback in its ``Host`` (421 otherwise: DNS rebinding). Raises a 401 unless
+        the request carries an accepted key (when one is needed), a 403 when one is needed
+        but the app has none.
+        """
+        server = request.scope.get("server")
+        local = str(server[0]) if server else None
+        if not self.auth.required_for(local):
+            if local is not None and is_loopback(local):
+                self.check_host(request)
+            return f"addr-{request.client.host if request.client else '-'}", False
+        if not self.keys:
+            raise APIError(
+                403,
+                f"this request came in on {local or 'an unknown address'}, beyond loopback, "
+                "where an API key is required, but the app has none (auth.listen_host="
+                f"{self.auth.listen_host!r} declares loopback only): set "
+                f"{self.auth.api_keys_env or 'MEDRAY_API_KEYS'} or auth.api_keys_file in the "
+                "cluster, or bind Serve to 127.0.0.1 (http_options.host)",
+                "api_keys_not_configured",
+                type="authentication_error",
+            )
         header = request.headers.get("authorization", "")
         scheme, _, token = header.partition(" ")
         if not header:
@@ -76,7 +101,23 @@ class Context:
             )
         if not any(hmac.compare_digest(token.strip().encode(), k.encode()) for k in self.keys):
             raise APIError(401, "invalid API key", "invalid_api_key", type="authentication_error")
-        return key_id(token.strip())
+        return key_id(token.strip()), True
+
+    def check_host(self, request: Request) -> None:
+        """A 421 unless the ``Host`` header names the loopback (:func:`loopback_host_header`):
+        a page that rebinds its own domain to 127.0.0.1 gets no answer from an app that
+        trusts loopback without keys."""
+        host = request.headers.get("host", "")
+        if not loopback_host_header(host):
+            raise APIError(
+                421,
+                f"Host {host[:100]!r} is not a loopback name: without an API key this app "
+                "answers only requests addressed to localhost, 127.0.0.1 or [::1] (any port; "
+                "a guard against DNS rebinding); open it as http://127.0.0.1:<port>, or "
+                "require keys (auth.require: always) to reach it under another name",
+                "untrusted_host",
+                type="invalid_request_error",
+            )
 
     def check_rate(self, client: str, endpoint: str) -> None:
         """A 429 with ``Retry-After`` when ``client`` is over its rate (``rate_limit``)."""
@@ -247,6 +288,12 @@ async def timed(coro: Awaitable[Any]) -> tuple[Any, float]:
     return out, (time.perf_counter() - t0) * 1000
 
 
+def audit_state(request: Request) -> dict[str, Any]:
+    """The request's state mapping, where routers note what the audit log records
+    (:func:`medray.serving.audit.note_guard`, ``note_model``)."""
+    return request.scope.setdefault("state", {})
+
+
 def context(request: Request) -> Context:
     """FastAPI dependency: the app's :class:`Context`."""
     return request.app.state.ctx
@@ -260,8 +307,11 @@ async def require_key(request: Request) -> None:
     """FastAPI dependency of the authenticated routers: a 401 without an accepted key,
     then a 429 over the client's rate limit. Sets ``request.state.client_id``."""
     ctx = context(request)
-    request.state.client_id = client = ctx.check_key(request)
+    client, keyed = ctx.check_key(request)
+    request.state.client_id = client
+    if keyed:
+        audit.note_key(audit_state(request), client)
     ctx.check_rate(client, request.url.path)
 
 
-__all__ = ["Context", "Ctx", "context", "report_dict", "require_key", "timed"]
+__all__ = ["Context", "Ctx", "audit_state", "context", "report_dict", "require_key", "timed"]

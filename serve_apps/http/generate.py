@@ -5,12 +5,13 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Request
 
 from medray.models.generate import GenerationParams
 from medray.safety import SafetyReport, merge
+from medray.serving import audit
 from medray.serving.guard import model_text
-from serve_apps.http.deps import Context, Ctx, report_dict, require_key
+from serve_apps.http.deps import Context, Ctx, audit_state, report_dict, require_key
 from serve_apps.http.errors import APIError
 from serve_apps.schemas import GenerateRequest
 
@@ -20,7 +21,7 @@ router = APIRouter(dependencies=[Depends(require_key)])
 @router.post(
     "/generate", summary="Text medical QA: {question, temperature, max_length, use_safety}"
 )
-async def generate(body: GenerateRequest, ctx: Ctx) -> dict[str, Any]:
+async def generate(body: GenerateRequest, request: Request, ctx: Ctx) -> dict[str, Any]:
     """Answer a text question with the medical-QA model (``body.model``: one of
     ``args.qa_model_names()``, default the configured one). Returns ``{response,
     model, safety_report, inference_time_ms}``; ``model`` says which weights answered."""
@@ -37,14 +38,17 @@ async def generate(body: GenerateRequest, ctx: Ctx) -> dict[str, Any]:
             "invalid_request_error",
         )
     max_new = ctx.tokens_for(body.max_length, "max_length")
+    state = audit_state(request)
+    audit.note_model(state, body.model or args.models.medqa_name)
     async with ctx.deadline("generate"):
-        return await _answer(ctx, body, question, max_new)
+        return await _answer(ctx, body, question, max_new, state)
 
 
-async def _answer(ctx: Context, body: GenerateRequest, question: str, max_new: int):
+async def _answer(ctx: Context, body: GenerateRequest, question: str, max_new: int, state):
     backend = ctx.backend
     if body.use_safety:
         req_report = await backend.check_request(question)
+        audit.note_guard(state, req_report)
         if req_report.refused:
             ctx.metrics.count("medray_guard_refusals", {"endpoint": "/generate"})
             return {
@@ -61,7 +65,9 @@ async def _answer(ctx: Context, body: GenerateRequest, question: str, max_new: i
     text = answer.get("text", "")
     if body.use_safety:
         report = merge(req_report, await backend.check_answer(text))
+        audit.note_guard(state, report)
     else:
+        audit.note_guard_skipped(state, "safety_disabled")
         report = SafetyReport(
             warnings=("safety checks were disabled for this request (use_safety=false)",)
         )

@@ -1,6 +1,7 @@
 """Middleware of the HTTP API: the request-body limit (a 413 before the app reads an
-oversized body) and the request log (request id, method, path, status, size, time;
-never request or answer text)."""
+oversized body), the request log (request id, method, path, status, size, time;
+never request or answer text) and the audit log (:mod:`medray.serving.audit`: one JSON
+line per request in a file of its own)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 
+from medray.serving.audit import AuditLog, build_record
 from serve_apps.http.errors import error_body
 
 log = logging.getLogger("medray.gateway")
@@ -101,6 +103,44 @@ class BodyLimitMiddleware:
         await send({"type": "http.response.body", "body": body})
 
 
+class AuditMiddleware:
+    """Write one :class:`medray.serving.audit.AuditRecord` per HTTP request to ``audit``
+    once its response has been sent (the end of a stream included; 500 if the app
+    raised). Routers note key id, model and guard decision in the scope's ``state``."""
+
+    def __init__(self, app, audit: AuditLog) -> None:
+        self.app = app
+        self.audit = audit
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        state = scope.setdefault("state", {})
+        t0 = time.perf_counter()
+        status = 500
+
+        async def recording_send(message):
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, recording_send)
+        finally:
+            record = build_record(
+                state,
+                method=scope.get("method", "-"),
+                endpoint=scope.get("path", "-"),
+                status=status,
+                latency_ms=(time.perf_counter() - t0) * 1000,
+            )
+            try:
+                self.audit.write(record)
+            except OSError as e:  # the audit file is gone or the disk full: say so, answer
+                log.error("audit log %s: write failed (%s)", self.audit.path, type(e).__name__)
+
+
 def install_request_log(app: FastAPI, metrics: Any) -> None:
     """Give every request an id (``x-request-id``, the client's or a new one), log it with
     its status, size and time, and report it to ``metrics``."""
@@ -130,4 +170,4 @@ def install_request_log(app: FastAPI, metrics: Any) -> None:
             metrics.observe(request.url.path, status, dt)
 
 
-__all__ = ["BodyLimitMiddleware", "NullMetrics", "install_request_log"]
+__all__ = ["AuditMiddleware", "BodyLimitMiddleware", "NullMetrics", "install_request_log"]

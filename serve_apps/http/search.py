@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Request
 
 from medray.safety import SafetyReport
+from medray.serving import audit
 from medray.serving.retriever import RetrievalUnavailable
-from serve_apps.http.deps import Context, Ctx, report_dict, require_key
+from serve_apps.http.deps import Context, Ctx, audit_state, report_dict, require_key
 from serve_apps.http.errors import APIError
 from serve_apps.schemas import SearchRequest
 
@@ -16,7 +17,7 @@ router = APIRouter(dependencies=[Depends(require_key)])
 
 
 @router.post("/v1/search", summary="Similar cases: text->image or image->text")
-async def search(body: SearchRequest, ctx: Ctx) -> dict[str, Any]:
+async def search(body: SearchRequest, request: Request, ctx: Ctx) -> dict[str, Any]:
     """``text``: cases whose image matches the description (CLIP text vector against
     image vectors); ``image``: cases whose report matches the image (CLIP image vector
     against report vectors). If Milvus is down or a collection is missing the answer
@@ -29,10 +30,10 @@ async def search(body: SearchRequest, ctx: Ctx) -> dict[str, Any]:
             "text",
         )
     async with ctx.deadline("search"):
-        return await _search(ctx, body)
+        return await _search(ctx, body, audit_state(request))
 
 
-async def _search(ctx: Context, body: SearchRequest) -> dict[str, Any]:
+async def _search(ctx: Context, body: SearchRequest, state) -> dict[str, Any]:
     backend = ctx.backend
     k = min(body.k, ctx.limits.max_k)
     report = SafetyReport()
@@ -40,6 +41,7 @@ async def _search(ctx: Context, body: SearchRequest) -> dict[str, Any]:
         text = ctx.check_question(body.text, "text", allow_empty=False)
         ctx.check_prompt(len(text), "text")
         report = await backend.check_request(text)
+        audit.note_guard(state, report)
         if report.refused:
             ctx.metrics.count("medray_guard_refusals", {"endpoint": "/v1/search"})
             return {
@@ -53,6 +55,7 @@ async def _search(ctx: Context, body: SearchRequest) -> dict[str, Any]:
         field = "image"
     else:
         image = ctx.decode(body.image, "image")
+        audit.note_guard_skipped(state, "image_only")
         mode, vec = "image_to_text", await backend.clip_image(image)
         field = "text"
     if not ctx.args.retrieval.enabled:

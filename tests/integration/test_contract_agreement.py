@@ -109,7 +109,7 @@ def client(trained):
             "safety": {"domain_control": False},
         },
     )
-    return TestClient(create_app(backend, args))
+    return TestClient(create_app(backend, args), base_url="http://127.0.0.1")  # loopback: no key
 
 
 ROWS = [

@@ -42,7 +42,7 @@ def backend_of(parts, cls=None, reasoner=None):
 def client_of(backend, **args) -> TestClient:
     from serve_apps.gateway import create_app
 
-    return TestClient(create_app(backend, from_dict(AppArgs, args)))
+    return TestClient(create_app(backend, from_dict(AppArgs, args)), base_url="http://127.0.0.1")
 
 
 def chat(text: str, **extra) -> dict:

@@ -215,9 +215,11 @@ def served(ray_cluster, tiny_models, milvus_uri, tmp_path_factory):
     adapters = make_adapters(root)
     adapters["lora-json"] = train_json_adapter(root / "lora-json")
     in_subprocess(f"index_collections({milvus_uri!r})")
+    key_file = root / "api_keys"  # the replicas read it: the key is in no config
+    key_file.write_text(f"# keys of the test app\n{KEY}\n")
     overrides = [
         "auth.require=always",
-        f"auth.api_keys=[{KEY}]",
+        f"auth.api_keys_file={key_file}",
         f"adapters={json.dumps(adapters)}",
         "max_loaded_adapters=2",
         "generation.max_new_tokens=24",
@@ -913,3 +915,85 @@ def test_cli_analyze_streams_readable_lines(client, tmp_path):
     assert kinds[0] == "guard" and kinds[-1] == "done" and "agent_answer" in kinds
     res = CliRunner().invoke(cli, ["analyze", str(image), "Q?", "--model", "nope", *common])
     assert res.exit_code == 1 and "the app answered 404" in res.output and "nope" in res.output
+
+
+# ------------------------------------------------------------------ audit, canary
+
+
+def _files_holding(roots: list[Path], needle: bytes) -> tuple[int, list[str]]:
+    """How many files lie under ``roots``, and those whose bytes contain ``needle``."""
+    seen, found = 0, []
+    for root in roots:
+        for path in root.rglob("*"):
+            if not path.is_file() or path.is_symlink():
+                continue
+            seen += 1
+            with contextlib.suppress(OSError), path.open("rb") as f:
+                if needle in f.read():
+                    found.append(str(path))
+    return seen, found
+
+
+def test_canary_in_questions_reaches_no_log_or_file_of_the_cluster(served, client, ray_cluster):
+    """A unique string sent in an image question, a chat message and a search query is in
+    no file the cluster wrote (Ray's session logs of every node, MEDRAY_HOME: cluster
+    logs, Milvus data, the audit log); the audit log holds the three requests."""
+    import uuid
+
+    from medray.paths import medray_home
+    from medray.serving.audit import read_records
+    from medray.serving.ratelimit import key_id
+
+    canary = f"CANARY{uuid.uuid4().hex}"  # made here: not in the uploaded sources
+    question = f"Is there a pleural effusion? Patient {canary}"
+    with client.stream(
+        "POST",
+        "/v1/analyze",
+        json={"image": IMAGE, "question": question, "max_new_tokens": 8},
+    ) as r:
+        assert r.status_code == 200, r.read()
+        done = dict((e, d) for _, e, d in sse_events(r))["done"]
+    chat = client.post(
+        "/v1/chat/completions",
+        json={
+            "model": "medray-reasoner",
+            "max_tokens": 8,
+            "messages": [
+                {
+                    "role": "user",
+                    "content": [
+                        {"type": "text", "text": f"Describe this chest film of {canary}"},
+                        {"type": "image_url", "image_url": {"url": IMAGE}},
+                    ],
+                }
+            ],
+        },
+    )
+    search = client.post("/v1/search", json={"text": f"pleural effusion {canary}", "k": 2})
+    assert chat.status_code == 200 and search.status_code == 200
+    # Serve's proxy sends x-request-id again beside the app's (httpx joins them: "id, id").
+    rids = {done["request_id"]} | {
+        r.headers["x-request-id"].split(",")[0].strip() for r in (chat, search)
+    }
+    assert len(rids) == 3, rids
+
+    audit_file = medray_home() / "logs" / "audit.jsonl"
+    records = {r["request_id"]: r for r in read_records(audit_file)}
+    assert rids <= set(records), "the audit log misses a request"
+    assert {records[i]["key_id"] for i in rids} == {key_id(KEY)}
+    assert {records[i]["endpoint"] for i in rids} == {
+        "/v1/analyze",
+        "/v1/chat/completions",
+        "/v1/search",
+    }
+    roots = [Path(ray_cluster.temp_dir), medray_home()]
+    seen, found = _files_holding(roots, canary.encode())
+    # The scan reads the Serve replicas' logs: the request log line of the analyze is there.
+    _, with_rid = _files_holding([Path(ray_cluster.temp_dir)], done["request_id"].encode())
+    assert any("serve" in p for p in with_rid), with_rid
+    assert not found, f"the canary is in {found} ({seen} files read)"
+    # The key itself is in nothing the dashboard shows (the app's config names its file).
+    from medray.serving.deploy import app_details
+
+    shown = json.dumps(app_details(served, "medray"))
+    assert "api_keys_file" in shown and KEY not in shown

@@ -92,7 +92,7 @@ def client(backend):
     args = from_dict(
         AppArgs, {"generation": {"max_new_tokens": 4}, "retrieval": {"enabled": False}}
     )
-    return TestClient(create_app(backend, args))
+    return TestClient(create_app(backend, args), base_url="http://127.0.0.1")  # loopback: no key
 
 
 def _events(resp) -> dict[str, dict]:

@@ -83,7 +83,9 @@ def test_a_full_queue_is_a_json_503_with_retry_after(gate):
 
     async def scenario():
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://gw", timeout=60) as c:
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://127.0.0.1", timeout=60
+        ) as c:
             first = asyncio.create_task(c.post("/generate", json=body))
             deadline = time.monotonic() + 60
             while await asyncio.to_thread(ray.get, latch.count.remote()) < 1:

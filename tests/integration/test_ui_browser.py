@@ -75,9 +75,11 @@ def server(tiny_models, tmp_path_factory):
         agent=AgentSettings(max_cycles=0, max_queries=1, max_new_tokens=4),
         medqa=MedQA(),
     )
+    key_file = tmp_path_factory.mktemp("ui-keys") / "api_keys"
+    key_file.write_text(KEY)
     args = {
         "adapters": {ADAPTER: adapter},
-        "auth": {"api_keys": [KEY], "require": "always"},
+        "auth": {"api_keys_file": str(key_file), "require": "always"},
         "generation": {"max_new_tokens": 96, "temperature": 0.0},
     }
     app = create_app(backend, from_dict(AppArgs, args))

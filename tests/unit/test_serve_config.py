@@ -114,9 +114,27 @@ def test_api_keys_are_required_beyond_loopback(auth, required):
     assert auth.required() is required
 
 
-def test_keys_come_from_config_and_environment(monkeypatch):
+def test_keys_in_the_config_are_refused_naming_the_alternatives():
+    # The Serve config and the deployments' args are shown by the Ray dashboard.
+    with pytest.raises(ConfigError, match="Ray dashboard") as e:
+        from_dict(AppArgs, {"auth": {"api_keys": ["k1"]}})
+    assert "MEDRAY_API_KEYS" in str(e.value) and "auth.api_keys_file" in str(e.value)
+    with pytest.raises(ConfigError, match="MY_KEYS"):
+        parse_args({"auth": {"api_keys": ["k1"], "api_keys_env": "MY_KEYS"}})
+    with pytest.raises(ConfigError, match="absolute path"):
+        AuthSettings(api_keys_file="keys.txt")
+
+
+def test_keys_come_from_the_environment_and_a_secret_file(monkeypatch, tmp_path):
     monkeypatch.setenv("MEDRAY_API_KEYS", "k2, k3,,")
-    assert AuthSettings(api_keys=("k1", "k2")).keys() == ("k1", "k2", "k3")
+    assert AuthSettings().keys() == ("k2", "k3")
+    keys = tmp_path / "keys"
+    keys.write_text("# the hospital's clients\nk1\nk3, k4  # ward B\n\n")
+    assert AuthSettings(api_keys_file=str(keys)).keys() == ("k2", "k3", "k1", "k4")
+    monkeypatch.delenv("MEDRAY_API_KEYS")
+    assert AuthSettings(api_keys_file=str(keys), api_keys_env="").keys() == ("k1", "k3", "k4")
+    with pytest.raises(ConfigError, match="cannot be read.*every node"):
+        AuthSettings(api_keys_file=str(tmp_path / "missing")).keys()
 
 
 def test_app_builder_builds_the_graph_without_loading_anything():
