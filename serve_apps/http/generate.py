@@ -36,7 +36,12 @@ async def generate(body: GenerateRequest, ctx: Ctx) -> dict[str, Any]:
             "model",
             "invalid_request_error",
         )
-    max_new = ctx.tokens_for(body.max_length, "max_length")
+    # Not sent: the contract's 100, or the configured limit if that is lower (the default
+    # must not be a 422 under a config with a lower limit).
+    requested = body.max_length
+    if "max_length" not in body.model_fields_set:
+        requested = min(requested, args.generation.max_new_tokens_limit)
+    max_new = ctx.tokens_for(requested, "max_length")
     async with ctx.deadline("generate"):
         return await _answer(ctx, body, question, max_new)
 

@@ -4,8 +4,10 @@ The in-process app (no Ray: the plain classes with the real tiny models, Milvus
 unreachable) is served by uvicorn in a thread; keys are required, so every authenticated
 operation runs its key check. Every operation gets ``EXAMPLES`` generated requests (with
 the valid key; every tenth with a wrong one, which must be a 401); each response must not
-be a 5xx and must match the documented status codes, content types and schemas. The
-request count and the status histogram are printed at the end of the module.
+be a 5xx and must match the documented status codes, content types and schemas. Image
+fields get real images, and some hostile ones (:mod:`fuzz_images`), so most requests
+reach the models. The request count, the status histogram and the most frequent 4xx
+codes are printed at the end.
 """
 
 from __future__ import annotations
@@ -16,9 +18,11 @@ import socket
 import threading
 import time
 
+import httpx
 import pytest
 
 schemathesis = pytest.importorskip("schemathesis")
+from fuzz_images import image_payloads  # noqa: E402
 from hypothesis import HealthCheck, Phase, given, settings  # noqa: E402
 from schemathesis.checks import (  # noqa: E402
     content_type_conformance,
@@ -26,11 +30,12 @@ from schemathesis.checks import (  # noqa: E402
     response_schema_conformance,
     status_code_conformance,
 )
+from schemathesis.specs.openapi import unregister_string_format  # noqa: E402
 
 pytestmark = pytest.mark.integration
 
 KEY = "fuzz-key-0123456789"
-EXAMPLES = int(os.environ.get("MEDRAY_FUZZ_EXAMPLES", "130"))  # x 8 operations: over 1,000 requests
+EXAMPLES = int(os.environ.get("MEDRAY_FUZZ_EXAMPLES", "170"))  # x 6 keyed operations: > 1,000
 CHECKS = (
     not_a_server_error,
     status_code_conformance,
@@ -38,6 +43,18 @@ CHECKS = (
     response_schema_conformance,
 )
 HISTOGRAM: collections.Counter[tuple[str, int]] = collections.Counter()
+CODES: collections.Counter[tuple[str, int, str]] = collections.Counter()  # 4xx error codes
+
+
+def _png_b64() -> str:
+    import base64
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("L", (32, 32), 128).save(buf, "PNG")
+    return base64.b64encode(buf.getvalue()).decode()
 
 
 def _free_port() -> int:
@@ -123,6 +140,12 @@ def _run_operation(operation, api_url: str, failures: list[str]) -> None:
         headers = {"Authorization": f"Bearer {'wrong-' if wrong_key else ''}{KEY}"}
         response = case.call(base_url=api_url, headers=headers, timeout=60)
         HISTOGRAM[(op, response.status_code)] += 1
+        if 400 <= response.status_code < 500:
+            try:
+                code = response.json()["error"]["code"]
+            except (ValueError, KeyError, TypeError):
+                code = "?"
+            CODES[(op, response.status_code, code)] += 1
         if wrong_key and response.status_code != 401:
             failures.append(f"{op}: a wrong key got {response.status_code}")
         try:
@@ -137,7 +160,17 @@ def _run_operation(operation, api_url: str, failures: list[str]) -> None:
     run()
 
 
-def test_generated_requests_get_no_5xx_and_match_the_schema(api_url, capsys):
+@pytest.fixture
+def image_format():
+    """Image fields get real (and some hostile) images instead of random strings."""
+    from serve_apps.http.openapi import IMAGE_FORMAT
+
+    schemathesis.openapi.format(IMAGE_FORMAT, image_payloads())
+    yield
+    unregister_string_format(IMAGE_FORMAT)
+
+
+def test_generated_requests_get_no_5xx_and_match_the_schema(api_url, image_format, capsys):
     schema = schemathesis.openapi.from_url(f"{api_url}/openapi.json")
     operations = [r.ok() for r in schema.get_all_operations()]
     assert len(operations) >= 8
@@ -160,6 +193,83 @@ def test_generated_requests_get_no_5xx_and_match_the_schema(api_url, capsys):
         )
         for (op, status), n in sorted(HISTOGRAM.items()):
             print(f"  {op}: {status} x {n} ({took[op]:.0f} s for the operation)")
+        codes = ", ".join(f"{op} {s} {c} x {n}" for (op, s, c), n in CODES.most_common(12))
+        print(f"  most frequent 4xx codes: {codes}")
     assert not failures, f"{len(failures)} failures:\n" + "\n".join(failures[:30])
     assert not [s for s in by_status if s >= 500]
-    assert total >= 1000 or EXAMPLES < 130, total
+    assert total >= 1000 or EXAMPLES < 170, total
+
+
+# Regressions the schema work found: requests the document allows that the app refused.
+
+
+def _post(api_url: str, path: str, body: dict) -> httpx.Response:
+    headers = {"Authorization": f"Bearer {KEY}"}
+    return httpx.post(f"{api_url}{path}", json=body, headers=headers, timeout=60)
+
+
+def test_integer_fields_take_a_number_without_a_fraction(api_url):
+    """JSON Schema's ``integer`` takes 4.0; the strict models refused it (a 422)."""
+    image = _png_b64()
+    assert _post(api_url, "/generate", {"question": "Is it normal?", "max_length": 4.0}).is_success
+    assert _post(api_url, "/v1/search", {"image": image, "k": 2.0}).is_success
+    r = _post(
+        api_url, "/v1/analyze", {"image": image, "k": 1.0, "max_new_tokens": 2.0, "agent": False}
+    )
+    assert r.is_success and "event: done" in r.text
+    for bad in (4.5, "4", True):
+        r = _post(api_url, "/generate", {"question": "Is it normal?", "max_length": bad})
+        assert r.status_code == 422 and r.json()["error"]["param"] == "max_length", bad
+
+
+def test_generate_default_length_fits_a_lower_token_limit(api_url):
+    """``max_length`` defaults to 100; under a limit of 8 a request without it was a 422."""
+    r = _post(api_url, "/generate", {"question": "What are the symptoms of diabetes?"})
+    assert r.is_success, r.text
+    doc = httpx.get(f"{api_url}/openapi.json", timeout=30).json()
+    length = doc["components"]["schemas"]["GenerateRequest"]["properties"]["max_length"]
+    assert length["default"] == length["maximum"] == 8
+    r = _post(api_url, "/generate", {"question": "Is it normal?", "max_length": 9})
+    assert r.status_code == 422 and r.json()["error"]["code"] == "too_many_tokens"
+
+
+def test_the_document_states_what_the_app_enforces(api_url):
+    """Each constraint the document states is one the app answers with a 4xx."""
+    from serve_apps.http.openapi import IMAGE_FORMAT
+
+    schemas = httpx.get(f"{api_url}/openapi.json", timeout=30).json()["components"]["schemas"]
+    chat = schemas["ChatCompletionRequest"]["properties"]
+    assert chat["model"]["enum"] == ["medray-reasoner"]
+    assert schemas["GenerateRequest"]["properties"]["model"]["anyOf"][0]["enum"] == ["medray-medqa"]
+    assert schemas["AnalyzeRequest"]["properties"]["image"]["format"] == IMAGE_FORMAT
+    assert chat["messages"]["contains"]["properties"]["role"] == {"const": "user"}
+    assert len(schemas["SearchRequest"]["oneOf"]) == 2
+    image, text = _png_b64(), "pleural effusion"
+    refused = [
+        ("/v1/chat/completions", {"model": "nope", "messages": [{"role": "user", "content": "x"}]}),
+        ("/generate", {"question": "x", "model": "medray-reasoner"}),  # not a QA model
+        ("/v1/search", {"text": text, "image": image}),  # both
+        ("/v1/search", {}),  # neither
+        ("/v1/search", {"text": " \n"}),  # blank
+        (
+            "/v1/chat/completions",
+            {"model": "medray-reasoner", "messages": [{"role": "system", "content": "x"}]},
+        ),
+        (
+            "/v1/chat/completions",
+            {
+                "model": "medray-reasoner",
+                "messages": [
+                    {"role": "user", "content": "x"},
+                    {
+                        "role": "assistant",
+                        "content": [{"type": "image_url", "image_url": {"url": image}}],
+                    },
+                ],
+            },
+        ),
+    ]
+    for path, body in refused:
+        r = _post(api_url, path, body)
+        assert r.status_code in (404, 422), (path, body, r.status_code)
+    assert _post(api_url, "/v1/search", {"text": text, "image": None}).is_success
