@@ -121,6 +121,21 @@ def api_url(tiny_models):
     os.environ.pop("MEDRAY_FUZZ_KEYS", None)
 
 
+def _stream_error(response) -> str | None:
+    """The error a streamed 200 carries (a server error after the status was sent):
+    an ``error`` event of /v1/analyze or an error chunk of a streamed chat."""
+    content_type = response.headers.get("content-type") or [""]  # lists of values
+    if not content_type[0].startswith("text/event-stream"):
+        return None
+    lines = response.text.splitlines()
+    for i, line in enumerate(lines):
+        if line == "event: error" and i + 1 < len(lines):
+            return lines[i + 1][:300]
+        if line.startswith('data: {"error"'):
+            return line[:300]
+    return None
+
+
 def _run_operation(operation, api_url: str, failures: list[str]) -> None:
     op = f"{operation.method.upper()} {operation.path}"
     sent = collections.Counter()
@@ -148,6 +163,8 @@ def _run_operation(operation, api_url: str, failures: list[str]) -> None:
             CODES[(op, response.status_code, code)] += 1
         if wrong_key and response.status_code != 401:
             failures.append(f"{op}: a wrong key got {response.status_code}")
+        if response.status_code == 200 and (error := _stream_error(response)):
+            failures.append(f"{op}: a 200 stream ended in an error: {error}")
         try:
             case.validate_response(response, checks=CHECKS)
         except (
@@ -273,3 +290,21 @@ def test_the_document_states_what_the_app_enforces(api_url):
         r = _post(api_url, path, body)
         assert r.status_code in (404, 422), (path, body, r.status_code)
     assert _post(api_url, "/v1/search", {"text": text, "image": None}).is_success
+
+
+def test_a_denormal_temperature_is_greedy_not_a_500(api_url):
+    """Found by the fuzz run: temperature 5e-324 made the sampler divide the logits to inf
+    (RuntimeError: a 500 from /generate, an error event from /v1/analyze)."""
+    for t in (5e-324, 1e-9):
+        r = _post(api_url, "/generate", {"question": "=", "max_length": 2, "temperature": t})
+        assert r.status_code == 200, r.text
+        body = {"image": _png_b64(), "temperature": t, "max_new_tokens": 2, "agent": False}
+        r = _post(api_url, "/v1/analyze", body)
+        assert r.status_code == 200 and "event: error" not in r.text and "event: done" in r.text
+        chat = {"model": "medray-reasoner", "temperature": t, "max_tokens": 2}
+        r = _post(
+            api_url,
+            "/v1/chat/completions",
+            {**chat, "messages": [{"role": "user", "content": "="}]},
+        )
+        assert r.status_code == 200, r.text
