@@ -32,6 +32,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ray import serve
+from ray.exceptions import RayActorError
 from ray.serve.handle import DeploymentHandle
 
 from medray.serving.aio import iterate_in_thread
@@ -461,38 +462,60 @@ class ServeBackend:
         self.retriever = retriever
         self.agent = agent
 
+    @staticmethod
+    async def _call(method, *args):
+        """``method.remote(*args)``, once more if the replica died under the call (a crash,
+        a killed process): Serve routes the retry to a live or replacement replica, so a
+        lost replica fails no request. Every call here is a read or a generation."""
+        try:
+            return await method.remote(*args)
+        except RayActorError as e:
+            log.warning("a replica died under a call (%s); retrying it once", type(e).__name__)
+            return await method.remote(*args)
+
     async def check_request(self, question):
-        return await self.guard.check_request.remote(question)
+        return await self._call(self.guard.check_request, question)
 
     async def check_answer(self, text):
-        return await self.guard.check_answer.remote(text)
+        return await self._call(self.guard.check_answer, text)
 
     async def reason(self, messages, images, params, adapter):
         handle = self.reasoner.options(stream=True, multiplexed_model_id=adapter or "")
+        args = (list(messages), list(images), params)
         # A streamed response cannot be handed to another deployment: consume, re-yield.
-        async for chunk in handle.stream.remote(list(messages), list(images), params):
-            yield chunk
+        # A replica that dies before the first chunk is retried once (nothing was sent).
+        started = False
+        try:
+            async for chunk in handle.stream.remote(*args):
+                started = True
+                yield chunk
+        except RayActorError as e:
+            if started:
+                raise
+            log.warning("a Reasoner replica died before streaming (%s); retrying", type(e).__name__)
+            async for chunk in handle.stream.remote(*args):
+                yield chunk
 
     async def complete(self, messages, images, params, adapter):
         handle = self.reasoner.options(multiplexed_model_id=adapter or "")
-        return await handle.generate.remote(list(messages), list(images), params)
+        return await self._call(handle.generate, list(messages), list(images), params)
 
     async def summarise(self, caption, reasoning, answer):
-        return await self.summariser.summarise.remote(caption, list(reasoning), answer)
+        return await self._call(self.summariser.summarise, caption, list(reasoning), answer)
 
     async def answer_question(self, question, choices, params):
         if self.medqa is None:
             raise RuntimeError("the MedQA deployment is not part of this app")
-        return await self.medqa.answer.remote(question, choices, params)
+        return await self._call(self.medqa.answer, question, choices, params)
 
     async def clip_image(self, image):
-        return await self.embedder.clip_image.remote(image)
+        return await self._call(self.embedder.clip_image, image)
 
     async def clip_text(self, text):
-        return await self.embedder.clip_text.remote(text)
+        return await self._call(self.embedder.clip_text, text)
 
     async def text_vector(self, text):
-        return await self.embedder.text.remote(text)
+        return await self._call(self.embedder.text, text)
 
     async def _retrieval(self, call):
         if self.retriever is None:

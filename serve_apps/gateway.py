@@ -42,7 +42,7 @@ from fastapi import FastAPI
 from medray import DISCLAIMER, __version__
 from medray.serving.audit import AuditLog
 from serve_apps.backend import Backend
-from serve_apps.http import analyze, chat, generate, meta, search
+from serve_apps.http import analyze, chat, generate, meta, openapi, search
 from serve_apps.http.deps import Context
 from serve_apps.http.errors import APIError, error_body, install_handlers
 from serve_apps.http.middleware import (
@@ -88,6 +88,7 @@ def create_app(
     app.include_router(meta.public)
     for module in (meta, generate, analyze, search, chat):
         app.include_router(module.router)
+    openapi.install(app, args)
     return app
 
 

@@ -2,13 +2,24 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 
 class _Strict(BaseModel):
     model_config = ConfigDict(strict=True, extra="forbid")
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _integral(cls, value: Any, info: ValidationInfo) -> Any:
+        """``7.0`` in an integer field is 7: JSON has one number type and JSON Schema's
+        ``integer`` takes it. ``7.5``, ``"7"`` and ``true`` stay type errors."""
+        if isinstance(value, float) and value.is_integer():
+            kind = cls.model_fields[info.field_name].annotation
+            if kind is int or int in get_args(kind):
+                return int(value)
+        return value
 
 
 class GenerateRequest(_Strict):

@@ -21,6 +21,7 @@ import json
 import logging
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -218,6 +219,58 @@ def _start_group(cmd: list[str], env: dict[str, str], log_file: Path) -> subproc
         )
 
 
+def _start_milvus(cfg: LocalClusterConfig, env: dict[str, str], log_file: Path) -> dict[str, Any]:
+    """Start the Milvus Lite server in a process group of its own; its process record."""
+    cmd = [_bin("milvus-lite"), "server", "--data-dir", str(cfg.milvus_dir())]
+    proc = _start_group([*cmd, "--host", cfg.host, "--port", str(cfg.milvus_port)], env, log_file)
+    return {
+        "role": "milvus",
+        "pid": proc.pid,
+        "pgid": proc.pid,
+        "log": str(log_file),
+        **(procs.identity(proc.pid) or {}),
+    }
+
+
+def _milvus_record(state: ClusterState) -> dict[str, Any]:
+    for record in state.processes:
+        if record["role"] == "milvus":
+            return record
+    raise ClusterError("the recorded cluster has no Milvus process")
+
+
+def kill_milvus(state: ClusterState) -> int:
+    """SIGKILL the cluster's Milvus Lite server (a fault drill: ``benchmarks/faults.py``);
+    only the process ``up`` recorded (start time and command line checked). Its pid.
+
+    Raises:
+        ClusterError: the recorded Milvus process no longer runs.
+    """
+    record = _milvus_record(state)
+    if not procs.same_process(record):
+        raise ClusterError(f"pid {record['pid']} is not the cluster's Milvus (not running)")
+    os.killpg(int(record["pgid"]), signal.SIGKILL)
+    return int(record["pid"])
+
+
+def start_milvus(state: ClusterState) -> int:
+    """Start the cluster's Milvus Lite server again after it stopped (same data folder and
+    port), recorded so that ``down`` stops it. Its pid.
+
+    Raises:
+        ClusterError: the recorded Milvus process still runs.
+    """
+    record = _milvus_record(state)
+    if procs.same_process(record):
+        raise ClusterError(f"the cluster's Milvus (pid {record['pid']}) still runs")
+    cfg = LocalClusterConfig(**state.config)
+    env = {**os.environ, **client_env(state)}
+    record.clear()
+    record.update(_start_milvus(cfg, env, cluster_dir() / "logs" / "milvus.log"))
+    _write_state(state)
+    return int(record["pid"])
+
+
 def _wait_exit(proc: subprocess.Popen, log_file: Path, timeout: float) -> None:
     """Wait for ``ray start`` to finish daemonising its node; raise with its log on failure."""
     try:
@@ -313,29 +366,7 @@ def up(cfg: LocalClusterConfig) -> tuple[ClusterState, bool]:
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
     }
     try:
-        milvus = _start_group(
-            [
-                _bin("milvus-lite"),
-                "server",
-                "--data-dir",
-                str(cfg.milvus_dir()),
-                "--host",
-                cfg.host,
-                "--port",
-                str(cfg.milvus_port),
-            ],
-            env,
-            logs / "milvus.log",
-        )
-        state.processes.append(
-            {
-                "role": "milvus",
-                "pid": milvus.pid,
-                "pgid": milvus.pid,
-                "log": str(logs / "milvus.log"),
-                **(procs.identity(milvus.pid) or {}),
-            }
-        )
+        state.processes.append(_start_milvus(cfg, env, logs / "milvus.log"))
         _write_state(state)
         for i in range(cfg.nodes):
             role = "head" if i == 0 else f"worker-{i}"

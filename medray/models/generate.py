@@ -9,7 +9,7 @@ decode the same tokens. What to put in the prompt is each model's contract
 * Prompts are rendered with the model's chat template (:func:`render`, for chat models) or
   used as plain text (the text models' contracts), then encoded in one left-padded batch
   (:func:`encode`).
-* Greedy unless the params ask for sampling (temperature > 0: top-p, no top-k). A VLM
+* Greedy unless the params ask for sampling (temperature >= 1e-3: top-p, no top-k). A VLM
   never generates its image placeholder token (a stray one breaks the next forward pass).
 * With ``scores`` each token's log-probability under the raw logits comes back too.
 * ``streamer`` / ``stopping`` pass through to ``model.generate`` for streaming callers.
@@ -30,6 +30,9 @@ __all__ = [
     "token_offsets",
     "tokenizer_of",
 ]
+
+
+MIN_SAMPLING_TEMPERATURE = 1e-3
 
 
 @dataclass(frozen=True)
@@ -53,8 +56,10 @@ class GenerationParams:
             raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
 
     def sampling(self) -> dict[str, Any]:
-        """``model.generate`` keyword arguments for these settings."""
-        if self.temperature > 0:
+        """``model.generate`` keyword arguments for these settings. A temperature under
+        :data:`MIN_SAMPLING_TEMPERATURE` is greedy: sampling there is greedy in effect, and
+        logits divided by a denormal one (5e-324) overflow to inf and the sampler fails."""
+        if self.temperature >= MIN_SAMPLING_TEMPERATURE:
             return {
                 "do_sample": True,
                 "temperature": self.temperature,

@@ -87,14 +87,16 @@ def validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
 
 def overloaded(exc: BaseException) -> bool:
     """Whether ``exc`` (or the cause it wraps) says a Serve deployment cannot take the
-    request now: its queue is full (``BackPressureError``, ``max_queued_requests``) or it
-    has no running replica (``DeploymentUnavailableError``)."""
+    request now: its queue is full (``BackPressureError``, ``max_queued_requests``), it
+    has no running replica (``DeploymentUnavailableError``) or the replica died under the
+    call and its retry (``RayActorError``: Serve is replacing it)."""
     try:
+        from ray.exceptions import RayActorError
         from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError
     except ImportError:  # pragma: no cover - ray is a dependency
         return False
     cause = getattr(exc, "cause", None)
-    kinds = (BackPressureError, DeploymentUnavailableError)
+    kinds = (BackPressureError, DeploymentUnavailableError, RayActorError)
     return isinstance(exc, kinds) or isinstance(cause, kinds)
 
 

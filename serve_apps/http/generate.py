@@ -37,7 +37,12 @@ async def generate(body: GenerateRequest, request: Request, ctx: Ctx) -> dict[st
             "model",
             "invalid_request_error",
         )
-    max_new = ctx.tokens_for(body.max_length, "max_length")
+    # Not sent: the contract's 100, or the configured limit if that is lower (the default
+    # must not be a 422 under a config with a lower limit).
+    requested = body.max_length
+    if "max_length" not in body.model_fields_set:
+        requested = min(requested, args.generation.max_new_tokens_limit)
+    max_new = ctx.tokens_for(requested, "max_length")
     state = audit_state(request)
     audit.note_model(state, body.model or args.models.medqa_name)
     async with ctx.deadline("generate"):
