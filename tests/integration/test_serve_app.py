@@ -855,10 +855,13 @@ def test_web_ui_analyzes_through_the_served_api(client, tmp_path):
     image.write_bytes(png(xray(3)))
     ui = Client(f"{BASE}/ui/", verbose=False)
     args = (handle_file(str(image)), "Is there a pleural effusion?", "(base model)")
-    status, _, _, _, answer, cases, safety = ui.predict(*args, KEY, api_name="/analyze")
+    status, _, _, _, answer, cases, safety, cites = ui.predict(
+        *args, KEY, None, api_name="/analyze"
+    )
     assert status == "**Done.**", status
     assert answer and "case-" in cases and DISCLAIMER in safety, (answer, cases, safety)
-    status = ui.predict(*args, "wrong", api_name="/analyze")[0]
+    assert "medray-cite" in cites or "No citations" in cites, cites
+    status = ui.predict(*args, "wrong", None, None, api_name="/analyze")[0]
     assert status.startswith("**Error (401):**") and "invalid API key" in status
 
 
