@@ -226,11 +226,13 @@ def build_blocks(
                             [BASE_MODEL], value=BASE_MODEL, label="Model", elem_id="medray-model"
                         )
                         refresh = gr.Button("Load models", size="sm")
+                    # No ``minimum``: Gradio sends an empty field as 0 and would refuse it
+                    # before the handler runs (an "Error" toast); 0 or empty = the default,
+                    # anything else goes to the API, which checks it (its own message).
                     max_tokens = gr.Number(
                         None,
-                        label="Reasoning length in tokens (empty: the server's default)",
+                        label="Reasoning length in tokens (0 or empty: the server's default)",
                         precision=0,
-                        minimum=1,
                         elem_id="medray-max-tokens",
                     )
                     run = gr.Button("Analyze", variant="primary", elem_id="medray-run")
