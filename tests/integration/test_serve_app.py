@@ -855,8 +855,9 @@ def test_web_ui_analyzes_through_the_served_api(client, tmp_path):
     image.write_bytes(png(xray(3)))
     ui = Client(f"{BASE}/ui/", verbose=False)
     args = (handle_file(str(image)), "Is there a pleural effusion?", "(base model)")
+    # Inputs: image, question, model, key, sample (none), reasoning length (None: default).
     status, _, _, _, answer, cases, safety, cites = ui.predict(
-        *args, KEY, None, api_name="/analyze"
+        *args, KEY, None, None, api_name="/analyze"
     )
     assert status == "**Done.**", status
     assert answer and "case-" in cases and DISCLAIMER in safety, (answer, cases, safety)
