@@ -115,6 +115,7 @@ def demo(
         if served:
             click.echo(f"[4/5] One analyze request to the Serve app at {serve_out['url']} ...")
             summary["analyze"] = _analyze(summary, serve_out)
+            _print_urls(serve_out, keep_up)
     finally:
         if served and not keep_up:
             from medray.serving.deploy import remove
@@ -253,6 +254,23 @@ def _analyze(summary: dict[str, Any], serve_out: dict[str, Any]) -> dict[str, An
     if out["agent"]:
         click.echo(f"  agent: {json.dumps(out['agent'])}")
     return out
+
+
+def served_urls(serve_out: dict[str, Any]) -> dict[str, str]:
+    """The endpoints of the app the pipeline's serve stage deployed, the web UI among
+    them: ``endpoint_urls`` (what `medray serve up` prints) of the config it wrote."""
+    import yaml
+
+    from medray.serving.deploy import endpoint_urls
+
+    return endpoint_urls(yaml.safe_load(Path(serve_out["config"]).read_text()))
+
+
+def _print_urls(serve_out: dict[str, Any], keep_up: bool) -> None:
+    note = "" if keep_up else " (until the demo removes the app; --keep-up keeps it)"
+    click.echo(f"      endpoints{note}:")
+    for name, url in served_urls(serve_out).items():
+        click.echo(f"        {name:15s} {url}")
 
 
 def _check(ok: bool | None) -> str:

@@ -10,29 +10,12 @@ import click
 _run_dir = click.Path(exists=True, file_okay=False, path_type=Path)
 
 
-def find_report_dir(run: Path) -> Path:
-    """The folder holding ``report.json``: RUN itself, or the evaluation folder of a run
-    (``RUN/evaluate``, what `jobs.pipeline` writes), or its one subfolder with a report."""
-    if (run / "report.json").is_file():
-        return run
-    if (run / "evaluate" / "report.json").is_file():
-        return run / "evaluate"
-    found = sorted(p.parent for p in run.glob("*/report.json"))
-    if len(found) == 1:
-        return found[0]
-    where = (
-        f"; reports in its subfolders: {', '.join(str(p) for p in found)}"
-        if found
-        else "; make one with `python -m jobs.evaluate` (or the pipeline's evaluate stage)"
-    )
-    raise click.ClickException(f"{run} holds no evaluation report (report.json){where}")
-
-
 def _load(path: Path) -> tuple[Path, dict]:
+    from medray.eval.folders import find_report_dir
     from medray.eval.report import ReportError, load_report
 
-    folder = find_report_dir(path)
     try:
+        folder = find_report_dir(path)
         return folder, load_report(folder)
     except ReportError as e:
         raise click.ClickException(str(e)) from None

@@ -318,6 +318,8 @@ class UIArgs:
     """The ``args:`` of the web UI application (``serve_apps/ui/deployment.py``)."""
 
     api_url: str = ""  # the API's base URL from the UI replica; "" = the proxy's root
+    samples_dir: str = ""  # sample images the Analyze tab offers; "" = upload only
+    runs_dir: str = ""  # evaluation runs the Reports tab opens; "" = $MEDRAY_HOME/runs
 
     def __post_init__(self) -> None:
         if self.api_url and not self.api_url.startswith(("http://", "https://")):

@@ -27,11 +27,14 @@ from .render import (
     answer_markdown,
     box_labels,
     cases_html,
+    citations_html,
     draw_boxes,
     safety_markdown,
     steps_markdown,
     valid_boxes,
 )
+from .reports_tab import build_reports_tab
+from .search_tab import build_search_tab
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no calls home from a server
 
@@ -66,8 +69,40 @@ def _preview(data: bytes) -> Image.Image | None:
         return None  # the API's own answer explains why
 
 
-def build_blocks(api_url: str | None = None) -> gr.Blocks:
-    """The UI: an Analyze tab streaming ``/v1/analyze``; the disclaimer on top."""
+def sample_images(folder: Path | None) -> list[str]:
+    """The image files (PNG, JPEG, DICOM) directly in ``folder``, by name."""
+    if folder is None or not folder.is_dir():
+        return []
+    return sorted(
+        p.name for p in folder.iterdir() if p.is_file() and p.suffix.lower() in UPLOAD_TYPES
+    )
+
+
+def build_blocks(
+    api_url: str | None = None,
+    samples_dir: str | Path | None = None,
+    runs_dir: str | Path | None = None,
+) -> gr.Blocks:
+    """The UI: Analyze (streaming ``/v1/analyze``), Search (``/v1/search``) and Reports
+    (evaluation runs under ``runs_dir``, default ``$MEDRAY_HOME/runs``); the disclaimer
+    and the API key on top.
+
+    ``samples_dir``: a folder of sample images (e.g. of the indexed cases) the Analyze tab
+    offers besides an upload. The case index holds reports and labels, not pixels, so the
+    images a person can pick come from this folder; none set: upload only.
+    """
+    from medray.paths import runs_dir as default_runs_dir
+
+    samples = Path(samples_dir) if samples_dir else None
+    runs_root = Path(runs_dir) if runs_dir else default_runs_dir()
+
+    def base_url(request: gr.Request | None) -> str:
+        return _api_url(request, api_url)
+
+    def pick_sample(name: str | None):
+        if not name or samples is None or name not in sample_images(samples):
+            return gr.update(), None
+        return None, _preview((samples / name).read_bytes())
 
     def load_models(api_key: str, request: gr.Request):
         try:
@@ -82,7 +117,9 @@ def build_blocks(api_url: str | None = None) -> gr.Blocks:
     def load_models_quietly(api_key: str, request: gr.Request):
         return load_models(api_key, request)[0]
 
-    def analyze(path, question, model, api_key, request: gr.Request) -> Iterator[tuple]:
+    def analyze(
+        path, question, model, api_key, sample, max_new_tokens, request: gr.Request
+    ) -> Iterator[tuple]:
         state: dict[str, Any] = {
             "status": "",
             "image": None,
@@ -91,13 +128,18 @@ def build_blocks(api_url: str | None = None) -> gr.Blocks:
             "answer": "",
             "cases": "",
             "safety": "",
+            "citations": "",
         }
+        passages: dict[str, str] = {}
+        shown_cases: list[str] = []
 
         def out():
             return tuple(state[k] for k in state)
 
+        if not path and samples is not None and sample in sample_images(samples):
+            path = samples / sample
         if not path:
-            state["status"] = "**Error:** upload an image (PNG, JPEG or DICOM) first"
+            state["status"] = "**Error:** upload an image (PNG, JPEG or DICOM) or pick a sample"
             yield out()
             return
         data = Path(path).read_bytes()
@@ -109,7 +151,8 @@ def build_blocks(api_url: str | None = None) -> gr.Blocks:
         steps: list[dict[str, Any]] = []
         chosen = None if model in (None, "", BASE_MODEL) else model
         try:
-            for event, body in client.analyze(data, question or "", chosen):
+            extra = {"max_new_tokens": int(max_new_tokens)} if max_new_tokens else {}
+            for event, body in client.analyze(data, question or "", chosen, **extra):
                 if event == "guard" and not body.get("allowed", True):
                     state["status"] = f"**Refused:** {body.get('message', '')}"
                 elif event == "step":
@@ -125,8 +168,15 @@ def build_blocks(api_url: str | None = None) -> gr.Blocks:
                     state["summary"] = body.get("text", "")
                 elif event == "similar_cases":
                     state["cases"] = cases_html(body)
+                    shown_cases[:] = [str(h.get("id")) for h in body.get("hits") or []]
+                elif event == "knowledge":
+                    for h in body.get("hits") or []:
+                        passages[str(h.get("id"))] = str(h.get("text") or "")
+                    continue
                 elif event == "agent_answer":
                     state["answer"] = answer_markdown(body)
+                    cites = body.get("citations") or []
+                    state["citations"] = citations_html(cites, passages, shown_cases)
                 elif event == "safety":
                     state["safety"] = safety_markdown(body)
                 elif event == "error":
@@ -148,6 +198,11 @@ def build_blocks(api_url: str | None = None) -> gr.Blocks:
     # Uploaded images are kept in Gradio's cache only briefly (checked every 5 minutes).
     with gr.Blocks(title="MedRay", analytics_enabled=False, delete_cache=(300, 600)) as ui:
         gr.Markdown(f"# MedRay\n**{DISCLAIMER}**", elem_id="medray-disclaimer")
+        api_key = gr.Textbox(
+            label="API key (sent as 'Authorization: Bearer <key>' by every tab)",
+            type="password",
+            elem_id="medray-key",
+        )
         with gr.Tab("Analyze"):
             with gr.Row():
                 with gr.Column(scale=1):
@@ -157,16 +212,28 @@ def build_blocks(api_url: str | None = None) -> gr.Blocks:
                         type="filepath",
                         elem_id="medray-upload",
                     )
+                    names = sample_images(samples)
+                    sample = gr.Dropdown(
+                        names,
+                        value=None,
+                        label=f"…or a sample image ({len(names)} in the sample folder)",
+                        visible=bool(names),
+                        elem_id="medray-sample",
+                    )
                     question = gr.Textbox(label="Question", elem_id="medray-question")
                     with gr.Row():
                         model = gr.Dropdown(
                             [BASE_MODEL], value=BASE_MODEL, label="Model", elem_id="medray-model"
                         )
                         refresh = gr.Button("Load models", size="sm")
-                    api_key = gr.Textbox(
-                        label="API key (sent as 'Authorization: Bearer <key>')",
-                        type="password",
-                        elem_id="medray-key",
+                    # No ``minimum``: Gradio sends an empty field as 0 and would refuse it
+                    # before the handler runs (an "Error" toast); 0 or empty = the default,
+                    # anything else goes to the API, which checks it (its own message).
+                    max_tokens = gr.Number(
+                        None,
+                        label="Reasoning length in tokens (0 or empty: the server's default)",
+                        precision=0,
+                        elem_id="medray-max-tokens",
                     )
                     run = gr.Button("Analyze", variant="primary", elem_id="medray-run")
                     status = gr.Markdown(elem_id="medray-status")
@@ -184,19 +251,31 @@ def build_blocks(api_url: str | None = None) -> gr.Blocks:
             summary = gr.Markdown(elem_id="medray-summary")
             gr.Markdown("### Answer")
             answer = gr.Markdown(elem_id="medray-answer")
+            citations = gr.HTML(elem_id="medray-citations")
             gr.Markdown("### Similar cases")
             cases = gr.HTML(elem_id="medray-cases")
             gr.Markdown("### Safety")
             safety = gr.Markdown(elem_id="medray-safety")
-        outputs = [status, image, steps, summary, answer, cases, safety]
-        run.click(analyze, [upload, question, model, api_key], outputs)
+        build_search_tab(api_key, base_url)
+        build_reports_tab(api_key, base_url, runs_root)
+        outputs = [status, image, steps, summary, answer, cases, safety, citations]
+        inputs = [upload, question, model, api_key, sample, max_tokens]
+        run.click(analyze, inputs, outputs, api_name="analyze")
+        sample.change(pick_sample, [sample], [upload, image])
         refresh.click(load_models, [api_key], [model, status])
         # On page load, without a key yet where keys are required: the button reports errors.
         ui.load(load_models_quietly, [api_key], [model])
     return ui
 
 
-def mount_ui(app, *, path: str = "/ui", api_url: str | None = None) -> None:
+def mount_ui(
+    app,
+    *,
+    path: str = "/ui",
+    api_url: str | None = None,
+    samples_dir: str | Path | None = None,
+    runs_dir: str | Path | None = None,
+) -> None:
     """Mount the web UI on a FastAPI ``app`` at ``path``.
 
     Args:
@@ -204,10 +283,12 @@ def mount_ui(app, *, path: str = "/ui", api_url: str | None = None) -> None:
         path: where the UI lives.
         api_url: the API's base URL as this server can reach it; default: the address of
             the socket each UI request arrived on.
+        samples_dir: sample images the Analyze tab offers (see :func:`build_blocks`).
+        runs_dir: where the Reports tab finds evaluation runs; default the runs directory.
     """
     gr.mount_gradio_app(
         app,
-        build_blocks(api_url),
+        build_blocks(api_url, samples_dir, runs_dir),
         path=path,
         ssr_mode=False,
         mcp_server=False,

@@ -78,3 +78,29 @@ class ApiClient:
                 r.read()
                 raise ApiError(r.status_code, error_message(r))
             yield from read_events(r.iter_lines())
+
+    def search(
+        self,
+        *,
+        text: str | None = None,
+        image: bytes | None = None,
+        k: int = 5,
+        filters: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """``POST /v1/search``: text -> images (``text``) or image -> reports (``image``).
+
+        Raises:
+            ApiError: the API refused the request (its message).
+        """
+        payload: dict[str, Any] = {"k": k}
+        if text is not None:
+            payload["text"] = text
+        if image is not None:
+            payload["image"] = base64.b64encode(image).decode()
+        if filters:
+            payload["filters"] = filters
+        with self._client() as c:
+            r = c.post("/v1/search", json=payload)
+        if r.status_code != 200:
+            raise ApiError(r.status_code, error_message(r))
+        return r.json()

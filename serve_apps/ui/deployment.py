@@ -10,6 +10,8 @@ Config (the application's ``args``)::
 
     api_url: ""   # the API's base URL from this replica; "" = the Serve proxy the
                   # page came in through, at its root (the API's route_prefix "/")
+    samples_dir: ""  # a folder of sample images the Analyze tab offers; "" = upload only
+    runs_dir: ""     # evaluation runs for the Reports tab; "" = $MEDRAY_HOME/runs
 """
 
 from __future__ import annotations
@@ -36,7 +38,13 @@ class WebUI:
         from serve_apps.ui.app import mount_ui
 
         app = FastAPI(title="MedRay web UI", version=__version__, docs_url=None, redoc_url=None)
-        mount_ui(app, path="/", api_url=self.args.api_url or None)
+        mount_ui(
+            app,
+            path="/",
+            api_url=self.args.api_url or None,
+            samples_dir=self.args.samples_dir or None,
+            runs_dir=self.args.runs_dir or None,
+        )
         return app
 
 

@@ -70,22 +70,53 @@ def steps_markdown(steps: Sequence[Mapping[str, Any]], done: bool) -> str:
     return "\n".join(lines) if lines else "*waiting for the first step…*"
 
 
-def citations_markdown(citations: Sequence[Mapping[str, Any]]) -> str:
-    """Numbered citations, each with its kind, label, title, id and snippet."""
-    lines = []
+def case_anchor(case_id: Any) -> str:
+    """The HTML id of a similar case's card (a citation of the case links to it)."""
+    return "medray-case-" + "".join(
+        ch if ch.isalnum() or ch in "-_" else "_" for ch in str(case_id)
+    )
+
+
+def citations_html(
+    citations: Sequence[Mapping[str, Any]],
+    passages: Mapping[str, str] | None = None,
+    shown_cases: Sequence[str] = (),
+) -> str:
+    """Numbered citations, each a ``<details>`` that opens on its source: the cited
+    knowledge passage (its full text when the stream's ``knowledge`` event carried it,
+    else the agent's snippet) or the similar case's report, with a link to the case's card
+    in the gallery when it is shown there."""
+    if not citations:
+        return '<div class="medray-cites-empty">No citations.</div>'
+    passages = passages or {}
+    items = []
     for i, c in enumerate(citations, 1):
-        title = c.get("title") or c.get("id") or ""
-        head = f"{i}. **[{c.get('label', '')}]** {c.get('kind', '')}: {title}"
-        if c.get("url"):
-            head += f" ([source]({c['url']}))"
-        lines.append(head + (f" (id `{c['id']}`)" if c.get("id") else ""))
-        if c.get("snippet"):
-            lines.append(f"   > {' '.join(str(c['snippet']).split())}")
-    return "\n".join(lines)
+        cid = str(c.get("id") or "")
+        kind = str(c.get("kind") or "")
+        title = str(c.get("title") or cid)
+        text = passages.get(cid) if kind == "knowledge" else None
+        text = " ".join(str(text or c.get("snippet") or "(no text)").split())
+        extra = ""
+        if kind == "case" and cid in shown_cases:
+            extra = f' <a href="#{case_anchor(cid)}">(show the case)</a>'
+        source = str(c.get("source") or "")
+        if source.startswith(("http://", "https://")):
+            extra += f' <a href="{html.escape(source)}" target="_blank" rel="noopener">(source)</a>'
+        elif source:
+            extra += f" <small>source: {html.escape(source)}</small>"
+        items.append(
+            f'<details class="medray-cite" id="medray-cite-{i}">'
+            f"<summary>[{i}] <b>{html.escape(str(c.get('label', '')))}</b> "
+            f"{html.escape(kind)}: {html.escape(title)}</summary>"
+            f'<div class="medray-cite-source"><small>id {html.escape(cid)}</small>{extra}'
+            f"<p>{html.escape(text)}</p></div></details>"
+        )
+    return '<div class="medray-cites">' + "".join(items) + "</div>"
 
 
 def answer_markdown(answer: Mapping[str, Any]) -> str:
-    """The agent's answer: diagnosis, findings, differential, next steps, citations."""
+    """The agent's answer: diagnosis, findings, differential, next steps (the citations
+    are :func:`citations_html`)."""
     parts = []
     if answer.get("most_likely_diagnosis"):
         parts.append(f"**Most likely:** {answer['most_likely_diagnosis']}")
@@ -102,8 +133,8 @@ def answer_markdown(answer: Mapping[str, Any]) -> str:
         items = answer.get(key) or []
         if items:
             parts.append(f"**{title}:**\n" + "\n".join(f"- {x}" for x in items))
-    cites = answer.get("citations") or []
-    parts.append("**Citations:**\n" + citations_markdown(cites) if cites else "**Citations:** none")
+    n = len(answer.get("citations") or [])
+    parts.append(f"**Citations:** {n} (numbered below; open one to read its source)")
     return "\n\n".join(parts)
 
 
@@ -134,7 +165,7 @@ def cases_html(cases: Mapping[str, Any]) -> str:
         labels = ", ".join(map(str, h.get("labels") or [])) or "no labels"
         where = " · ".join(str(h[k]) for k in ("modality", "organ", "split") if h.get(k))
         cards.append(
-            '<div class="medray-case">'
+            f'<div class="medray-case" id="{case_anchor(h.get("id", ""))}">'
             f"<b>{html.escape(str(h.get('id', '')))}</b> "
             f"<small>score {float(h.get('score', 0.0)):.3f}</small><br>"
             f"<i>{html.escape(labels)}</i><br><small>{html.escape(where)}</small>"
@@ -147,4 +178,7 @@ CSS = """
 .medray-cases {display: flex; flex-wrap: wrap; gap: 8px;}
 .medray-case {border: 1px solid #8884; border-radius: 6px; padding: 6px; width: 220px;}
 .medray-case p {margin: 4px 0 0 0; font-size: 0.85em;}
+.medray-cite {border-left: 3px solid #007aff; margin: 4px 0; padding: 2px 8px;}
+.medray-cite summary {cursor: pointer;}
+.medray-cite p {margin: 4px 0; font-size: 0.9em;}
 """

@@ -207,13 +207,13 @@ def drop_knowledge(uri: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def served(ray_cluster, tiny_models, milvus_uri, tmp_path_factory):
+def served(ray_cluster, tiny_models, milvus_uri, json_adapter, tmp_path_factory):
     """Deploy the app; yield the dashboard URL; remove the app at the end."""
     from medray.serving.deploy import deploy, load_serve_config, remove
 
     root = tmp_path_factory.mktemp("adapters")
     adapters = make_adapters(root)
-    adapters["lora-json"] = train_json_adapter(root / "lora-json")
+    adapters["lora-json"] = json_adapter
     in_subprocess(f"index_collections({milvus_uri!r})")
     key_file = root / "api_keys"  # the replicas read it: the key is in no config
     key_file.write_text(f"# keys of the test app\n{KEY}\n")
@@ -857,10 +857,14 @@ def test_web_ui_analyzes_through_the_served_api(client, tmp_path):
     image.write_bytes(png(xray(3)))
     ui = Client(f"{BASE}/ui/", verbose=False)
     args = (handle_file(str(image)), "Is there a pleural effusion?", "(base model)")
-    status, _, _, _, answer, cases, safety = ui.predict(*args, KEY, api_name="/analyze")
+    # Inputs: image, question, model, key, sample (none), reasoning length (None: default).
+    status, _, _, _, answer, cases, safety, cites = ui.predict(
+        *args, KEY, None, None, api_name="/analyze"
+    )
     assert status == "**Done.**", status
     assert answer and "case-" in cases and DISCLAIMER in safety, (answer, cases, safety)
-    status = ui.predict(*args, "wrong", api_name="/analyze")[0]
+    assert "medray-cite" in cites or "No citations" in cites, cites
+    status = ui.predict(*args, "wrong", None, None, api_name="/analyze")[0]
     assert status.startswith("**Error (401):**") and "invalid API key" in status
 
 

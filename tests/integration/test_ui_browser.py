@@ -1,38 +1,52 @@
-"""The web UI in a real browser: Playwright driving the distribution's Chromium
-(headless, no browser download) against the gateway app with the UI mounted, served by
-uvicorn in this process, with API keys required and a small LoRA adapter trained here so
-the tiny VLM writes a structured answer with a box."""
+"""The web UI in a real browser against the running Serve app: Playwright driving the
+distribution's Chromium (headless, no browser download; apt-installed by the session
+fixture when missing) on the page Serve's proxy serves at ``/ui``.
+
+The app is deployed once for this module from ``serve_apps/configs/local.yaml`` on the
+shared test cluster, as ``medray serve up`` does (test_serve_app.py's way: keys
+required, small Milvus collections indexed with the app's own embedders, a LoRA adapter
+trained here so the tiny VLM writes a structured answer with a box), with the UI app's
+``samples_dir`` and ``runs_dir`` set to folders made here. Screenshots go to each test's
+``tmp_path``."""
 
 from __future__ import annotations
 
 import io
+import json
 import os
 import shutil
 import subprocess
-import threading
 import time
 
 import httpx
 import numpy as np
 import pytest
-from conftest import PORT_OFFSET
+from dicom_fixtures import make_dicom
+from eval_fixtures import VQA_ROWS, improved_rows, report_of
 from PIL import Image
-from test_serve_app import JSON_ANSWER, JSON_QUESTION, png, train_json_adapter, xray
+from test_serve_app import (
+    CASES,
+    JSON_ANSWER,
+    JSON_QUESTION,
+    KEY,
+    KNOWLEDGE,
+    SERVE_PORT,
+    in_subprocess,
+    png,
+    xray,
+)
 
-from medray.config import from_dict
-from medray.retrieval import MilvusSettings
-from medray.serving.retriever import Retriever
-from serve_apps.settings import AppArgs
 from serve_apps.ui.client import ApiClient
 
 pytestmark = pytest.mark.integration
 
-PORT = 18741 + PORT_OFFSET
-BASE = f"http://127.0.0.1:{PORT}"
-KEY = "ui-test-key"
+BASE = f"http://127.0.0.1:{SERVE_PORT}"
 ADAPTER = "lora-json"
 NON_MEDICAL = "What is the capital of France?"
-TIMEOUT_MS = 90_000
+SAMPLE = "sample-chest.png"
+TIMEOUT_MS = 120_000
+# What the page shows when a UI handler raised (Gradio's toast): never expected here.
+TOAST = ".toast-body.error"
 
 
 @pytest.fixture(scope="session")
@@ -50,52 +64,46 @@ def chromium() -> str:
 
 
 @pytest.fixture(scope="module")
-def server(tiny_models, tmp_path_factory):
-    """The gateway app with the UI at /ui, on 127.0.0.1:PORT, keys required."""
-    import uvicorn
+def served_ui(ray_cluster, tiny_models, milvus_uri, json_adapter, tmp_path_factory):
+    """local.yaml deployed (API at /, UI at /ui); yields the base URL; removed at the end."""
+    from medray.eval.report import write_report
+    from medray.serving.deploy import deploy, load_serve_config, remove, ui_apps
 
-    from medray.agent import AgentSettings
-    from medray.serving.embedder import Embedder
-    from medray.serving.guard import Guard
-    from medray.serving.medqa import MedQA
-    from medray.serving.reasoner import Reasoner
-    from medray.serving.summariser import Summariser
-    from serve_apps.backend import LocalBackend
-    from serve_apps.gateway import create_app
-    from serve_apps.ui import mount_ui
-
-    adapter = train_json_adapter(tmp_path_factory.mktemp("ui-adapter") / ADAPTER)
-    dead_milvus = MilvusSettings(uri="http://127.0.0.1:1", timeout_s=2)
-    backend = LocalBackend(
-        Guard(),
-        Reasoner(adapters={ADAPTER: adapter}),
-        Summariser(),
-        Embedder(),
-        Retriever(dead_milvus, "tiny-clip", "minilm-l6"),
-        agent=AgentSettings(max_cycles=0, max_queries=1, max_new_tokens=4),
-        medqa=MedQA(),
-    )
-    key_file = tmp_path_factory.mktemp("ui-keys") / "api_keys"
+    root = tmp_path_factory.mktemp("ui-app")
+    adapter = json_adapter
+    in_subprocess(f"index_collections({milvus_uri!r})")
+    samples, runs = root / "samples", root / "runs"
+    samples.mkdir()
+    (samples / SAMPLE).write_bytes(png(xray(2)))
+    write_report(runs / "run-a" / "evaluate", report_of([("base", VQA_ROWS)]))
+    write_report(runs / "run-b", report_of([("base", VQA_ROWS), ("sft", improved_rows())]))
+    key_file = root / "api_keys"  # the replicas read it: the key is in no config
     key_file.write_text(KEY)
-    args = {
-        "adapters": {ADAPTER: adapter},
-        "auth": {"api_keys_file": str(key_file), "require": "always"},
-        "generation": {"max_new_tokens": 96, "temperature": 0.0},
-    }
-    app = create_app(backend, from_dict(AppArgs, args))
-    mount_ui(app)
-    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=PORT, log_level="warning"))
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 60
-    while not srv.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.05)
+    older = (runs / "run-a" / "evaluate" / "report.json").stat().st_mtime - 60
+    os.utime(runs / "run-a" / "evaluate" / "report.json", (older, older))  # run-b is newest
+    overrides = [
+        "auth.require=always",
+        f"auth.api_keys_file={key_file}",
+        f"adapters={json.dumps({ADAPTER: adapter})}",
+        "generation.max_new_tokens=16",
+        f"retrieval.milvus.uri={milvus_uri}",
+        f"retrieval.milvus.cases_collection={CASES}",
+        f"retrieval.milvus.knowledge_collection={KNOWLEDGE}",
+        "agent.max_cycles=0",
+        "agent.max_queries=1",
+        "agent.max_new_tokens=8",
+    ]
+    config = load_serve_config("serve_apps/configs/local.yaml", overrides, port=SERVE_PORT)
+    (ui,) = ui_apps(config)
+    ui["args"] = {**(ui.get("args") or {}), "samples_dir": str(samples), "runs_dir": str(runs)}
+    dashboard = ray_cluster.dashboard_url
+    t0 = time.perf_counter()
+    deploy(config, dashboard, wait_s=420)
+    print(f"serve app with the UI running after {time.perf_counter() - t0:.0f}s")
     try:
         yield BASE
     finally:
-        srv.should_exit = True
-        thread.join(timeout=30)
+        remove(dashboard, "medray")
 
 
 @pytest.fixture(scope="module")
@@ -111,69 +119,78 @@ def browser(chromium):
 
 
 @pytest.fixture
-def page(server, browser):
-    """A fresh page on /ui for each test."""
-    pg = browser.new_page(viewport={"width": 1280, "height": 1600})
+def page(served_ui, browser):
+    """A fresh page on /ui for each test, the API key typed in."""
+    pg = browser.new_page(viewport={"width": 1280, "height": 1800})
     pg.set_default_timeout(TIMEOUT_MS)
     try:
-        pg.goto(f"{server}/ui/")
+        pg.goto(f"{served_ui}/ui/")
         pg.wait_for_selector("#medray-run")
+        pg.fill("#medray-key input", KEY)
         yield pg
     finally:
         pg.close()
 
 
-def _upload(pg, path) -> None:
-    pg.set_input_files("#medray-upload input[type=file]", str(path))
-    pg.wait_for_selector(f"#medray-upload td.filename[aria-label='{path.name}']")
+def _upload(pg, path, where: str = "#medray-upload") -> None:
+    pg.set_input_files(f"{where} input[type=file]", str(path))
+    pg.wait_for_selector(f"{where} td.filename[aria-label='{path.name}']")
 
 
-def _status(pg) -> str:
-    return pg.inner_text("#medray-status")
+def _pick(pg, dropdown: str, option: str) -> None:
+    pg.click(f"{dropdown} input")
+    pg.get_by_role("option", name=option, exact=True).click()
 
 
-def _run(pg, question: str, key: str) -> None:
+def _run(pg, question: str, tokens: int | None = None) -> None:
     pg.fill("#medray-question textarea", question)
-    pg.fill("#medray-key input", key)
+    if tokens:
+        pg.fill("#medray-max-tokens input", str(tokens))
     pg.click("#medray-run")
 
 
-def _wait_status(pg, *words: str) -> str:
-    cond = " || ".join(f"t.includes({w!r})" for w in words)
+def _wait_text(pg, selector: str, pattern: str) -> str:
+    """The element's text once it matches ``pattern`` (a JS regex); fails at once on an
+    error toast (a UI handler raised) instead of waiting for the timeout."""
     pg.wait_for_function(
-        f"() => {{ const t = document.querySelector('#medray-status').innerText; return {cond}; }}"
+        "([sel, pat, toast]) => document.querySelector(toast) !== null"
+        " || new RegExp(pat).test(document.querySelector(sel).innerText)",
+        arg=[selector, pattern, TOAST],
     )
-    return _status(pg)
+    toast = pg.query_selector(TOAST)
+    assert toast is None, f"the UI raised: {toast.inner_text()}"
+    return pg.inner_text(selector)
 
 
-def test_analyze_streams_steps_and_draws_the_predicted_box(page, tmp_path):
+def _shown_image(pg) -> Image.Image:
+    src = pg.get_attribute("#medray-image img", "src")
+    return Image.open(io.BytesIO(httpx.get(httpx.URL(f"{BASE}/ui/").join(src)).content))
+
+
+def test_analyze_streams_steps_draws_the_box_and_cites(page, tmp_path):
     source = xray(0)
     upload = tmp_path / "xray.png"
     upload.write_bytes(png(source))
-    page.fill("#medray-key input", KEY)
     page.get_by_role("button", name="Load models").click()
-    page.click("#medray-model input")
-    page.get_by_role("option", name=ADAPTER).click()
+    _pick(page, "#medray-model", ADAPTER)
     _upload(page, upload)
-    _run(page, JSON_QUESTION, KEY)
+    _run(page, JSON_QUESTION, tokens=120)
     # A reasoning step is on the page while the analysis is still running.
     page.wait_for_function(
         "() => /Caption|Step 1/.test(document.querySelector('#medray-steps').innerText)"
         " && document.querySelector('#medray-status').innerText.includes('analysing')"
     )
     page.screenshot(path=str(tmp_path / "analyze-streaming.png"), full_page=True)
-    status = _wait_status(page, "Done.", "Error", "Refused")
+    status = _wait_text(page, "#medray-status", "Done|Error|Refused")
     page.screenshot(path=str(tmp_path / "analyze-done.png"), full_page=True)
     assert status.strip() == "Done.", status
     steps = page.inner_text("#medray-steps")
     assert JSON_ANSWER["reasoning"][0] in steps and JSON_ANSWER["caption"] in steps
-    safety = page.inner_text("#medray-safety")
-    assert "Risk level" in safety
+    assert "Risk level" in page.inner_text("#medray-safety")
     assert "research" in page.inner_text("#medray-disclaimer").lower()
 
-    src = page.get_attribute("#medray-image img", "src")
-    shown = Image.open(io.BytesIO(httpx.get(httpx.URL(f"{BASE}/ui/").join(src)).content))
-    shown = np.asarray(shown.convert("RGB").resize(source.size), dtype=np.int16)
+    # The box overlay: pixels change inside the predicted box, not far from it.
+    shown = np.asarray(_shown_image(page).convert("RGB").resize(source.size), dtype=np.int16)
     given = np.asarray(source, dtype=np.int16)
     w, h = source.size
     x1, y1, x2, y2 = JSON_ANSWER["boxes"][0]
@@ -183,26 +200,94 @@ def test_analyze_streams_steps_and_draws_the_predicted_box(page, tmp_path):
     far = (slice(round(0.8 * h), h), slice(round(0.7 * w), w))  # away from box and label
     assert changed[far].sum() == 0, "pixels changed outside the box"
 
+    # The similar cases' gallery has cards.
+    assert page.locator("#medray-cases .medray-case").count() >= 1
+    # A citation opens on its source.
+    first = page.locator("#medray-cite-1")
+    assert not first.locator(".medray-cite-source p").is_visible()
+    first.locator("summary").click()
+    assert first.get_attribute("open") is not None
+    source_text = first.locator(".medray-cite-source p").inner_text()
+    assert source_text.strip() and source_text != "(no text)"
+    page.screenshot(path=str(tmp_path / "analyze-citation-open.png"), full_page=True)
+
+
+def test_dicom_upload_is_analyzed(page, tmp_path):
+    """MONOCHROME1 with window tags: inverted and windowed by the API, analyzed."""
+    gray = np.asarray(xray(1).convert("L"), dtype=np.uint16)
+    pixels = 4000 - gray * 10  # MONOCHROME1: high values are dark
+    upload = tmp_path / "chest.dcm"
+    upload.write_bytes(
+        make_dicom(pixels, photometric="MONOCHROME1", WindowCenter=2700, WindowWidth=2600)
+    )
+    _upload(page, upload)
+    _run(page, "Is there a pleural effusion?")
+    status = _wait_text(page, "#medray-status", "Done|Error|Refused")
+    page.screenshot(path=str(tmp_path / "dicom-done.png"), full_page=True)
+    assert status.strip() == "Done.", status
+    assert "Risk level" in page.inner_text("#medray-safety")
+    shown = np.asarray(_shown_image(page).convert("L"), dtype=np.float32)
+    # Inverted back: the lungs (bright in the source) are bright on the page too.
+    assert shown[50, 36] > shown[5, 5] + 40, (shown[50, 36], shown[5, 5])
+
 
 def test_non_medical_question_shows_the_refusal(page, tmp_path):
-    upload = tmp_path / "other.png"
-    upload.write_bytes(png(xray(1)))
-    # What the API itself answers, for the same request.
-    events = ApiClient(BASE, KEY).analyze(upload.read_bytes(), NON_MEDICAL)
+    """On a sample picked from the configured folder; the message is the API's own."""
+    events = ApiClient(BASE, KEY).analyze(png(xray(2)), NON_MEDICAL)
     guard = dict(events)["guard"]
     assert guard["allowed"] is False
-    _upload(page, upload)
-    _run(page, NON_MEDICAL, KEY)
-    status = _wait_status(page, "Refused", "Error")
+    _pick(page, "#medray-sample", SAMPLE)
+    page.wait_for_selector("#medray-image img")
+    _run(page, NON_MEDICAL)
+    status = _wait_text(page, "#medray-status", "Refused|Error")
     page.screenshot(path=str(tmp_path / "refused.png"), full_page=True)
-    assert "Refused" in status and " ".join(guard["message"].split())[:60] in status
+    assert status.startswith("Refused:"), status
+    assert " ".join(guard["message"].split())[:60] in status
 
 
 def test_wrong_api_key_shows_the_401_message(page, tmp_path):
     upload = tmp_path / "xray.png"
     upload.write_bytes(png(xray(0)))
     _upload(page, upload)
-    _run(page, JSON_QUESTION, "not-the-key")
-    status = _wait_status(page, "401")
+    page.fill("#medray-key input", "not-the-key")
+    _run(page, JSON_QUESTION)
+    status = _wait_text(page, "#medray-status", "Error|Done|Refused")
     page.screenshot(path=str(tmp_path / "unauthorised.png"), full_page=True)
-    assert "invalid API key" in status, status
+    assert status.startswith("Error (401):") and "invalid API key" in status, status
+
+
+def test_search_tab_text_to_images_and_image_to_reports(page, tmp_path):
+    page.get_by_role("tab", name="Search").click()
+    page.fill("#medray-search-text textarea", "pleural effusion")
+    page.click("#medray-search-by-text")
+    status = _wait_text(page, "#medray-search-status", r"\d+ images|Error|Refused|unavailable")
+    k = 5  # the form's default number of results; the index holds 8 cases
+    assert status.startswith(f"{k} images for the text"), status
+    assert page.locator("#medray-search-hits .medray-case").count() == k
+    upload = tmp_path / "xray.png"
+    upload.write_bytes(png(xray(0)))
+    _upload(page, upload, "#medray-search-image")
+    page.fill("#medray-f-labels textarea", "cardiomegaly")
+    page.click("#medray-search-by-image")
+    status = _wait_text(page, "#medray-search-status", r"\d+ reports|Error|Refused|unavailable")
+    page.screenshot(path=str(tmp_path / "search.png"), full_page=True)
+    cards = page.locator("#medray-search-hits .medray-case")
+    assert status.startswith("2 reports for the image"), status  # 2 of the 8 cases
+    assert all("cardiomegaly" in c.inner_text() for c in cards.all())
+
+
+def test_reports_tab_opens_two_runs_side_by_side(page, tmp_path):
+    page.get_by_role("tab", name="Reports").click()
+    page.click("#medray-reports-list")
+    status = _wait_text(page, "#medray-reports-status", "evaluation reports|Error")
+    assert status.startswith("2 evaluation reports"), status
+    page.click("#medray-reports-open")  # A: the newest run (run-b), B: the one before it
+    table_b = _wait_text(page, "#medray-report-b", "metric")
+    page.screenshot(path=str(tmp_path / "reports.png"), full_page=True)
+    table_a = page.inner_text("#medray-report-a")
+    assert table_a.startswith("run-b") and "sft" in table_a, table_a
+    assert table_b.startswith("run-a/evaluate") and "sft" not in table_b, table_b
+    assert "run-b" in page.inner_text("#medray-compare")
+    for plots in ("#medray-plots-a", "#medray-plots-b"):  # the reports' figures
+        assert page.locator(f"{plots} img").count() >= 1, plots
+    assert not page.inner_text("#medray-reports-status").strip()

@@ -7,13 +7,11 @@ import json
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from eval_fixtures import VQA_ROWS, row
+from eval_fixtures import VQA_ROWS, improved_rows, report_of, row
 
 from medray.cli.main import cli
 from medray.eval.compare import compare, render_markdown
-from medray.eval.metrics import run_metrics
 from medray.eval.report import (
-    REPORT_FORMAT,
     ReportError,
     fmt,
     load_report,
@@ -30,24 +28,8 @@ pytestmark = pytest.mark.unit
 PLOTS = ("risk_coverage.png", "accuracy_by_type.png", "confusion_closed.png", "latency.png")
 
 
-def _improved_rows():
-    rows = [dict(r) for r in VQA_ROWS]
-    for r in rows:
-        if r["sample_id"] in ("q04", "q05"):
-            r["pred_answer"], r["confidence"] = r["answer"], 0.95
-    return rows
-
-
-def _report(runs):
-    out = []
-    for label, rows in runs:
-        metrics, _ = run_metrics(rows)
-        out.append({"label": label, "path": f"/preds/{label}", "metrics": metrics,
-                    "manifest": {"model": "tiny-qwen2-vl", "adapter": None, "model_label": label,
-                                 "created": "2026-01-01T00:00:00+00:00"}})  # fmt: skip
-    return {"format": REPORT_FORMAT, "created": "2026-01-01T00:00:00+00:00", "dataset": "/d",
-            "split": "test", "fingerprint": "sha256:abc", "n_rows": 10, "settings": {},
-            "aggregate": None, "runs": out}  # fmt: skip
+_improved_rows = improved_rows
+_report = report_of
 
 
 @pytest.fixture
