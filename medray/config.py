@@ -109,7 +109,9 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: Sequenc
 def blame(error: Exception, where: str, build, overrides: Sequence[str]) -> str:
     """The message of ``error``, raised building a config from a file (``where``) plus
     command-line ``overrides``, prefixed with its source: the file when the file alone is
-    wrong, else the first override that is wrong on its own, else the overrides together.
+    wrong, else the first override that alone raises the same error, else the overrides
+    together (an override can be wrong alone and right with the others: ``aggregate`` off
+    beside a single predictions folder).
 
     ``build(items)``: builds the config from the file plus ``items`` (raises ConfigError).
     """
@@ -123,7 +125,8 @@ def blame(error: Exception, where: str, build, overrides: Sequence[str]) -> str:
                 try:
                     build([item])
                 except ConfigError as e:
-                    return f"command-line override {item!r}: {e}"
+                    if str(e) == str(error):
+                        return f"command-line override {item!r}: {e}"
             return f"the command-line overrides together ({' '.join(overrides)}): {error}"
     return str(error) if where in str(error) else f"{where}: {error}"
 
