@@ -67,7 +67,8 @@ def test_clients_ping_no_more_often_than_a_default_grpc_server_allows():
     # gRPC servers' default policy: one keepalive ping per 5 min without calls; pymilvus's
     # 10 s made Milvus Lite answer GOAWAY "too_many_pings", printed on the demo's console.
     kw = MilvusSettings().client_kwargs()
-    assert kw["grpc_options"]["grpc.keepalive_time_ms"] >= 300_000
+    # At the limit itself (300 s) a loaded machine still drew it: keep a margin.
+    assert kw["grpc_options"]["grpc.keepalive_time_ms"] >= 2 * 300_000
 
 
 def test_the_store_no_longer_reads_the_local_cluster_state_but_the_cli_does():
