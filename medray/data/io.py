@@ -82,6 +82,16 @@ def join(location: str, *parts: str) -> str:
     return posixpath.join(location, *parts)
 
 
+def is_local(location: str) -> bool:
+    """True for paths and ``file://`` URIs: a filesystem with folders and atomic renames."""
+    return isinstance(filesystem(location)[0], pafs.LocalFileSystem)
+
+
+def make_dirs(location: str) -> None:
+    fs, path = filesystem(location)
+    fs.create_dir(path, recursive=True)
+
+
 def exists(location: str) -> bool:
     fs, path = filesystem(location)
     return fs.get_file_info(path).type != pafs.FileType.NotFound

@@ -17,6 +17,13 @@ Object stores cannot rename, so for URIs the job writes under ``OUT/run-<run>/``
 commits by writing ``OUT/_SUCCESS`` (one object PUT) that points there. In both cases
 readers go through the manifest and refuse a folder without one: a failed run leaves
 nothing a reader would take for data.
+
+A failed run's write tasks may still be running when the driver aborts (Ray Data stops
+the execution, not the tasks already in flight). So on a local filesystem the staging
+folder and its subfolders are made once, by ``begin``; tasks never create folders, and
+``abort`` first renames the staging folder away, atomically. A late task then finds no
+folder to write into (its error goes nowhere: the run has already failed) instead of
+re-creating the staging folder after it was deleted.
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import posixpath
 import shutil
 import time
 import uuid
@@ -48,6 +56,8 @@ log = logging.getLogger(__name__)
 
 SUCCESS = "_SUCCESS"
 FORMAT = "medray-unified"
+QUARANTINE_DIR = "quarantine"
+SHARD_DIRS = (*SPLITS, QUARANTINE_DIR)  # the folders write tasks put shards in
 
 
 class OutputError(RuntimeError):
@@ -90,6 +100,9 @@ def begin(target: str, overwrite: bool, run_id: str | None = None) -> StagedOutp
                 f"{target} already holds an output; set overwrite: true or pick another output"
             )
         staged = StagedOutput(target, io.join(target, f"run-{run_id}"), run_id)
+        if io.is_local(target):  # file:// URIs: folders exist before any task writes
+            for sub in SHARD_DIRS:
+                io.make_dirs(io.join(staged.staging, sub))
         return staged
     path = Path(target)
     if path.exists():
@@ -107,6 +120,8 @@ def begin(target: str, overwrite: bool, run_id: str | None = None) -> StagedOutp
     path.parent.mkdir(parents=True, exist_ok=True)
     staging = path.parent / f".{path.name}.tmp-{run_id}"
     staging.mkdir()
+    for sub in SHARD_DIRS:
+        (staging / sub).mkdir()
     return StagedOutput(str(path), str(staging), run_id)
 
 
@@ -156,11 +171,22 @@ def commit(staged: StagedOutput, manifest: dict[str, Any]) -> None:
 
 
 def abort(staged: StagedOutput) -> None:
-    """Remove everything a failed run wrote (the target itself is untouched)."""
+    """Remove everything a failed run wrote (the target itself is untouched).
+
+    On a local filesystem the staging folder is renamed away before it is deleted, so a
+    write task still in flight cannot put files back under its name (module docstring).
+    """
+    doomed = staged.staging
     try:
-        io.delete_dir(staged.staging)
+        if io.is_local(staged.staging) and io.is_dir(staged.staging):
+            fs, path = io.filesystem(staged.staging)
+            parent, name = posixpath.split(path.rstrip("/"))
+            aborted = posixpath.join(parent, f".{name}.aborted")
+            fs.move(path, aborted)  # a rename: atomic
+            doomed = aborted
+        io.delete_dir(doomed)
     except OSError as e:  # the run's own error matters more; say what is left
-        log.error("could not remove the staging folder %s: %s", staged.staging, e)
+        log.error("could not remove the failed run's folder %s: %s", doomed, e)
 
 
 def _run_dirs(target: str) -> list[str]:
@@ -176,10 +202,16 @@ def _run_dirs(target: str) -> list[str]:
     ]
 
 
-def write_parquet(table: pa.Table, location: str, compression: str = "zstd") -> None:
-    """One Parquet file anywhere pyarrow can write (no column statistics for image bytes)."""
+def write_parquet(
+    table: pa.Table, location: str, compression: str = "zstd", make_parent: bool = True
+) -> None:
+    """One Parquet file anywhere pyarrow can write (no column statistics for image bytes).
+
+    ``make_parent=False`` for write tasks: their folder must already exist (see ``abort``).
+    """
     fs, path = io.filesystem(location)
-    fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
+    if make_parent:
+        fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
     stats = [n for n in table.schema.names if n != "image"]
     pq.write_table(
         table,

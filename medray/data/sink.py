@@ -75,7 +75,7 @@ def write_block(table: pa.Table, staging: str, tag: str, compression: str = "zst
         rel = f"{split}/part-{tag}.parquet"
         data = part.select(list(COLUMNS)).cast(SCHEMA)
         validate_table(data, where=rel)
-        write_parquet(data, io.join(staging, rel), compression)
+        write_parquet(data, io.join(staging, rel), compression, make_parent=False)
         res.files.setdefault(split, []).append((rel, part.num_rows))
         sources = part.column("source").to_pylist()
         tasks = part.column("task").to_pylist()
@@ -103,7 +103,7 @@ def write_block(table: pa.Table, staging: str, tag: str, compression: str = "zst
                 "record": bad.column("_raw"),
             }
         ).cast(QUARANTINE_SCHEMA)
-        write_parquet(q, io.join(staging, rel), compression)
+        write_parquet(q, io.join(staging, rel), compression, make_parent=False)
         res.quarantine_files.append((rel, bad.num_rows))
         res.quarantined.update(
             (s, reason_kind(r))

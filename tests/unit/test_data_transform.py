@@ -11,6 +11,7 @@ import pyarrow as pa
 import pytest
 from PIL import Image
 
+from medray.data import output
 from medray.data.config import ImageSettings
 from medray.data.images import map_box, prepare_image
 from medray.data.schema import row_errors
@@ -174,12 +175,28 @@ def test_batch_and_sink_write_split_shards_and_quarantine(tmp_path):
     ]
     table = process_batch(pa.table({"rec": [json.dumps(r) for r in recs]}), SETTINGS)
     assert table.num_rows == 3 and table.column("_node").to_pylist() == ["local"] * 3
-    res = write_block(table, str(tmp_path / "out"), "00000-x")
+    staged = output.begin(str(tmp_path / "out"), overwrite=False)
+    res = write_block(table, staged.staging, "00000-x")
     assert {s: n for s, items in res.files.items() for _, n in items} == {"train": 1, "test": 1}
     assert res.quarantine_files == [("quarantine/part-00000-x.parquet", 1)]
     assert dict(res.quarantined) == {("t", "image file missing"): 1}
     assert [e[2] for e in res.index] == ["t:1", "t:2"]
     assert rows_to_table([], "n").num_rows == 0
+    # A write task still in flight when the run aborts finds no folder to write into: it
+    # fails instead of re-creating the deleted staging folder (the CI failure of stop 29,
+    # `.fresh.tmp-*` left behind by `test_failed_run_leaves_no_partial_output`).
+    output.abort(staged)
+    with pytest.raises(FileNotFoundError):
+        write_block(table, staged.staging, "00001-late")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["img.jpg"]
+
+
+def test_abort_of_a_uri_run_leaves_no_run_folder(tmp_path):
+    staged = output.begin(f"file://{tmp_path}/bucket/out", overwrite=False)
+    run_dir = tmp_path / "bucket/out" / f"run-{staged.run_id}"
+    assert sorted(p.name for p in run_dir.iterdir()) == sorted(output.SHARD_DIRS)
+    output.abort(staged)
+    assert list((tmp_path / "bucket/out").iterdir()) == []
 
 
 def test_wrong_types_and_unexpected_errors_are_quarantined_not_fatal(tmp_path):
