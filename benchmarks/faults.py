@@ -163,17 +163,17 @@ def summary(results: list[Result]) -> dict:
 
 def drill_milvus(state, base: str, ns) -> dict:
     """(a) Milvus killed for ``ns.milvus_down`` s during c=8 analyze + search load."""
-    from medray.cluster import local, procs
+    from medray.cluster import milvus_server, procs
 
     lead, tail = 15.0, 40.0
     load = Load(base, ["search", "analyze"], 8, lead + ns.milvus_down + tail, ns.max_new_tokens)
     load.start()
     time.sleep(lead)
     t_kill = time.time()
-    local.kill_milvus(state)
+    milvus_server.kill_milvus(state)
     time.sleep(ns.milvus_down)
     t_start = time.time()
-    local.start_milvus(state)
+    milvus_server.start_milvus(state)
     port = int(state.milvus_uri.rsplit(":", 1)[1])
     assert procs.wait_port(LOOPBACK, port, 120), "Milvus did not come back"
     t_back = time.time()

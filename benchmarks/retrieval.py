@@ -58,7 +58,7 @@ def emit(**row) -> None:
 
 
 def start_milvus(data_dir: Path, port: int) -> subprocess.Popen:
-    from medray.cluster.local import milvus_check
+    from medray.cluster.milvus_server import milvus_check
 
     exe = Path(sys.executable).parent / "milvus-lite"
     proc = subprocess.Popen(

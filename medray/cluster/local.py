@@ -21,166 +21,35 @@ import json
 import logging
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from medray.cluster import procs
 from medray.cluster.demands import SERVE_RESOURCE
-from medray.config import ConfigError
+from medray.cluster.milvus_server import milvus_check, spawn_milvus
+from medray.cluster.state import (
+    WORKER_PORTS,
+    ClusterError,
+    ClusterState,
+    LocalClusterConfig,
+    auth_token_path,
+    client_env,
+    ensure_auth_token,
+    executable,
+    read_state,
+    state_path,
+    write_state,
+)
 from medray.paths import cluster_dir, medray_home
 
 log = logging.getLogger(__name__)
 
 GiB = 1024**3
-# Ray worker processes take ports from this range on every node; MedRay's fixed ports
-# (GCS, dashboard, client server, Milvus) must stay outside it.
-WORKER_PORTS = (20000, 29999)
-
-
-class ClusterError(RuntimeError):
-    """The local cluster could not be started, inspected or stopped; the message says why."""
-
-
-@dataclass(frozen=True)
-class LocalClusterConfig:
-    """Settings of ``medray cluster up`` (file: ``cluster/local.yaml``)."""
-
-    nodes: int = 3
-    cpus_per_node: int = 1
-    serve_cpus: float = 2.0
-    memory_per_node_gb: float = 4.0
-    object_store_per_node_gb: float = 0.5
-    host: str = "127.0.0.1"
-    ray_port: int = 6379
-    dashboard_port: int = 8265
-    client_port: int = 10001
-    milvus_port: int = 19530
-    milvus_data_dir: str = ""
-    start_timeout_s: float = 180.0
-
-    def __post_init__(self) -> None:
-        if self.nodes < 1:
-            raise ConfigError(f"nodes must be at least 1 (the head node), got {self.nodes}")
-        if self.cpus_per_node < 1:
-            raise ConfigError(f"cpus_per_node must be at least 1, got {self.cpus_per_node}")
-        if self.serve_cpus < 0:
-            raise ConfigError(f"serve_cpus must be 0 or more, got {self.serve_cpus}")
-        if self.memory_per_node_gb <= 0 or self.object_store_per_node_gb <= 0:
-            raise ConfigError("memory_per_node_gb and object_store_per_node_gb must be positive")
-        ports = {
-            "ray_port": self.ray_port,
-            "dashboard_port": self.dashboard_port,
-            "client_port": self.client_port,
-            "milvus_port": self.milvus_port,
-        }
-        for name, port in ports.items():
-            if not 1024 <= port <= 65535:
-                raise ConfigError(f"{name} must be between 1024 and 65535, got {port}")
-            if WORKER_PORTS[0] <= port <= WORKER_PORTS[1]:
-                raise ConfigError(
-                    f"{name} {port} lies in the range Ray workers use ({WORKER_PORTS[0]}-{WORKER_PORTS[1]}); pick another"
-                )
-        if len(set(ports.values())) != len(ports):
-            raise ConfigError(f"ports must differ from each other, got {ports}")
-
-    def milvus_dir(self) -> Path:
-        return (
-            Path(self.milvus_data_dir).expanduser().resolve()
-            if self.milvus_data_dir
-            else medray_home() / "milvus"
-        )
-
-
-@dataclass
-class ClusterState:
-    """What ``up`` started: recorded on disk so ``status`` and ``down`` find it."""
-
-    config: dict[str, Any]
-    started_at: float
-    temp_dir: str
-    ray_address: str
-    dashboard_url: str
-    milvus_uri: str
-    processes: list[dict[str, Any]] = field(default_factory=list)
-    # Every process of the nodes' groups once they started (pid, start time, command
-    # line): ``down`` signals only processes that still match these records.
-    members: list[dict[str, Any]] = field(default_factory=list)
-
-    @property
-    def pgids(self) -> list[int]:
-        return [p["pgid"] for p in self.processes]
-
-
-def state_path() -> Path:
-    return cluster_dir() / "state.json"
-
-
-def read_state() -> ClusterState | None:
-    path = state_path()
-    if not path.is_file():
-        return None
-    try:
-        return ClusterState(**json.loads(path.read_text()))
-    except (ValueError, TypeError) as e:
-        raise ClusterError(
-            f"cluster state file {path} is unreadable ({e}); remove it after checking no cluster runs"
-        ) from e
-
-
-def _write_state(state: ClusterState) -> None:
-    path = state_path()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(asdict(state), indent=2))
-    os.replace(tmp, path)
-
-
-def _bin(name: str) -> str:
-    local = Path(sys.executable).parent / name
-    found = str(local) if local.exists() else shutil.which(name)
-    if not found:
-        raise ClusterError(
-            f"{name!r} executable not found; is MedRay installed in this environment?"
-        )
-    return found
-
-
-def auth_token_path() -> Path:
-    return Path(os.environ.get("RAY_AUTH_TOKEN_PATH") or Path.home() / ".ray" / "auth_token")
-
-
-def ensure_auth_token() -> str:
-    """Return Ray's auth token, generating ``~/.ray/auth_token`` if there is none."""
-    if os.environ.get("RAY_AUTH_TOKEN"):
-        return os.environ["RAY_AUTH_TOKEN"]
-    path = auth_token_path()
-    if not path.is_file() or not path.read_text().strip():
-        env = {**os.environ, "RAY_AUTH_MODE": "token"}
-        res = subprocess.run(
-            [_bin("ray"), "get-auth-token", "--generate"], env=env, capture_output=True, text=True
-        )
-        if res.returncode != 0 or not path.is_file():
-            raise ClusterError(
-                f"could not create a Ray auth token at {path}: {res.stderr.strip()[-500:]}"
-            )
-    return path.read_text().strip()
-
-
-def client_env(state: ClusterState) -> dict[str, str]:
-    """Environment a client needs: ``ray job submit``, ``ray status``, drivers, MedRay jobs."""
-    return {
-        "RAY_AUTH_MODE": "token",
-        "RAY_ADDRESS": state.ray_address,
-        "RAY_API_SERVER_ADDRESS": state.dashboard_url,
-        "MEDRAY_MILVUS_URI": state.milvus_uri,
-        "MEDRAY_HOME": str(medray_home()),
-    }
 
 
 def _temp_dir() -> str:
@@ -211,66 +80,6 @@ def _check_inputs(cfg: LocalClusterConfig) -> None:
         ) from e
 
 
-def _start_group(cmd: list[str], env: dict[str, str], log_file: Path) -> subprocess.Popen:
-    log_file.parent.mkdir(parents=True, exist_ok=True)
-    with open(log_file, "ab") as out:
-        return subprocess.Popen(
-            cmd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-        )
-
-
-def _start_milvus(cfg: LocalClusterConfig, env: dict[str, str], log_file: Path) -> dict[str, Any]:
-    """Start the Milvus Lite server in a process group of its own; its process record."""
-    cmd = [_bin("milvus-lite"), "server", "--data-dir", str(cfg.milvus_dir())]
-    proc = _start_group([*cmd, "--host", cfg.host, "--port", str(cfg.milvus_port)], env, log_file)
-    return {
-        "role": "milvus",
-        "pid": proc.pid,
-        "pgid": proc.pid,
-        "log": str(log_file),
-        **(procs.identity(proc.pid) or {}),
-    }
-
-
-def _milvus_record(state: ClusterState) -> dict[str, Any]:
-    for record in state.processes:
-        if record["role"] == "milvus":
-            return record
-    raise ClusterError("the recorded cluster has no Milvus process")
-
-
-def kill_milvus(state: ClusterState) -> int:
-    """SIGKILL the cluster's Milvus Lite server (a fault drill: ``benchmarks/faults.py``);
-    only the process ``up`` recorded (start time and command line checked). Its pid.
-
-    Raises:
-        ClusterError: the recorded Milvus process no longer runs.
-    """
-    record = _milvus_record(state)
-    if not procs.same_process(record):
-        raise ClusterError(f"pid {record['pid']} is not the cluster's Milvus (not running)")
-    os.killpg(int(record["pgid"]), signal.SIGKILL)
-    return int(record["pid"])
-
-
-def start_milvus(state: ClusterState) -> int:
-    """Start the cluster's Milvus Lite server again after it stopped (same data folder and
-    port), recorded so that ``down`` stops it. Its pid.
-
-    Raises:
-        ClusterError: the recorded Milvus process still runs.
-    """
-    record = _milvus_record(state)
-    if procs.same_process(record):
-        raise ClusterError(f"the cluster's Milvus (pid {record['pid']}) still runs")
-    cfg = LocalClusterConfig(**state.config)
-    env = {**os.environ, **client_env(state)}
-    record.clear()
-    record.update(_start_milvus(cfg, env, cluster_dir() / "logs" / "milvus.log"))
-    _write_state(state)
-    return int(record["pid"])
-
-
 def _wait_exit(proc: subprocess.Popen, log_file: Path, timeout: float) -> None:
     """Wait for ``ray start`` to finish daemonising its node; raise with its log on failure."""
     try:
@@ -285,7 +94,7 @@ def _wait_exit(proc: subprocess.Popen, log_file: Path, timeout: float) -> None:
 
 def _node_cmd(cfg: LocalClusterConfig, index: int, temp_dir: str) -> list[str]:
     cmd = [
-        _bin("ray"),
+        executable("ray"),
         "start",
         f"--node-ip-address={cfg.host}",
         f"--num-cpus={cfg.cpus_per_node}",
@@ -366,14 +175,14 @@ def up(cfg: LocalClusterConfig) -> tuple[ClusterState, bool]:
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
     }
     try:
-        state.processes.append(_start_milvus(cfg, env, logs / "milvus.log"))
-        _write_state(state)
+        state.processes.append(spawn_milvus(cfg, env, logs / "milvus.log"))
+        write_state(state)
         for i in range(cfg.nodes):
             role = "head" if i == 0 else f"worker-{i}"
             log_file = logs / f"{role}.log"
             # `ray start` daemonises the node's processes into its new process group;
             # record the group before waiting so a failure still stops all of them.
-            proc = _start_group(_node_cmd(cfg, i, temp_dir), env, log_file)
+            proc = procs.start_group(_node_cmd(cfg, i, temp_dir), env, log_file)
             state.processes.append(
                 {
                     "role": role,
@@ -383,7 +192,7 @@ def up(cfg: LocalClusterConfig) -> tuple[ClusterState, bool]:
                     **(procs.identity(proc.pid) or {}),
                 }
             )
-            _write_state(state)
+            write_state(state)
             _wait_exit(proc, log_file, cfg.start_timeout_s)
             _record_members(state)
         _wait_ready(state, cfg, token)
@@ -402,7 +211,7 @@ def _record_members(state: ClusterState) -> None:
         ident = procs.identity(pid)
         if ident is not None:
             state.members.append(ident)
-    _write_state(state)
+    write_state(state)
 
 
 def _wait_ready(state: ClusterState, cfg: LocalClusterConfig, token: str) -> None:
@@ -442,30 +251,6 @@ def alive_nodes(state: ClusterState, token: str | None = None) -> list[dict[str,
     except (requests.RequestException, ValueError, KeyError):
         return None
     return [n for n in nodes if n.get("state") == "ALIVE"]
-
-
-def milvus_check(uri: str, timeout: float = 10.0) -> str | None:
-    """None if Milvus at ``uri`` answers ``list_collections()`` within ``timeout``, else the error."""
-    from pymilvus import MilvusClient
-
-    from medray.retrieval.connection import GRPC_OPTIONS
-
-    deadline = time.monotonic() + timeout
-    last = "no answer"
-    while time.monotonic() < deadline:
-        try:
-            client = MilvusClient(
-                uri=uri, timeout=min(5.0, timeout), grpc_options=dict(GRPC_OPTIONS)
-            )
-            try:
-                client.list_collections()
-                return None
-            finally:
-                client.close()
-        except Exception as e:  # pymilvus raises many types while the server starts
-            last = f"{type(e).__name__}: {e}"
-            time.sleep(0.5)
-    return last
 
 
 def status(state: ClusterState | None = None) -> dict[str, Any]:

@@ -44,7 +44,7 @@ def ray_token() -> str:
     """Ray's auth token: ``$RAY_AUTH_TOKEN``, else ``~/.ray/auth_token``, else ""."""
     import os
 
-    from medray.cluster.local import auth_token_path
+    from medray.cluster.state import auth_token_path
 
     path = auth_token_path()
     token = os.environ.get("RAY_AUTH_TOKEN", "")

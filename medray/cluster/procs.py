@@ -6,8 +6,10 @@ import contextlib
 import os
 import signal
 import socket
+import subprocess
 import time
 from collections.abc import Iterable
+from pathlib import Path
 
 import psutil
 
@@ -148,3 +150,12 @@ def terminate(pids: Iterable[int], grace_s: float = 10.0) -> set[int]:
             p.kill()
     _, left = psutil.wait_procs(left, timeout=5)
     return {p.pid for p in left if alive(p.pid)}
+
+
+def start_group(cmd: list[str], env: dict[str, str], log_file: Path) -> subprocess.Popen:
+    """Start ``cmd`` in a process group of its own, its output appended to ``log_file``."""
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_file, "ab") as out:
+        return subprocess.Popen(
+            cmd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )

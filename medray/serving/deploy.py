@@ -134,7 +134,7 @@ def _auth_headers() -> dict[str, str]:
     """
     import os
 
-    from medray.cluster.local import auth_token_path
+    from medray.cluster.state import auth_token_path
 
     token = os.environ.get("RAY_AUTH_TOKEN", "")
     path = auth_token_path()

@@ -264,7 +264,7 @@ def test_vectors_survive_a_milvus_restart(tmp_path):
 
     def start():
         proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        from medray.cluster.local import milvus_check
+        from medray.cluster.milvus_server import milvus_check
 
         assert milvus_check(f"http://127.0.0.1:{port}", timeout=30) is None
         return proc

@@ -33,7 +33,7 @@ def _state(tmp_path, record: dict) -> local.ClusterState:
         milvus_uri="",
         processes=[{"role": "milvus", "pgid": record["pid"], "log": "", **record}],
     )
-    local._write_state(state)
+    local.write_state(state)
     return state
 
 
