@@ -1,6 +1,6 @@
 """How the gateway reaches the models: a protocol with two implementations.
 
-``ServeBackend`` (in ``serve_apps.app``) calls Ray Serve deployment handles;
+``ServeBackend`` (in ``serve_apps.serve_backend``) calls Ray Serve deployment handles;
 :class:`LocalBackend` calls the plain classes in this process (threads for blocking
 model code). The HTTP API (``serve_apps.gateway``) is written once against
 :class:`Backend`, so the Serve graph and the single-process baseline serve exactly the

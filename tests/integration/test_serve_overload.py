@@ -72,8 +72,8 @@ def test_a_full_queue_is_a_json_503_with_retry_after(gate):
     import ray
 
     from medray.config import from_dict
-    from serve_apps.app import ServeBackend
     from serve_apps.gateway import create_app
+    from serve_apps.serve_backend import ServeBackend
     from serve_apps.settings import AppArgs
 
     handle, latch = gate

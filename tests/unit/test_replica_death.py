@@ -8,8 +8,8 @@ import asyncio
 import pytest
 from ray.exceptions import ActorDiedError
 
-from serve_apps.app import ServeBackend
 from serve_apps.http.errors import overloaded
+from serve_apps.serve_backend import ServeBackend
 
 pytestmark = pytest.mark.unit
 
