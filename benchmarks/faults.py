@@ -37,7 +37,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from benchmarks.serve import LOOPBACK, MAX_REQUESTS_PER_RUN, QUESTION, _png_b64
+from benchmarks.serve import LOOPBACK, MAX_REQUESTS_PER_RUN, QUESTION, _png_b64, tear_down
 
 CLIENT_TIMEOUT_S = 120.0  # a request still unanswered after this is a "timeout"
 
@@ -326,7 +326,7 @@ def main(argv: list[str] | None = None) -> int:
         if ns.out:
             Path(ns.out).write_text("".join(json.dumps(r) + "\n" for r in lines))
 
-    from medray.serving.deploy import deploy, load_serve_config, remove
+    from medray.serving.deploy import deploy, load_serve_config
 
     try:
         index_collections(state.milvus_uri, "fault_cases", "fault_knowledge")
@@ -358,12 +358,7 @@ def main(argv: list[str] | None = None) -> int:
             emit(drill_overload(base, ns))
         emit({"bench": "done", "load_avg_1m": round(os.getloadavg()[0], 2)})
     finally:
-        try:
-            remove(state.dashboard_url, "medray")
-        except Exception as e:
-            print(f"could not remove the app: {e}", file=sys.stderr)
-        if started:
-            local.down()
+        tear_down(state.dashboard_url, started)
         if own_home:
             shutil.rmtree(os.environ["MEDRAY_HOME"], ignore_errors=True)
     return 0

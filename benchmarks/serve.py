@@ -352,6 +352,20 @@ def embedder_throughput(
 # ---------------------------------------------------------------------------- main
 
 
+def tear_down(dashboard_url: str, started: bool) -> None:
+    """End of a benchmark run: remove the ``medray`` Serve app (a failure is printed, not
+    raised), then stop the local cluster if this run started it."""
+    from medray.cluster import local
+    from medray.serving.deploy import remove
+
+    try:
+        remove(dashboard_url, "medray")
+    except Exception as e:
+        print(f"could not remove the app: {e}", file=sys.stderr)
+    if started:
+        local.down()
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--duration", type=float, default=20, help="seconds per load run")
@@ -405,7 +419,7 @@ def main(argv: list[str] | None = None) -> int:
         )
     os.environ.update(local.client_env(state))  # before Ray is imported (token auth)
 
-    from medray.serving.deploy import deploy, load_serve_config, remove
+    from medray.serving.deploy import deploy, load_serve_config
 
     overrides = [
         f"generation.max_new_tokens={ns.max_new_tokens}",
@@ -551,12 +565,7 @@ def main(argv: list[str] | None = None) -> int:
             except subprocess.TimeoutExpired:
                 baseline.kill()
         if not ns.keep_up:
-            try:
-                remove(state.dashboard_url, "medray")
-            except Exception as e:
-                print(f"could not remove the app: {e}", file=sys.stderr)
-            if started:
-                local.down()
+            tear_down(state.dashboard_url, started)
     return 0
 
 
