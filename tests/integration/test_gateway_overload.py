@@ -192,13 +192,20 @@ def test_a_full_deployment_queue_is_a_503_with_retry_after(parts):
 
 
 class CountingReasoner:
-    """The real reasoner, counting the tokens its generation produces."""
+    """The real reasoner, counting the tokens its generation produces.
 
-    def __init__(self, inner) -> None:
+    After ``hold_at`` tokens it waits until the test says the client has left: the server
+    reads ahead of a slow client (up to 256 events, ``iterate_in_thread``), so without
+    the hold a loaded machine could finish all 256 tokens before the client reads three
+    and leaves, and the test would check a schedule instead of the stop."""
+
+    def __init__(self, inner, hold_at: int = 3) -> None:
         self.inner = inner
         self.tokens = 0
+        self.hold_at = hold_at
         self.completed = False
         self.closed = threading.Event()
+        self.left = threading.Event()
 
     def stream(self, messages, images, params, adapter):
         try:
@@ -208,8 +215,20 @@ class CountingReasoner:
                 elif ev["type"] == "final":
                     self.completed = True
                 yield ev
+                if self.tokens == self.hold_at:
+                    assert self.left.wait(120), "the client never left"
         finally:
             self.closed.set()  # the inner generator is closed: its decoding thread joined
+
+
+def _is_token(data_line: str, event: str) -> bool:
+    """A streamed token: /v1/analyze's ``token`` event or a chat chunk with content."""
+    if event:
+        return event == "token"
+    if data_line == "data: [DONE]":
+        return False
+    delta = json.loads(data_line[6:])["choices"][0]["delta"]
+    return bool(delta.get("content"))
 
 
 @pytest.mark.parametrize("endpoint", ["chat", "analyze"])
@@ -232,10 +251,16 @@ def test_a_client_that_leaves_mid_stream_stops_the_generation(parts, endpoint):
     with client:  # one event loop for the whole test, as in a server: it outlives the request
         with client.stream("POST", req[0], json=req[1]) as r:
             assert r.status_code == 200
+            tokens_read, event = 0, ""
             for line in r.iter_lines():
-                if counting.tokens >= 3 and line.startswith("data: "):
-                    break  # leave mid-stream
+                if line.startswith("event: "):
+                    event = line[7:]
+                elif line.startswith("data: ") and _is_token(line, event):
+                    tokens_read += 1
+                if counting.tokens >= counting.hold_at and tokens_read:
+                    break  # leave mid-stream, the server streaming tokens to this client
         at_leave = counting.tokens
+        counting.left.set()  # the generation may go on now: only the client's leaving stops it
         assert counting.closed.wait(30), "the generation was not closed after the client left"
         assert not counting.completed
         # A few tokens may be in flight when the client leaves; never the rest.
