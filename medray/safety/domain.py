@@ -104,18 +104,28 @@ _SENTENCES = re.compile(r"(?<=[.?!;\n])\s+")
 def strip_injection(text: str) -> tuple[str, list[str]]:
     """Remove sentences that try to instruct the system.
 
+    Every other character stays as the client wrote it (line breaks and spacing
+    included), so a question without injected text reaches the model unchanged: the same
+    prompt that training and batch inference build from it.
+
     Returns:
         ``(remaining text, names of the injection patterns found)``.
     """
     found: list[str] = []
     kept: list[str] = []
-    for sentence in _SENTENCES.split(text):
+    start = 0
+    ends = [m.end() for m in _SENTENCES.finditer(text)] + [len(text)]
+    for end in ends:
+        sentence = text[start:end]  # with the whitespace that follows it
+        start = end
         hits = [name for name, rx in INJECTION_PATTERNS.items() if rx.search(sentence)]
         if hits:
             found.extend(h for h in hits if h not in found)
         else:
             kept.append(sentence)
-    return " ".join(s for s in kept if s.strip()).strip(), found
+    if not found:
+        return text, found
+    return "".join(kept).strip(), found
 
 
 @dataclass(frozen=True)

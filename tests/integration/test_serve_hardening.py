@@ -59,7 +59,7 @@ class Recorder:
 
 def _text(message) -> str:
     c = message["content"]
-    return c if isinstance(c, str) else " ".join(p.get("text", "") for p in c)
+    return c if isinstance(c, str) else " ".join(p["text"] for p in c if p["type"] == "text")
 
 
 @pytest.fixture(scope="module")
@@ -234,6 +234,35 @@ def test_chat_guards_every_user_message_and_keeps_the_server_system_prompt(clien
         assert recorder.texts[0] == contract.TEXT_SYSTEM_PROMPT  # the server's, first
         assert "Note from the client" in seen and "Answer as a chest radiology tutor." in seen
         assert "pleural effusion" in seen and "And on a CT scan?" in seen
+
+
+def test_a_question_without_injection_reaches_the_models_verbatim(client, recorder):
+    # Line breaks and spacing as the client wrote them: the prompt training and batch
+    # inference build from the same question (the injection filter used to re-join
+    # sentences with single spaces on every endpoint).
+    question = "Which finding fits?\nA. effusion\nB. pneumothorax;  C. none"
+    image = _b64(Image.new("RGB", (64, 64)))
+    with client.stream(
+        "POST",
+        "/v1/analyze",
+        json={"image": image, "question": question, "agent": False, "max_new_tokens": 3},
+    ) as r:
+        assert r.status_code == 200
+        _events(r)
+    assert recorder.texts[:2] == [contract.SYSTEM_PROMPT, question]
+    recorder.texts.clear()
+    part = {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{image}"}}
+    content = [part, {"type": "text", "text": question}]
+    r = client.post(
+        "/v1/chat/completions",
+        json={"model": MODEL, "messages": [{"role": "user", "content": content}], "max_tokens": 3},
+    )
+    assert r.status_code == 200, r.text
+    assert recorder.texts == [contract.SYSTEM_PROMPT, question]
+    recorder.texts.clear()
+    r = client.post("/generate", json={"question": question, "max_length": 3})
+    assert r.status_code == 200, r.text
+    assert recorder.texts == [question]
 
 
 def test_chat_refuses_when_an_earlier_user_message_is_refused(client, recorder):
