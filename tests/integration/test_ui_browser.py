@@ -6,8 +6,9 @@ The app is deployed once for this module from ``serve_apps/configs/local.yaml`` 
 shared test cluster, as ``medray serve up`` does (test_serve_app.py's way: keys
 required, small Milvus collections indexed with the app's own embedders, a LoRA adapter
 trained here so the tiny VLM writes a structured answer with a box), with the UI app's
-``samples_dir`` and ``runs_dir`` set to folders made here. Screenshots go to each test's
-``tmp_path``."""
+``samples_dir`` and ``runs_dir`` set to folders made here. Screenshots are the suite's
+artifacts: ``test-artifacts/ui-browser/`` in the repository (``$MEDRAY_TEST_ARTIFACTS``
+elsewhere), kept after the run for a CI system to collect."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ import os
 import shutil
 import subprocess
 import time
+from pathlib import Path
 
 import httpx
 import numpy as np
@@ -40,6 +42,7 @@ from serve_apps.ui.client import ApiClient
 
 pytestmark = pytest.mark.integration
 
+REPO = Path(__file__).resolve().parents[2]
 BASE = f"http://127.0.0.1:{SERVE_PORT}"
 ADAPTER = "lora-json"
 NON_MEDICAL = "What is the capital of France?"
@@ -47,6 +50,15 @@ SAMPLE = "sample-chest.png"
 TIMEOUT_MS = 120_000
 # What the page shows when a UI handler raised (Gradio's toast): never expected here.
 TOAST = ".toast-body.error"
+
+
+@pytest.fixture
+def shots() -> Path:
+    """Where the screenshots go (see the module docstring)."""
+    root = Path(os.environ.get("MEDRAY_TEST_ARTIFACTS") or REPO / "test-artifacts")
+    folder = root / "ui-browser"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
 
 
 @pytest.fixture(scope="session")
@@ -167,7 +179,7 @@ def _shown_image(pg) -> Image.Image:
     return Image.open(io.BytesIO(httpx.get(httpx.URL(f"{BASE}/ui/").join(src)).content))
 
 
-def test_analyze_streams_steps_draws_the_box_and_cites(page, tmp_path):
+def test_analyze_streams_steps_draws_the_box_and_cites(page, tmp_path, shots):
     source = xray(0)
     upload = tmp_path / "xray.png"
     upload.write_bytes(png(source))
@@ -180,9 +192,9 @@ def test_analyze_streams_steps_draws_the_box_and_cites(page, tmp_path):
         "() => /Caption|Step 1/.test(document.querySelector('#medray-steps').innerText)"
         " && document.querySelector('#medray-status').innerText.includes('analysing')"
     )
-    page.screenshot(path=str(tmp_path / "analyze-streaming.png"), full_page=True)
+    page.screenshot(path=str(shots / "analyze-streaming.png"), full_page=True)
     status = _wait_text(page, "#medray-status", "Done|Error|Refused")
-    page.screenshot(path=str(tmp_path / "analyze-done.png"), full_page=True)
+    page.screenshot(path=str(shots / "analyze-done.png"), full_page=True)
     assert status.strip() == "Done.", status
     steps = page.inner_text("#medray-steps")
     assert JSON_ANSWER["reasoning"][0] in steps and JSON_ANSWER["caption"] in steps
@@ -209,10 +221,10 @@ def test_analyze_streams_steps_draws_the_box_and_cites(page, tmp_path):
     assert first.get_attribute("open") is not None
     source_text = first.locator(".medray-cite-source p").inner_text()
     assert source_text.strip() and source_text != "(no text)"
-    page.screenshot(path=str(tmp_path / "analyze-citation-open.png"), full_page=True)
+    page.screenshot(path=str(shots / "analyze-citation-open.png"), full_page=True)
 
 
-def test_dicom_upload_is_analyzed(page, tmp_path):
+def test_dicom_upload_is_analyzed(page, tmp_path, shots):
     """MONOCHROME1 with window tags: inverted and windowed by the API, analyzed."""
     gray = np.asarray(xray(1).convert("L"), dtype=np.uint16)
     pixels = 4000 - gray * 10  # MONOCHROME1: high values are dark
@@ -223,7 +235,7 @@ def test_dicom_upload_is_analyzed(page, tmp_path):
     _upload(page, upload)
     _run(page, "Is there a pleural effusion?")
     status = _wait_text(page, "#medray-status", "Done|Error|Refused")
-    page.screenshot(path=str(tmp_path / "dicom-done.png"), full_page=True)
+    page.screenshot(path=str(shots / "dicom-done.png"), full_page=True)
     assert status.strip() == "Done.", status
     assert "Risk level" in page.inner_text("#medray-safety")
     shown = np.asarray(_shown_image(page).convert("L"), dtype=np.float32)
@@ -231,7 +243,7 @@ def test_dicom_upload_is_analyzed(page, tmp_path):
     assert shown[50, 36] > shown[5, 5] + 40, (shown[50, 36], shown[5, 5])
 
 
-def test_non_medical_question_shows_the_refusal(page, tmp_path):
+def test_non_medical_question_shows_the_refusal(page, tmp_path, shots):
     """On a sample picked from the configured folder; the message is the API's own."""
     events = ApiClient(BASE, KEY).analyze(png(xray(2)), NON_MEDICAL)
     guard = dict(events)["guard"]
@@ -240,23 +252,23 @@ def test_non_medical_question_shows_the_refusal(page, tmp_path):
     page.wait_for_selector("#medray-image img")
     _run(page, NON_MEDICAL)
     status = _wait_text(page, "#medray-status", "Refused|Error")
-    page.screenshot(path=str(tmp_path / "refused.png"), full_page=True)
+    page.screenshot(path=str(shots / "refused.png"), full_page=True)
     assert status.startswith("Refused:"), status
     assert " ".join(guard["message"].split())[:60] in status
 
 
-def test_wrong_api_key_shows_the_401_message(page, tmp_path):
+def test_wrong_api_key_shows_the_401_message(page, tmp_path, shots):
     upload = tmp_path / "xray.png"
     upload.write_bytes(png(xray(0)))
     _upload(page, upload)
     page.fill("#medray-key input", "not-the-key")
     _run(page, JSON_QUESTION)
     status = _wait_text(page, "#medray-status", "Error|Done|Refused")
-    page.screenshot(path=str(tmp_path / "unauthorised.png"), full_page=True)
+    page.screenshot(path=str(shots / "unauthorised.png"), full_page=True)
     assert status.startswith("Error (401):") and "invalid API key" in status, status
 
 
-def test_search_tab_text_to_images_and_image_to_reports(page, tmp_path):
+def test_search_tab_text_to_images_and_image_to_reports(page, tmp_path, shots):
     page.get_by_role("tab", name="Search").click()
     page.fill("#medray-search-text textarea", "pleural effusion")
     page.click("#medray-search-by-text")
@@ -270,20 +282,20 @@ def test_search_tab_text_to_images_and_image_to_reports(page, tmp_path):
     page.fill("#medray-f-labels textarea", "cardiomegaly")
     page.click("#medray-search-by-image")
     status = _wait_text(page, "#medray-search-status", r"\d+ reports|Error|Refused|unavailable")
-    page.screenshot(path=str(tmp_path / "search.png"), full_page=True)
+    page.screenshot(path=str(shots / "search.png"), full_page=True)
     cards = page.locator("#medray-search-hits .medray-case")
     assert status.startswith("2 reports for the image"), status  # 2 of the 8 cases
     assert all("cardiomegaly" in c.inner_text() for c in cards.all())
 
 
-def test_reports_tab_opens_two_runs_side_by_side(page, tmp_path):
+def test_reports_tab_opens_two_runs_side_by_side(page, tmp_path, shots):
     page.get_by_role("tab", name="Reports").click()
     page.click("#medray-reports-list")
     status = _wait_text(page, "#medray-reports-status", "evaluation reports|Error")
     assert status.startswith("2 evaluation reports"), status
     page.click("#medray-reports-open")  # A: the newest run (run-b), B: the one before it
     table_b = _wait_text(page, "#medray-report-b", "metric")
-    page.screenshot(path=str(tmp_path / "reports.png"), full_page=True)
+    page.screenshot(path=str(shots / "reports.png"), full_page=True)
     table_a = page.inner_text("#medray-report-a")
     assert table_a.startswith("run-b") and "sft" in table_a, table_a
     assert table_b.startswith("run-a/evaluate") and "sft" not in table_b, table_b
