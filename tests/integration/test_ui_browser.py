@@ -32,6 +32,7 @@ from test_serve_app import (
     JSON_QUESTION,
     KEY,
     KNOWLEDGE,
+    REPO,
     SERVE_PORT,
     in_subprocess,
     png,
@@ -42,7 +43,6 @@ from serve_apps.ui.client import ApiClient
 
 pytestmark = pytest.mark.integration
 
-REPO = Path(__file__).resolve().parents[2]
 BASE = f"http://127.0.0.1:{SERVE_PORT}"
 ADAPTER = "lora-json"
 NON_MEDICAL = "What is the capital of France?"
@@ -243,7 +243,7 @@ def test_dicom_upload_is_analyzed(page, tmp_path, shots):
     assert shown[50, 36] > shown[5, 5] + 40, (shown[50, 36], shown[5, 5])
 
 
-def test_non_medical_question_shows_the_refusal(page, tmp_path, shots):
+def test_non_medical_question_shows_the_refusal(page, shots):
     """On a sample picked from the configured folder; the message is the API's own."""
     events = ApiClient(BASE, KEY).analyze(png(xray(2)), NON_MEDICAL)
     guard = dict(events)["guard"]
@@ -288,7 +288,7 @@ def test_search_tab_text_to_images_and_image_to_reports(page, tmp_path, shots):
     assert all("cardiomegaly" in c.inner_text() for c in cards.all())
 
 
-def test_reports_tab_opens_two_runs_side_by_side(page, tmp_path, shots):
+def test_reports_tab_opens_two_runs_side_by_side(page, shots):
     page.get_by_role("tab", name="Reports").click()
     page.click("#medray-reports-list")
     status = _wait_text(page, "#medray-reports-status", "evaluation reports|Error")
