@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.install-stamp
 PYTEST_ARGS ?=
 
-.PHONY: install demo test lint format clean
+.PHONY: install demo test test-unit test-integration lint format clean
 
 $(STAMP): pyproject.toml requirements.lock
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -22,8 +22,15 @@ lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-test: lint
-	$(BIN)/python -m pytest -m "unit or integration" --durations=15 $(PYTEST_ARGS)
+# Unit tests on every core (pytest-xdist: each worker has its own MEDRAY_HOME); the
+# integration tests in one process, which shares one local Ray cluster between them.
+test: lint test-unit test-integration
+
+test-unit: install
+	$(BIN)/python -m pytest -m unit -n auto --durations=10 $(PYTEST_ARGS)
+
+test-integration: install
+	$(BIN)/python -m pytest -m integration --durations=15 $(PYTEST_ARGS)
 
 format: install
 	$(BIN)/ruff format .

@@ -54,7 +54,10 @@ def pytest_sessionfinish(session, exitstatus):
 
 def pytest_collection_modifyitems(config, items):
     """Skip ``gpu`` tests without CUDA; run tests that start their own clusters before
-    the shared cluster exists (two clusters at once are heavy on two cores)."""
+    the shared cluster exists (two clusters at once are heavy on two cores), and the tests
+    of the shared Serve app (``served_app``, tests/integration/conftest.py) after every
+    other cluster test, so that the app stays up only while they run and meets no other
+    deploy."""
     try:
         import torch
 
@@ -65,7 +68,12 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords and not has_cuda:
             item.add_marker(skip_gpu)
-    items.sort(key=lambda it: bool(_CLUSTER_FIXTURES & set(getattr(it, "fixturenames", ()))))
+
+    def order(item) -> tuple[bool, bool]:
+        names = set(getattr(item, "fixturenames", ()))
+        return bool(_CLUSTER_FIXTURES & names), "served_app" in names
+
+    items.sort(key=order)
 
 
 @pytest.fixture(scope="session")

@@ -23,7 +23,6 @@ import pytest
 pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[2]
-SERVE_PORT = 8611 + int(os.environ.get("MEDRAY_TEST_PORT_OFFSET", "0"))
 
 
 def medray_job(*args: str, timeout: float = 600) -> tuple[subprocess.CompletedProcess, float]:
@@ -35,43 +34,32 @@ def medray_job(*args: str, timeout: float = 600) -> tuple[subprocess.CompletedPr
     return res, time.perf_counter() - t0
 
 
-def test_preprocess_job_finishes_while_the_serve_app_runs(ray_cluster, tiny_models, medray_home):
-    from medray.cli.serve import drop_unbuilt
+def test_preprocess_job_finishes_while_the_serve_app_runs(served_app, medray_home):
+    """On the session's test app (conftest.py: local.yaml with every deployment, the web UI
+    included, as ``medray serve up`` deploys it)."""
+    import ray
+
     from medray.cluster.local import SERVE_RESOURCE
-    from medray.serving.deploy import app_details, deploy, load_serve_config, remove
+    from medray.serving.deploy import app_details
 
-    config = load_serve_config(
-        "serve_apps/configs/local.yaml",
-        ["retrieval.enabled=false", "agent.enabled=false"],
-        port=SERVE_PORT,
-    )
-    drop_unbuilt(config)  # no Retriever and Agent deployments without retrieval and agent
-    dashboard = ray_cluster.dashboard_url
-    t0 = time.perf_counter()
-    deploy(config, dashboard, wait_s=420)
-    print(f"serve app RUNNING after {time.perf_counter() - t0:.0f}s")
-    try:
-        health = httpx.get(f"http://127.0.0.1:{SERVE_PORT}/health", timeout=30).json()
-        assert health["model_loaded"] is True, health  # right after RUNNING, no /ready first
-        import ray
+    # /health the moment the deploy said RUNNING, before any request: the models are loaded.
+    assert served_app.health_at_running["model_loaded"] is True, served_app.health_at_running
+    free = ray.available_resources()
+    assert free.get(SERVE_RESOURCE, 0.0) < 2.0  # the replicas hold the custom resource
+    assert free.get("CPU", 0.0) >= 3.0, free  # ... and leave every node's CPU free
 
-        free = ray.available_resources()
-        assert free.get(SERVE_RESOURCE, 0.0) < 2.0  # the replicas hold the custom resource
-        assert free.get("CPU", 0.0) >= 3.0, free  # ... and leave every node's CPU free
-
-        res, took = medray_job(
-            "--stuck-timeout", "240", "--",
-            "python", "-m", "jobs.preprocess", "--config", "jobs/configs/preprocess_synthetic.yaml",
-            "name=test-coexist",
-        )  # fmt: skip
-        log = res.stdout + res.stderr
-        print(f"preprocess job with the Serve app up: {took:.1f}s")
-        assert res.returncode == 0, log[-4000:]
-        summary = json.loads((medray_home / "data" / "test-coexist" / "summary.json").read_text())
-        assert summary["counts"]["written"] > 0
-        assert (app_details(dashboard, "medray") or {}).get("status") == "RUNNING"
-    finally:
-        remove(dashboard, "medray")
+    res, took = medray_job(
+        "--stuck-timeout", "240", "--",
+        "python", "-m", "jobs.preprocess", "--config", "jobs/configs/preprocess_synthetic.yaml",
+        "name=test-coexist",
+    )  # fmt: skip
+    log = res.stdout + res.stderr
+    print(f"preprocess job with the Serve app up: {took:.1f}s")
+    assert res.returncode == 0, log[-4000:]
+    summary = json.loads((medray_home / "data" / "test-coexist" / "summary.json").read_text())
+    assert summary["counts"]["written"] > 0
+    assert (app_details(served_app.dashboard, "medray") or {}).get("status") == "RUNNING"
+    assert httpx.get(f"{served_app.base}/health", timeout=30).json()["status"] == "healthy"
 
 
 def test_job_no_node_can_run_is_stopped_with_the_reason(ray_cluster):

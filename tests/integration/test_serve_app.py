@@ -1,9 +1,11 @@
 """The MedRay Serve app on the shared local cluster, driven over real HTTP.
 
-The app is deployed once for this module from ``serve_apps/configs/local.yaml`` (the
-same path as ``medray serve up``: dashboard REST API, this repo uploaded as working dir)
-with API keys required, three real LoRA adapters made here with peft, and small Milvus
-collections indexed here with the same tiny CLIP and MiniLM the app embeds queries with.
+The app is deployed once for the test session (``served_app`` in conftest.py, which this
+module, test_ui_browser.py and test_job_coexist.py share) from
+``serve_apps/configs/local.yaml`` (the same path as ``medray serve up``: dashboard REST
+API, this repo uploaded as working dir) with API keys required, three real LoRA adapters
+made here with peft, and small Milvus collections indexed here with the same tiny CLIP and
+MiniLM the app embeds queries with.
 """
 
 from __future__ import annotations
@@ -180,13 +182,22 @@ def index_collections(uri: str) -> list[str]:
         ]
     )
     cases.flush()
+    index_knowledge(uri, emb)
+    return [f"case-{i}" for i in range(8)]
+
+
+def index_knowledge(uri: str, emb=None) -> None:
+    """The knowledge collection: 30 chunks of the corpus, MiniLM dense + BM25."""
+    from medray.serving.embedder import Embedder
+
+    emb = emb or Embedder("tiny-clip", "minilm-l6")
+    s = MilvusSettings(uri=uri, cases_collection=CASES, knowledge_collection=KNOWLEDGE)
     kb = KnowledgeStore(s)
     chunks = load_corpus(os.path.join(os.path.dirname(__file__), "../../datasets/knowledge"))[:30]
     dense = emb.texts([c.text for c in chunks])
     kb.create(dense.shape[1], {"text_model": "minilm-l6"}, drop_existing=True)
     kb.upsert([{**c.to_row(), "dense": dense[i].tolist()} for i, c in enumerate(chunks)])
     kb.flush()
-    return [f"case-{i}" for i in range(8)]
 
 
 def in_subprocess(call: str) -> None:
@@ -206,16 +217,35 @@ def drop_knowledge(uri: str) -> None:
     KnowledgeStore(MilvusSettings(uri=uri, knowledge_collection=KNOWLEDGE)).drop()
 
 
-@pytest.fixture(scope="module")
-def served(ray_cluster, tiny_models, milvus_uri, json_adapter, tmp_path_factory):
-    """Deploy the app; yield the dashboard URL; remove the app at the end."""
-    from medray.serving.deploy import deploy, load_serve_config, remove
+SAMPLE = "sample-chest.png"  # the web UI's sample folder holds this one image
 
-    root = tmp_path_factory.mktemp("adapters")
+
+def ui_folders(root: Path) -> tuple[Path, Path]:
+    """The UI app's ``samples_dir`` (one image) and ``runs_dir`` (two evaluation reports:
+    ``run-b`` the newest, ``run-a`` one whose report is in its ``evaluate/`` folder)."""
+    from eval_fixtures import VQA_ROWS, improved_rows, report_of
+
+    from medray.eval.report import write_report
+
+    samples, runs = root / "samples", root / "runs"
+    samples.mkdir()
+    (samples / SAMPLE).write_bytes(png(xray(2)))
+    write_report(runs / "run-a" / "evaluate", report_of([("base", VQA_ROWS)]))
+    write_report(runs / "run-b", report_of([("base", VQA_ROWS), ("sft", improved_rows())]))
+    older = (runs / "run-a" / "evaluate" / "report.json").stat().st_mtime - 60
+    os.utime(runs / "run-a" / "evaluate" / "report.json", (older, older))  # run-b is newest
+    return samples, runs
+
+
+def app_config(root: Path, milvus_uri: str, json_adapter: str) -> dict:
+    """``serve_apps/configs/local.yaml`` as the tests deploy it: keys required (in a file
+    the replicas read: the key is in no config), three random adapters and the JSON one,
+    the collections of :func:`index_collections`, the UI's folders from :func:`ui_folders`."""
+    from medray.serving.deploy import load_serve_config, ui_apps
+
     adapters = make_adapters(root)
     adapters["lora-json"] = json_adapter
-    in_subprocess(f"index_collections({milvus_uri!r})")
-    key_file = root / "api_keys"  # the replicas read it: the key is in no config
+    key_file = root / "api_keys"
     key_file.write_text(f"# keys of the test app\n{KEY}\n")
     overrides = [
         "auth.require=always",
@@ -234,14 +264,16 @@ def served(ray_cluster, tiny_models, milvus_uri, json_adapter, tmp_path_factory)
         "agent.max_new_tokens=16",
     ]
     config = load_serve_config("serve_apps/configs/local.yaml", overrides, port=SERVE_PORT)
-    dashboard = ray_cluster.dashboard_url
-    t0 = time.perf_counter()
-    deploy(config, dashboard, wait_s=420)
-    print(f"serve app running after {time.perf_counter() - t0:.0f}s")
-    try:
-        yield dashboard
-    finally:
-        remove(dashboard, "medray")
+    samples, runs = ui_folders(root)
+    (ui,) = ui_apps(config)
+    ui["args"] = {**(ui.get("args") or {}), "samples_dir": str(samples), "runs_dir": str(runs)}
+    return config
+
+
+@pytest.fixture(scope="module")
+def served(served_app) -> str:
+    """The dashboard URL of the session's test app (``served_app`` in conftest.py)."""
+    return served_app.dashboard
 
 
 @pytest.fixture(scope="module")
@@ -871,15 +903,27 @@ def test_web_ui_analyzes_through_the_served_api(client, tmp_path):
 # ------------------------------------------------------------------ degraded retrieval
 
 
-def test_zz_missing_collection_degrades_to_a_clear_event(client, milvus_uri):
-    """Runs last: drops the knowledge collection under the running app."""
+def test_zz_missing_collection_degrades_to_a_clear_event_and_recovers(client, milvus_uri):
+    """Runs last in this module: drops the knowledge collection under the running app,
+    then builds it again; the app finds it again without a restart (the UI tests after
+    this module cite from it)."""
+    body = {"image": IMAGE, "max_new_tokens": 4, "agent": False}
+
+    def analyze() -> dict:
+        with client.stream("POST", "/v1/analyze", json=body) as resp:
+            assert resp.status_code == 200
+            return {e: d for _, e, d in sse_events(resp)}
+
     in_subprocess(f"drop_knowledge({milvus_uri!r})")
-    with client.stream("POST", "/v1/analyze", json={"image": IMAGE, "max_new_tokens": 4}) as resp:
-        assert resp.status_code == 200
-        data = {e: d for _, e, d in sse_events(resp)}
-    assert data["knowledge"]["hits"] == [] and "does not exist" in data["knowledge"]["error"]
-    assert len(data["similar_cases"]["hits"]) == 3  # the rest still works
-    assert "done" in data
+    try:
+        data = analyze()
+        assert data["knowledge"]["hits"] == [] and "does not exist" in data["knowledge"]["error"]
+        assert len(data["similar_cases"]["hits"]) == 3  # the rest still works
+        assert "done" in data
+    finally:
+        in_subprocess(f"index_knowledge({milvus_uri!r})")
+    data = analyze()
+    assert data["knowledge"]["hits"] and not data["knowledge"].get("error"), data["knowledge"]
 
 
 # ------------------------------------------------------------------ medray analyze (CLI)

@@ -2,39 +2,34 @@
 distribution's Chromium (headless, no browser download; apt-installed by the session
 fixture when missing) on the page Serve's proxy serves at ``/ui``.
 
-The app is deployed once for this module from ``serve_apps/configs/local.yaml`` on the
-shared test cluster, as ``medray serve up`` does (test_serve_app.py's way: keys
-required, small Milvus collections indexed with the app's own embedders, a LoRA adapter
-trained here so the tiny VLM writes a structured answer with a box), with the UI app's
-``samples_dir`` and ``runs_dir`` set to folders made here. Screenshots are the suite's
+The app is the session's test app (``served_app`` in conftest.py), deployed once from
+``serve_apps/configs/local.yaml`` on the shared test cluster as ``medray serve up`` does
+(test_serve_app.py's ``app_config``: keys required, small Milvus collections indexed with
+the app's own embedders, a LoRA adapter trained so the tiny VLM writes a structured answer
+with a box), with the UI app's ``samples_dir`` and ``runs_dir`` from ``ui_folders``. Screenshots are the suite's
 artifacts: ``test-artifacts/ui-browser/`` in the repository (``$MEDRAY_TEST_ARTIFACTS``
 elsewhere), kept after the run for a CI system to collect."""
 
 from __future__ import annotations
 
 import io
-import json
 import os
 import shutil
 import subprocess
-import time
 from pathlib import Path
 
 import httpx
 import numpy as np
 import pytest
 from dicom_fixtures import make_dicom
-from eval_fixtures import VQA_ROWS, improved_rows, report_of
 from PIL import Image
 from test_serve_app import (
-    CASES,
     JSON_ANSWER,
     JSON_QUESTION,
     KEY,
-    KNOWLEDGE,
     REPO,
+    SAMPLE,
     SERVE_PORT,
-    in_subprocess,
     png,
     xray,
 )
@@ -46,7 +41,6 @@ pytestmark = pytest.mark.integration
 BASE = f"http://127.0.0.1:{SERVE_PORT}"
 ADAPTER = "lora-json"
 NON_MEDICAL = "What is the capital of France?"
-SAMPLE = "sample-chest.png"
 TIMEOUT_MS = 120_000
 # What the page shows when a UI handler raised (Gradio's toast): never expected here.
 TOAST = ".toast-body.error"
@@ -76,46 +70,9 @@ def chromium() -> str:
 
 
 @pytest.fixture(scope="module")
-def served_ui(ray_cluster, tiny_models, milvus_uri, json_adapter, tmp_path_factory):
-    """local.yaml deployed (API at /, UI at /ui); yields the base URL; removed at the end."""
-    from medray.eval.report import write_report
-    from medray.serving.deploy import deploy, load_serve_config, remove, ui_apps
-
-    root = tmp_path_factory.mktemp("ui-app")
-    adapter = json_adapter
-    in_subprocess(f"index_collections({milvus_uri!r})")
-    samples, runs = root / "samples", root / "runs"
-    samples.mkdir()
-    (samples / SAMPLE).write_bytes(png(xray(2)))
-    write_report(runs / "run-a" / "evaluate", report_of([("base", VQA_ROWS)]))
-    write_report(runs / "run-b", report_of([("base", VQA_ROWS), ("sft", improved_rows())]))
-    key_file = root / "api_keys"  # the replicas read it: the key is in no config
-    key_file.write_text(KEY)
-    older = (runs / "run-a" / "evaluate" / "report.json").stat().st_mtime - 60
-    os.utime(runs / "run-a" / "evaluate" / "report.json", (older, older))  # run-b is newest
-    overrides = [
-        "auth.require=always",
-        f"auth.api_keys_file={key_file}",
-        f"adapters={json.dumps({ADAPTER: adapter})}",
-        "generation.max_new_tokens=16",
-        f"retrieval.milvus.uri={milvus_uri}",
-        f"retrieval.milvus.cases_collection={CASES}",
-        f"retrieval.milvus.knowledge_collection={KNOWLEDGE}",
-        "agent.max_cycles=0",
-        "agent.max_queries=1",
-        "agent.max_new_tokens=8",
-    ]
-    config = load_serve_config("serve_apps/configs/local.yaml", overrides, port=SERVE_PORT)
-    (ui,) = ui_apps(config)
-    ui["args"] = {**(ui.get("args") or {}), "samples_dir": str(samples), "runs_dir": str(runs)}
-    dashboard = ray_cluster.dashboard_url
-    t0 = time.perf_counter()
-    deploy(config, dashboard, wait_s=420)
-    print(f"serve app with the UI running after {time.perf_counter() - t0:.0f}s")
-    try:
-        yield BASE
-    finally:
-        remove(dashboard, "medray")
+def served_ui(served_app) -> str:
+    """The session's test app (API at /, UI at /ui; conftest.py): its base URL."""
+    return served_app.base
 
 
 @pytest.fixture(scope="module")
