@@ -112,24 +112,38 @@ def submit(
         return subprocess.call(cmd, env=env, **out)
     proc = subprocess.Popen(cmd, env=env, **out)
     on_local = local.read_state() is not None
-    verdict = _watch(proc, address, submission_id, stuck_timeout_s, on_local)
+    from medray.cluster.pending import Dashboard, DashboardError, ray_token
+
+    dashboard = Dashboard(address, ray_token())
+    verdict = _watch(proc, dashboard, submission_id, stuck_timeout_s, on_local)
     if verdict is None:
         return proc.returncode
+
+    def say(line: str) -> None:
+        click.echo(line, err=True)
+        if stdout is not None:
+            stdout.write(line + "\n")
+            stdout.flush()
+
+    # The reason goes first: the lines Ray prints about the driver's SIGTERM follow it.
+    say(f"\nmedray: stopping job {submission_id}: {verdict.message}")
+    try:
+        dashboard.stop_job(submission_id)
+    except DashboardError as e:
+        log.warning("%s; stop it with `ray job stop %s`", e, submission_id)
     try:
         proc.wait(timeout=60)
     except subprocess.TimeoutExpired:
         proc.terminate()
-    click.echo(f"\nmedray: stopped job {submission_id}: {verdict.message}", err=True)
-    if stdout is not None:
-        stdout.write(f"\nmedray: stopped job {submission_id}: {verdict.message}\n")
+    say(f"medray: stopped job {submission_id} (exit code 2; the reason is above)")
     return 2
 
 
-def _watch(proc: subprocess.Popen, address: str, submission_id: str, stuck_s: float, local: bool):
-    """Wait for ``proc``; return a ``pending.Verdict`` (after stopping the job) or None."""
-    from medray.cluster.pending import Dashboard, DashboardError, JobWatch, ray_token
+def _watch(proc: subprocess.Popen, dashboard, submission_id: str, stuck_s: float, local: bool):
+    """Wait for ``proc``; return a ``pending.Verdict`` once the job must be stopped, or
+    None when it ended by itself."""
+    from medray.cluster.pending import DashboardError, JobWatch
 
-    dashboard = Dashboard(address, ray_token())
     watch = JobWatch(dashboard, submission_id, stuck_s, unschedulable_final=local)
     while True:
         try:
@@ -143,10 +157,6 @@ def _watch(proc: subprocess.Popen, address: str, submission_id: str, stuck_s: fl
             log.debug("could not read the job's pending demands: %s", e)
             continue
         if verdict is not None:
-            try:
-                dashboard.stop_job(submission_id)
-            except DashboardError as e:
-                log.warning("%s; stop it with `ray job stop %s`", e, submission_id)
             return verdict
 
 

@@ -28,8 +28,14 @@ REPO = Path(__file__).resolve().parents[2]
 def medray_job(*args: str, timeout: float = 600) -> tuple[subprocess.CompletedProcess, float]:
     cmd = [sys.executable, "-m", "medray.cli.main", "job", "submit", *args]
     t0 = time.perf_counter()
-    res = subprocess.run(
-        cmd, capture_output=True, text=True, timeout=timeout, cwd=REPO, env=os.environ
+    res = subprocess.run(  # one stream, in the order a terminal shows it
+        cmd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        timeout=timeout,
+        cwd=REPO,
+        env=os.environ,
     )
     return res, time.perf_counter() - t0
 
@@ -53,7 +59,7 @@ def test_preprocess_job_finishes_while_the_serve_app_runs(served_app, medray_hom
         "python", "-m", "jobs.preprocess", "--config", "jobs/configs/preprocess_synthetic.yaml",
         "name=test-coexist",
     )  # fmt: skip
-    log = res.stdout + res.stderr
+    log = res.stdout
     print(f"preprocess job with the Serve app up: {took:.1f}s")
     assert res.returncode == 0, log[-4000:]
     summary = json.loads((medray_home / "data" / "test-coexist" / "summary.json").read_text())
@@ -68,9 +74,13 @@ def test_job_no_node_can_run_is_stopped_with_the_reason(ray_cluster):
         "print('submitting'); ray.get(ray.remote(num_cpus=2)(lambda: 1).remote())"
     )
     res, took = medray_job("--", "python", "-c", code, timeout=300)
-    log = res.stdout + res.stderr
+    log = res.stdout
     print(f"unschedulable job stopped after {took:.1f}s")
     assert res.returncode == 2, log[-4000:]
     assert "CPU 2" in log and "the largest node has 1" in log, log[-2000:]
     assert "medray cluster up --cpus-per-node" in log
+    # The reason comes before whatever Ray prints about stopping the driver.
+    reason = log.index("medray: stopping job")
+    assert "SIGTERM" not in log[:reason], log[-3000:]
+    assert log.rstrip().endswith("(exit code 2; the reason is above)"), log[-1000:]
     assert took < 150  # not the 300 s stuck timeout: an impossible demand stops at once

@@ -182,45 +182,47 @@ def test_index_job_indexes_once_searches_and_reports_bad_rows(
     with pytest.raises(RetrievalError, match="empty query"):
         searcher.text_to_image("")
 
-    # The same searches from the command line.
-    base = [sys.executable, "-m", "medray.cli.main", "search", "--milvus-uri", milvus_uri,
-            "--cases", "cases_job", "--knowledge", "knowledge_job"]  # fmt: skip
-    res = subprocess.run(
-        [*base, "--json", "knowledge", "air in the pleural space", "-k", "2"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert res.returncode == 0, res.stderr
+    # The same searches from the command line: in this process through click's runner
+    # (a subprocess each cost ~10 s of imports on 2 cores), and once in a real process,
+    # which shows that a search prints its results only (no library INFO logs).
+    from click.testing import CliRunner
+
+    from medray.cli.main import cli
+
+    common = ["--milvus-uri", milvus_uri, "--cases", "cases_job", "--knowledge", "knowledge_job"]
+
+    def medray_search(*args: str):
+        return CliRunner().invoke(cli, ["search", *common, *args])
+
+    res = medray_search("--json", "knowledge", "air in the pleural space", "-k", "2")
+    assert res.exit_code == 0, res.output
     assert json.loads(res.stdout)[0]["topic"] == "pneumothorax"
     (tmp_path / "q.jpg").write_bytes(image0)
-    res = subprocess.run(
-        [*base, "image", str(tmp_path / "q.jpg"), "-k", "1"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert res.returncode == 0 and "case-0003" in res.stdout
+    res = medray_search("image", str(tmp_path / "q.jpg"), "-k", "1")
+    assert res.exit_code == 0 and "case-0003" in res.stdout, res.output
     (tmp_path / "bad.jpg").write_bytes(b"not an image at all")
-    res = subprocess.run(
-        [*base, "image", str(tmp_path / "bad.jpg")], capture_output=True, text=True, timeout=120
-    )
-    assert res.returncode == 1 and "query image: not an image" in res.stderr
-    res = subprocess.run(
-        [*base, "text", "effusion", "--filter", "patient=1"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    res = medray_search("image", str(tmp_path / "bad.jpg"))
+    assert res.exit_code == 1 and "query image: not an image" in res.stderr, res.output
     # A bad filter is a usage error (exit 2) that lists the filterable fields.
-    assert res.returncode == 2 and "cannot filter on 'patient'" in res.stderr
+    res = medray_search("text", "effusion", "--filter", "patient=1")
+    assert res.exit_code == 2 and "cannot filter on 'patient'" in res.stderr, res.output
     assert "filterable fields: modality" in res.stderr
+    # `search filters` lists the values a filter can match, as a table or JSON.
+    res = medray_search("filters")
+    assert res.exit_code == 0, res.output
+    lines = res.stdout.splitlines()
+    assert lines[0].split() == ["field", "values"] and set(lines[1]) <= {"-", " "}
+    rows = {line.split()[0]: line for line in lines[2:] if line.strip()}
+    assert "CT, X-Ray" in rows["modality"] and "pleural effusion" in rows["labels"]
+    res = medray_search("filters", "--json")
+    values = json.loads(res.stdout)
+    assert values["modality"] == ["CT", "X-Ray"] and values["split"] == ["test", "train"]
 
     # Filters ignore case and match words of the stored values, options may follow the
-    # subcommand, and a search prints its results only (no library INFO logs).
+    # subcommand, and nothing but the results is printed.
     res = subprocess.run(
-        [*base, "text", "effusion", "--filter", "labels=EFFUSION", "--filter", "modality=x-ray",
-         "-k", "3", "--json"],
+        [sys.executable, "-m", "medray.cli.main", "search", *common, "text", "effusion",
+         "--filter", "labels=EFFUSION", "--filter", "modality=x-ray", "-k", "3", "--json"],
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert res.returncode == 0, res.stderr
@@ -229,16 +231,6 @@ def test_index_job_indexes_once_searches_and_reports_bad_rows(
         h["labels"] == ["pleural effusion"] and h["modality"] == "X-Ray" for h in hits
     )
     assert "INFO" not in res.stderr, res.stderr
-    # `search filters` lists the values a filter can match, as a table or JSON.
-    res = subprocess.run([*base, "filters"], capture_output=True, text=True, timeout=120)
-    assert res.returncode == 0, res.stderr
-    lines = res.stdout.splitlines()
-    assert lines[0].split() == ["field", "values"] and set(lines[1]) <= {"-", " "}
-    rows = {line.split()[0]: line for line in lines[2:] if line.strip()}
-    assert "CT, X-Ray" in rows["modality"] and "pleural effusion" in rows["labels"]
-    res = subprocess.run([*base, "filters", "--json"], capture_output=True, text=True, timeout=120)
-    values = json.loads(res.stdout)
-    assert values["modality"] == ["CT", "X-Ray"] and values["split"] == ["test", "train"]
 
 
 def test_milvus_down_gives_a_clear_error():
