@@ -265,6 +265,7 @@ def grpo_loop(config: dict[str, Any]) -> None:
         latest_checkpoint,
         report_again,
         report_final,
+        row_order,
         skip_deepspeed_shm_build,
     )
     from medray.train.sft import peft_config
@@ -343,7 +344,8 @@ def grpo_loop(config: dict[str, Any]) -> None:
             "resumed_from_step": _step_of(previous[1]) if previous else 0,
             "base_model": base,
             "base_model_name": settings.model,
-            "workers": gather_workers(),
+            # Each worker's train rows in order: the ranks must agree (unsplit_data_config).
+            "workers": gather_workers(train_order=row_order(train_ds, "sample_id")),
         }
         report_final(trainer, metrics, workdir, save_extra=processor.save_pretrained)
 

@@ -134,10 +134,30 @@ def run_config(run: RunSettings, metric: str | None = None, mode: str = "max"):
 
 
 def unsplit_data_config():
-    """Every worker sees the whole split; HF's dataloader shards it by rank."""
+    """Every worker sees the whole split, in the same order; HF's dataloader shards it by rank.
+
+    The order matters: accelerate gives rank r the rows at positions r, r + world, ... of one
+    seeded shuffle, so every rank must hold the rows in the same order. Each worker runs its
+    own copy of the dataset's pipeline, and Ray Data hands out blocks as their tasks finish
+    unless ``preserve_order`` is set: without it the ranks' orders differed with the load,
+    and the ranks trained on overlapping subsets that changed from run to run."""
     from ray.train import DataConfig
 
-    return DataConfig(datasets_to_split=[])
+    options = DataConfig.default_ingest_options()
+    options.preserve_order = True
+    return DataConfig(datasets_to_split=[], execution_options=options)
+
+
+def row_order(ds, column: str) -> str:
+    """A digest of ``ds[column]`` in row order: equal on every rank when the ranks hold the
+    same rows in the same order (:func:`unsplit_data_config`)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for value in ds[column]:
+        h.update(repr(value).encode())
+        h.update(b"\0")
+    return h.hexdigest()[:16]
 
 
 def dataset_from_ray(
@@ -253,11 +273,11 @@ def fault_callback(fail_at_step: int):
     return _Fault()
 
 
-def gather_workers() -> list[dict[str, Any]]:
-    """Every worker's placement (rank, node id, pid), gathered on all ranks."""
+def gather_workers(**extra: Any) -> list[dict[str, Any]]:
+    """Every worker's placement (rank, node id, pid) and ``extra``, gathered on all ranks."""
     import torch.distributed as dist
 
-    me = worker_node()
+    me = {**worker_node(), **extra}
     if not dist.is_initialized():
         return [me]
     out: list[Any] = [None] * dist.get_world_size()

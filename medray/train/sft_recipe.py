@@ -141,6 +141,7 @@ def sft_loop(config: dict[str, Any]) -> None:
         latest_checkpoint,
         report_again,
         report_final,
+        row_order,
         skip_deepspeed_shm_build,
     )
     from medray.train.sft import _step_of, peft_config, sft_args
@@ -211,6 +212,7 @@ def sft_loop(config: dict[str, Any]) -> None:
             "adapter": bool(s.lora.enabled),
             "base_model": location,
             "base_model_name": s.model,
-            "workers": gather_workers(),
+            # Each worker's train rows in order: the ranks must agree (unsplit_data_config).
+            "workers": gather_workers(train_order=row_order(train_ds, "prompt")),
         }
         report_final(trainer, metrics, workdir, save_extra=processing.save_pretrained)

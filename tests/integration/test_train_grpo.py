@@ -89,6 +89,7 @@ def test_zero2_two_workers_train_and_compare_on_held_out(ray_cluster, tmp_path, 
     summary = json.loads((medray_home / "runs" / run / "summary.json").read_text())
     assert summary["steps"] == 2
     assert len({w["rank"] for w in summary["workers"]}) == 2
+    assert len({w["train_order"] for w in summary["workers"]}) == 1  # one row order
     hist = summary["history"]
     assert hist and all(math.isfinite(h["reward"]) for h in hist)
     # Every reward component is logged by trl (``rewards/<name>/mean``) and finite. The
