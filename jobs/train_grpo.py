@@ -105,15 +105,21 @@ def build_dataset(cfg: TrainGRPOConfig):
             and (not langs or r["language"] in langs)
         )
 
+    def open_split(name: str):
+        try:
+            return read_ray_dataset(d.input, name)
+        except (OutputError, FileNotFoundError, ValueError) as e:
+            raise GRPOInputError(f"data: split {name!r} of {d.input}: {e}") from None
+
+    # Both splits opened (lazily: the manifest and files checked) before either is read, so
+    # a wrong eval split fails in a second, not after the train split was materialised.
+    opened = {name: open_split(name) for name in (d.train_split, d.eval_split)}
+
     def split(name: str, limit: int, on_driver: bool = False):
         """The split's usable rows: a materialised dataset, or with ``on_driver`` a list
         (the held-out rows, which go to the driver anyway: sorted there, without Ray
         Data's 200-partition sort shuffle, which took 95 s of the demo's GRPO stage)."""
-        try:
-            ds = read_ray_dataset(d.input, name)
-        except (OutputError, FileNotFoundError, ValueError) as e:
-            raise GRPOInputError(f"data: split {name!r} of {d.input}: {e}") from None
-        ds = ds.select_columns([*COLUMNS, "task", "language"]).filter(usable)
+        ds = opened[name].select_columns([*COLUMNS, "task", "language"]).filter(usable)
         ds = ds.drop_columns(["task", "language"])
         if on_driver:  # by id: the same rows, in the same order, in every run
             rows = sorted(ds.take_all(), key=lambda r: r["sample_id"])

@@ -1,5 +1,5 @@
-"""GRPO job on Ray Train + DeepSpeed: 2 workers under ZeRO-2 (with the SFT-vs-GRPO
-evaluation) and ZeRO-3 with a worker killed mid-run; bad input fails before any worker."""
+"""GRPO job on Ray Train + DeepSpeed: 2 workers under ZeRO-3 with a worker killed mid-run,
+then the SFT-vs-GRPO evaluation and a compare-only run; bad input fails before any worker."""
 
 from __future__ import annotations
 
@@ -75,19 +75,31 @@ def _submit(*overrides):
     )
 
 
-def test_zero2_two_workers_train_and_compare_on_held_out(ray_cluster, tmp_path, medray_home):
+def test_zero3_two_workers_survive_a_killed_worker_then_compare_on_held_out(
+    ray_cluster, tmp_path, medray_home
+):
+    """One GRPO run for what were two (ZeRO-2 training + evaluation, and ZeRO-3 with a killed
+    worker): ZeRO-3 (weights gathered for generation and for the counterfactual reward's
+    re-answer) is the harder stage; ZeRO-2 is the stage of the SFT and CLIP runs."""
     data = tmp_path / "vqa"
     write_vqa_boxes(data, {"train": 16, "test": 4})
-    run = "grpo-zero2-test"
-    proc = _submit(
-        f"data.input={data}", f"run.name={run}", "grpo.deepspeed.zero_stage=2",
-        "grpo.optim.max_steps=2", "eval.max_rows=4", "eval.samples=2",
-        "grpo.max_completion_length=32", "grpo.reanswer_max_new_tokens=32", "eval.max_new_tokens=32",
+    run = "grpo-zero3-kill-test"
+    run_dir = medray_home / "runs" / run
+    rc, out = submit_and_kill_a_worker(
+        [
+            *_job_args(),
+            f"data.input={data}", f"run.name={run}", "grpo.deepspeed.zero_stage=3",
+            "run.max_failures=2", "grpo.optim.max_steps=6", "grpo.optim.save_steps=1",
+            "grpo.max_completion_length=24", "grpo.reanswer_max_new_tokens=24",
+            "eval.max_rows=4", "eval.samples=2", "eval.max_new_tokens=24",
+        ],
+        run_dir,
+        max_reports=3,
     )  # fmt: skip
-    out, _ = proc.communicate(timeout=1200)
-    assert proc.returncode == 0, out[-5000:]
-    summary = json.loads((medray_home / "runs" / run / "summary.json").read_text())
-    assert summary["steps"] == 2
+    assert rc == 0, out[-5000:]
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["resumed_from_step"] >= 1, "training did not resume from a checkpoint"
+    assert summary["steps"] == 6
     assert len({w["rank"] for w in summary["workers"]}) == 2
     assert len({w["train_order"] for w in summary["workers"]}) == 1  # one row order
     hist = summary["history"]
@@ -122,36 +134,13 @@ def test_zero2_two_workers_train_and_compare_on_held_out(ray_cluster, tmp_path, 
     # No training: the start policy against the finished model, on other rows.
     proc = _submit(
         f"data.input={data}", f"run.name={run}", f"eval.compare_with={final}",
-        "eval.max_rows=2", "eval.max_new_tokens=32", "grpo.reanswer_max_new_tokens=32",
+        "eval.max_rows=2", "eval.max_new_tokens=24", "grpo.reanswer_max_new_tokens=24",
     )  # fmt: skip
     out, _ = proc.communicate(timeout=600)
     assert proc.returncode == 0, out[-5000:]
     assert "no training (eval.compare_with)" in out
-    compared = json.loads((medray_home / "runs" / run / "compare.json").read_text())
+    compared = json.loads((run_dir / "compare.json").read_text())
     assert compared["final_model"] == str(final) and "steps" not in compared
     assert compared["eval"]["sft"]["n"] == 2 and compared["eval"]["grpo"]["n"] == 2
     # The training summary is left as it was.
-    assert json.loads((medray_home / "runs" / run / "summary.json").read_text()) == summary
-
-
-def test_zero3_two_workers_survive_a_killed_worker(ray_cluster, tmp_path, medray_home):
-    data = tmp_path / "vqa"
-    write_vqa_boxes(data, {"train": 16, "test": 4})
-    run = "grpo-zero3-kill-test"
-    run_dir = medray_home / "runs" / run
-    rc, out = submit_and_kill_a_worker(
-        [
-            *_job_args(),
-            f"data.input={data}", f"run.name={run}", "grpo.deepspeed.zero_stage=3",
-            "run.max_failures=2", "grpo.optim.max_steps=6", "grpo.optim.save_steps=1",
-            "eval.enabled=false", "grpo.max_completion_length=24",
-            "grpo.reanswer_max_new_tokens=24",
-        ],
-        run_dir,
-        max_reports=3,
-    )  # fmt: skip
-    assert rc == 0, out[-5000:]
-    summary = json.loads((run_dir / "summary.json").read_text())
-    assert summary["resumed_from_step"] >= 1, "training did not resume from a checkpoint"
-    assert summary["steps"] == 6
-    assert (Path(summary["final_model"]) / "adapter_config.json").is_file()
+    assert json.loads((run_dir / "summary.json").read_text()) == summary
