@@ -20,6 +20,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 import numpy as np
 
@@ -302,11 +303,31 @@ def cases_input(c: CasesSettings) -> str:
     return location
 
 
+def milvus_server_uri(settings: MilvusSettings) -> str:
+    """The resolved Milvus URI, checked to name a server the job's Ray workers can reach.
+
+    Raises:
+        InputError: it is a Milvus Lite *file* (``./milvus.db``): one process at a time can
+            open one, and this job writes from Ray Data workers, which would wait on the
+            file's lock for ever.
+    """
+    uri = settings.resolved_uri()
+    if urlsplit(uri).scheme.lower() not in ("http", "https", "tcp", "grpc", "unix"):
+        raise InputError(
+            f"milvus.uri {uri!r} is a Milvus Lite file, which only one process can open; the "
+            "index job writes from Ray workers: run `medray cluster up` (it starts a Milvus "
+            "Lite server and sets $MEDRAY_MILVUS_URI) or set milvus.uri to a server "
+            "(http://host:19530)"
+        )
+    return uri
+
+
 def main(cfg: IndexConfig) -> dict[str, Any]:
     from medray.retrieval.store import connect, detect_backend
     from medray.runtime import init_ray
     from medray.train.ray_hf import storage_path
 
+    milvus_server_uri(cfg.milvus)  # before Ray starts, as the input checks below
     if cfg.cases.enabled:  # before Ray starts: a wrong path fails in a second, not after it
         cfg = replace(cfg, cases=replace(cfg.cases, input=cases_input(cfg.cases)))
     init_ray()

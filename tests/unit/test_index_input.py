@@ -27,3 +27,16 @@ def test_folder_without_manifest_is_named_as_such(tmp_path):
     (tmp_path / "part.parquet").write_bytes(b"")
     with pytest.raises(InputError, match="no _SUCCESS manifest"):
         cases_input(CasesSettings(input=str(tmp_path)))
+
+
+def test_a_milvus_lite_file_is_refused_before_ray_starts(tmp_path):
+    """One process at a time can open a Milvus Lite file; the job's Ray workers write to
+    Milvus, so with a file they waited on its lock for ever (seen: 10 minutes, no output)."""
+    from jobs.index import main, milvus_server_uri
+    from medray.retrieval.store import MilvusSettings
+
+    cfg = load_config(IndexConfig, DEFAULT_CONFIG, [f"milvus.uri={tmp_path / 'm.db'}"])
+    with pytest.raises(InputError, match=r"Milvus Lite file.*medray cluster up"):
+        main(cfg)
+    for uri in ("http://127.0.0.1:19530", "https://milvus.example:443", "unix:/tmp/m.sock"):
+        assert milvus_server_uri(MilvusSettings(uri=uri)) == uri
