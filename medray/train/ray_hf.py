@@ -154,9 +154,10 @@ def row_order(ds, column: str) -> str:
     import hashlib
 
     h = hashlib.sha256()
-    for value in ds[column]:
-        h.update(repr(value).encode())
-        h.update(b"\0")
+    for batch in ds.select_columns([column]).iter(batch_size=4096):  # bounded memory
+        for value in batch[column]:
+            h.update(repr(value).encode())
+            h.update(b"\0")
     return h.hexdigest()[:16]
 
 
