@@ -134,7 +134,7 @@ def milvus_uri(local_cluster) -> str:
 @pytest.fixture(scope="session")
 def json_adapter(tiny_models, tmp_path_factory) -> str:
     """The LoRA adapter that makes the tiny VLM write one structured answer
-    (``test_serve_app.train_json_adapter``), trained once for every served-app module."""
-    from test_serve_app import train_json_adapter
+    (``served_app.train_json_adapter``), trained once for every served-app module."""
+    from served_app import train_json_adapter
 
     return train_json_adapter(tmp_path_factory.mktemp("json-adapter") / "lora-json")

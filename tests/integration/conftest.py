@@ -1,7 +1,7 @@
 """The Serve app the served-app tests share: deployed once per test session.
 
 test_job_coexist.py, test_serve_app.py and test_ui_browser.py drive one app deployed from
-``serve_apps/configs/local.yaml`` (``test_serve_app.app_config``) instead of one each:
+``serve_apps/configs/local.yaml`` (``served_app.app_config``) instead of one each:
 every deploy costs 1.5-2 minutes of the 2-core CI budget. The tests that use it run after
 every other cluster test (``pytest_collection_modifyitems`` in tests/conftest.py), so no
 other test's app or job meets it, and it is removed when the session ends.
@@ -27,7 +27,7 @@ class ServedApp:
 
 @pytest.fixture(scope="session")
 def served_app(ray_cluster, tiny_models, milvus_uri, json_adapter, tmp_path_factory):
-    from test_serve_app import BASE, app_config, in_subprocess
+    from served_app import BASE, app_config, in_subprocess
 
     from medray.serving.deploy import deploy, remove
 

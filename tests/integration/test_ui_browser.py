@@ -4,7 +4,7 @@ fixture when missing) on the page Serve's proxy serves at ``/ui``.
 
 The app is the session's test app (``served_app`` in conftest.py), deployed once from
 ``serve_apps/configs/local.yaml`` on the shared test cluster as ``medray serve up`` does
-(test_serve_app.py's ``app_config``: keys required, small Milvus collections indexed with
+(served_app.py's ``app_config``: keys required, small Milvus collections indexed with
 the app's own embedders, a LoRA adapter trained so the tiny VLM writes a structured answer
 with a box), with the UI app's ``samples_dir`` and ``runs_dir`` from ``ui_folders``. Screenshots are the suite's
 artifacts: ``test-artifacts/ui-browser/`` in the repository (``$MEDRAY_TEST_ARTIFACTS``
@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 from dicom_fixtures import make_dicom
 from PIL import Image
-from test_serve_app import (
+from served_app import (
     JSON_ANSWER,
     JSON_QUESTION,
     KEY,
