@@ -179,10 +179,7 @@ def test_pipeline_serves_what_it_trains_and_every_path_answers_alike(
         f"run.name={run_name}", "stages=[preprocess,sft_reasoner,summariser_sft,batch_infer,serve]",
         "preprocess.sources=[{kind: vqa-rad, path: $MEDRAY_HOME/synth/pipeline-serve/vqa-rad, "
         "synth_n: 40}, {kind: mimic-cxr, path: $MEDRAY_HOME/synth/pipeline-serve/mimic, synth_n: 150}]",
-        # One worker per training stage: this run checks that the paths agree; the 2-worker
-        # and multi-node training runs are the other tests' (a worker group costs ~30 s).
         "sft_reasoner.sft.optim.max_steps=6", "sft_reasoner.data.limit_train=24",
-        "sft_reasoner.scaling.num_workers=1", "summariser_sft.scaling.num_workers=1",
         "summariser_sft.sft.optim.max_steps=6", "summariser_sft.data.limit_train=24",
         "summariser_sft.data.limit_eval=3",
         "batch_infer.input.limit=3", "batch_infer.counterfactual.enabled=false",
