@@ -88,6 +88,7 @@ def build_dataset(cfg: TrainGRPOConfig):
             while the counterfactual reward has weight.
     """
     from medray.data.output import OutputError, read_ray_dataset
+    from medray.train.ray_hf import materialize_in_order
 
     d = cfg.data
     if not d.input:
@@ -128,7 +129,7 @@ def build_dataset(cfg: TrainGRPOConfig):
         else:
             if limit:  # by id, as above
                 ds = ds.sort("sample_id").limit(limit)
-            data = ds.materialize()
+            data = materialize_in_order(ds)  # one order in every run (by id when limited)
             boxes = [r["boxes"] for r in data.select_columns(["boxes"]).iter_rows()]
         if not boxes:
             raise GRPOInputError(

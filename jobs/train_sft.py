@@ -106,6 +106,7 @@ def build_dataset(cfg: TrainSFTConfig, split: str, limit: int, keep: tuple[str, 
         SFTInputError: no input, a missing split, or no usable row for the task.
     """
     from medray.data.output import OutputError, read_ray_dataset
+    from medray.train.ray_hf import materialize_in_order
     from medray.train.sft_tasks import ROW_TASK, training_row, usable
 
     d, task = cfg.data, cfg.task
@@ -122,7 +123,7 @@ def build_dataset(cfg: TrainSFTConfig, split: str, limit: int, keep: tuple[str, 
     selected = ds.filter(lambda r: usable(task, r))
     if limit:
         selected = selected.limit(limit)
-    prepared = selected.map(to_row).materialize()
+    prepared = materialize_in_order(selected.map(to_row))  # one order in every run
     counts = {"rows": split_rows(d.input, split), "usable": prepared.count()}
     if counts["usable"] == 0:
         raise SFTInputError(

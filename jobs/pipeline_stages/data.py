@@ -58,6 +58,7 @@ def stage_train_clip(ctx: Context) -> dict[str, Any]:
         "best_model": s["best_model"],
         "epochs": s["epochs"],
         "history": s["history"],
+        "resumed_at_epochs": s["resumed_at_epochs"],
         "zero_shot": zs,
         "fine_tuned": ft,
         "workers": s["workers"],

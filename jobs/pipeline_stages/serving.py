@@ -244,6 +244,10 @@ def resolved_app_args(ctx: Context) -> tuple[dict[str, Any], list[str]]:
         models["clip"] = clip
         served.append(f"clip: {clip}")
     update: dict[str, Any] = {"models": models, "adapters": adapters}
+    trained = [n for n in (sc.grpo_name, sc.sft_name) if n in adapters and n not in sc.adapters]
+    if trained:  # a request without a model gets what this run trained, not the base preset
+        update["default_adapter"] = trained[0]
+        served.append(f"default model: {trained[0]}")
     if out.get("milvus"):
         ms = out["milvus"]
         update["retrieval"] = {

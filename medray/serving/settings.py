@@ -272,6 +272,9 @@ class AppArgs:
     models: ModelSettings = field(default_factory=ModelSettings)
     generation: GenerationSettings = field(default_factory=GenerationSettings)
     adapters: dict[str, str] = field(default_factory=dict)  # name -> peft adapter folder
+    # The adapter a request without a ``model`` gets ("": the base model). The pipeline's
+    # serve stage sets its trained adapter, so a plain request answers with that.
+    default_adapter: str = ""
     max_loaded_adapters: int = 2  # per Reasoner replica, LRU-evicted
     limits: LimitSettings = field(default_factory=LimitSettings)
     rate_limit: RateLimitSettings = field(default_factory=RateLimitSettings)
@@ -293,6 +296,11 @@ class AppArgs:
                 )
         if self.models.medqa_name == self.models.served_name:
             raise ConfigError("models.medqa_name must differ from models.served_name")
+        if self.default_adapter and self.default_adapter not in self.adapters:
+            raise ConfigError(
+                f"default_adapter {self.default_adapter!r} is not one of the adapters "
+                f"({', '.join(sorted(self.adapters)) or 'none configured'})"
+            )
 
     def model_names(self) -> list[str]:
         """Names accepted as the reasoner's ``model``: the base model, then the adapters."""

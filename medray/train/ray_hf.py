@@ -133,6 +133,23 @@ def run_config(run: RunSettings, metric: str | None = None, mode: str = "max"):
     )
 
 
+def materialize_in_order(ds):
+    """``ds.materialize()`` with the rows stored in the input's order.
+
+    For a training split materialised on the driver: without it the blocks are stored in
+    the order their tasks finish, so two runs of one config on one input trained on the
+    rows in different orders (``train_order`` differed from run to run, though the ranks of
+    each run agreed). The setting is made on the dataset's own context (a Dataset keeps the
+    context it was created with) and put back afterwards."""
+    options = ds.context.execution_options
+    before = options.preserve_order
+    options.preserve_order = True
+    try:
+        return ds.materialize()
+    finally:
+        options.preserve_order = before
+
+
 def unsplit_data_config():
     """Every worker sees the whole split, in the same order; HF's dataloader shards it by rank.
 

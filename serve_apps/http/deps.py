@@ -250,8 +250,12 @@ class Context:
         return img
 
     def pick_adapter(self, model: str | None, field: str = "model") -> str | None:
-        """The LoRA adapter a reasoner ``model`` names (None: the base model); 404 if unknown."""
-        if model is None or model == self.args.models.served_name:
+        """The LoRA adapter a reasoner ``model`` names (None: the base model); 404 if unknown.
+
+        No ``model``: the config's ``default_adapter`` (or the base model)."""
+        if model is None:
+            return self.args.default_adapter or None
+        if model == self.args.models.served_name:
             return None
         if model in self.args.adapters:
             return model

@@ -44,7 +44,7 @@ log = logging.getLogger(__name__)
 
 UPLOAD_TYPES = [".png", ".jpg", ".jpeg", ".dcm", ".dicom"]
 PREVIEW_MAX_PIXELS = 40_000_000  # the API applies its own limit; this only bounds the preview
-BASE_MODEL = "(base model)"
+DEFAULT_MODEL = "(the app's default)"  # no model sent: the config's default_adapter or base
 
 
 def _api_url(request: gr.Request | None, fixed: str | None) -> str:
@@ -111,8 +111,7 @@ def build_blocks(
             return gr.update(), f"**Error:** {e}"
         except Exception as e:  # the API itself unreachable: say so, no trace
             return gr.update(), f"**Error:** the API did not answer ({type(e).__name__})"
-        choices = [BASE_MODEL, *names[1:]] if names else [BASE_MODEL]
-        return gr.update(choices=choices, value=BASE_MODEL), ""
+        return gr.update(choices=[DEFAULT_MODEL, *names], value=DEFAULT_MODEL), ""
 
     def load_models_quietly(api_key: str, request: gr.Request):
         return load_models(api_key, request)[0]
@@ -149,7 +148,7 @@ def build_blocks(
         yield out()
         client = ApiClient(_api_url(request, api_url), api_key)
         steps: list[dict[str, Any]] = []
-        chosen = None if model in (None, "", BASE_MODEL) else model
+        chosen = None if model in (None, "", DEFAULT_MODEL) else model
         try:
             extra = {"max_new_tokens": int(max_new_tokens)} if max_new_tokens else {}
             for event, body in client.analyze(data, question or "", chosen, **extra):
@@ -223,7 +222,10 @@ def build_blocks(
                     question = gr.Textbox(label="Question", elem_id="medray-question")
                     with gr.Row():
                         model = gr.Dropdown(
-                            [BASE_MODEL], value=BASE_MODEL, label="Model", elem_id="medray-model"
+                            [DEFAULT_MODEL],
+                            value=DEFAULT_MODEL,
+                            label="Model",
+                            elem_id="medray-model",
                         )
                         refresh = gr.Button("Load models", size="sm")
                     # No ``minimum``: Gradio sends an empty field as 0 and would refuse it

@@ -659,7 +659,7 @@ def test_web_ui_analyzes_through_the_served_api(client, tmp_path):
     image = tmp_path / "chest.png"
     image.write_bytes(png(xray(3)))
     ui = Client(f"{BASE}/ui/", verbose=False)
-    args = (handle_file(str(image)), "Is there a pleural effusion?", "(base model)")
+    args = (handle_file(str(image)), "Is there a pleural effusion?", "(the app's default)")
     # Inputs: image, question, model, key, sample (none), reasoning length (None: default).
     status, _, _, _, answer, cases, safety, cites = ui.predict(
         *args, KEY, None, None, api_name="/analyze"

@@ -69,3 +69,22 @@ def test_every_rank_reads_the_train_split_in_the_same_order(ray_cluster, tmp_pat
     workers = json.loads(out.read_text())
     assert [w["rows"] for w in workers] == [240, 240]
     assert len({w["train_order"] for w in workers}) == 1, workers
+
+
+def test_a_split_materialised_on_the_driver_keeps_its_input_order(ray_cluster):
+    """The SFT / GRPO jobs materialise the split on the driver before training: with
+    ``materialize_in_order`` the stored rows follow the input, so two runs of one config
+    train on one order (plain ``materialize`` stores the blocks as they finish)."""
+    import sys
+
+    import ray
+    from ray import cloudpickle
+
+    from medray.train.ray_hf import materialize_in_order
+
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    ds = ray.data.range(240, override_num_blocks=24).map_batches(_shuffled_blocks, num_cpus=0.1)
+    before = ds.context.execution_options.preserve_order
+    stored = materialize_in_order(ds)
+    assert [r["sample_id"] for r in stored.iter_rows()] == [f"row-{i:04d}" for i in range(240)]
+    assert ds.context.execution_options.preserve_order == before  # put back

@@ -109,7 +109,8 @@ def test_the_served_config_points_at_this_runs_products(tmp_path):
         "c",
     )
     assert config["http_options"]["port"] == 8123
-    assert len(served) == 5
+    assert len(served) == 6 and "default model: reasoner-grpo" in served
+    assert args.default_adapter == "reasoner-grpo"  # a request without a model gets it
 
     # An adapter folder whose base is not the app's reasoner is refused by name at deploy.
     ctx.outputs["reasoner_grpo"] = _adapter(tmp_path / "grpo2", "some-org/another-vlm")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import io
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from PIL import Image
@@ -95,6 +96,20 @@ def test_the_served_reasoner_generates_the_contracts_length_by_default():
 def test_adapter_name_cannot_shadow_the_base_model():
     with pytest.raises(ConfigError, match="clashes"):
         from_dict(AppArgs, {"adapters": {"medray-reasoner": "/x"}})
+
+
+def test_a_request_without_a_model_gets_the_default_adapter():
+    from serve_apps.http.deps import Context
+
+    plain = from_dict(AppArgs, {"adapters": {"a": "/a", "b": "/b"}})
+    chosen = from_dict(AppArgs, {"adapters": {"a": "/a", "b": "/b"}, "default_adapter": "b"})
+    assert Context.pick_adapter(SimpleNamespace(args=plain), None) is None  # the base model
+    ctx = SimpleNamespace(args=chosen)
+    assert Context.pick_adapter(ctx, None) == "b"
+    assert Context.pick_adapter(ctx, "medray-reasoner") is None  # the base, asked by name
+    assert Context.pick_adapter(ctx, "a") == "a"
+    with pytest.raises(ConfigError, match="default_adapter 'c' is not one of the adapters"):
+        from_dict(AppArgs, {"adapters": {"a": "/a"}, "default_adapter": "c"})
 
 
 @pytest.mark.parametrize(
