@@ -18,6 +18,7 @@ classification and reported, so text inside a question cannot change the decisio
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import re
 from collections.abc import Callable, Sequence
@@ -28,7 +29,7 @@ import numpy as np
 
 from medray.safety.head import DomainHead, HeadError, head_row, views
 from medray.safety.policy import SafetyPolicy
-from medray.safety.terms import keyword_evidence
+from medray.safety.terms import keyword_evidence, mostly_chinese
 
 log = logging.getLogger(__name__)
 
@@ -206,6 +207,9 @@ def decide(
     med_kw, other_kw = keyword_evidence(clean)
     if embed is None:
         return _by_keywords(med_kw, other_kw, inj)
+    if mostly_chinese(clean):  # the embedder and the head read English only
+        d = _by_keywords(med_kw, other_kw, inj)
+        return dataclasses.replace(d, reason=f"Chinese request, judged by keywords: {d.reason}")
     if exemplars is None:
         exemplars = embed_exemplars(embed)
     if head is None:

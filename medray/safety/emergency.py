@@ -97,7 +97,21 @@ _RULES: dict[str, tuple[str, str]] = {
         "Loss of consciousness or a seizure needs urgent help: " + EMERGENCY_NUMBER_NOTE + ".",
     ),
 }
-_COMPILED = {k: re.compile(rf"\b(?:{rx})", re.IGNORECASE) for k, (rx, _) in _RULES.items()}
+# The same categories in Chinese (SLAKE's second language); the notices stay English.
+_RULES_ZH: dict[str, str] = {
+    "chest_pain": r"胸(?:口|部)?(?:剧烈|突然|持续)?(?:疼痛|剧痛|痛|疼|发闷|闷痛|压迫)|心脏病发作|心梗",
+    "stroke": r"中风|脑卒中|口齿不清|说话不清|嘴(?:巴)?歪|(?:一侧|半边|半身)(?:身体|手臂|胳膊|腿)?(?:无力|麻木|不能动)",
+    "suicidal_ideation": r"自杀|不想活|轻生|结束(?:我的|自己的)?生命|伤害自己|自残|想死",
+    "severe_bleeding": r"大出血|(?:出血|流血)不止|血流不止|吐血|咳血|呕血",
+    "breathing": r"喘不过气|呼吸困难|无法呼吸|不能呼吸|窒息|嘴唇发紫",
+    "anaphylaxis": r"过敏性休克|喉咙(?:肿|发紧|堵)|舌头(?:肿|发肿)",
+    "overdose_poisoning": r"服药过量|过量服用|吃了(?:一整|整|一)瓶|吞了(?:一整|整|一)瓶|中毒|喝了(?:农药|漂白剂)",
+    "unresponsive_seizure": r"昏迷|失去意识|不省人事|叫不醒|晕倒|昏倒|抽搐|癫痫发作",
+}
+_COMPILED = {
+    k: [re.compile(rf"\b(?:{rx})", re.IGNORECASE), re.compile(_RULES_ZH[k])]
+    for k, (rx, _) in _RULES.items()
+}
 # Mentions of the past or questions about a condition in general ("I had a heart attack
 # five years ago", "how is anaphylaxis treated"): information, not an emergency now.
 _NOT_NOW = re.compile(
@@ -109,6 +123,15 @@ _NEGATION = re.compile(
     r"\b(?:no|not|denies|denied|without|never|negative for|free of|absence of|rule out)\b"
     r"(?:\W+\w+){0,3}\W*$",
     re.IGNORECASE,
+)
+_NOT_NOW_ZH = re.compile(
+    r"(?:以前|曾经|之前|去年|几年前|病史|什么是|如何|怎么|怎样)[^，。,.!?！？]{0,8}$"
+)
+_NEGATION_ZH = re.compile(r"(?:没有|没|无|不|否认|并未|未)[^，。,.!?！？]{0,3}$")
+# Chinese puts the general question after the condition ("中风怎么治疗?", how is a stroke
+# treated); "怎么办" (what do I do) is left out: it is asked in the moment.
+_GENERAL_AFTER_ZH = re.compile(
+    r"^[^，。,.!?！？]{0,4}(?:怎么治疗|如何治疗|的治疗|的症状|是什么|的原因|如何预防|怎么预防|有哪些)"
 )
 
 
@@ -134,14 +157,19 @@ class EmergencyFlag:
 def detect_emergencies(text: str) -> list[EmergencyFlag]:
     """Every emergency category described in ``text`` (negated mentions excluded)."""
     flags: list[EmergencyFlag] = []
-    for category, rx in _COMPILED.items():
-        for m in rx.finditer(text):
-            before = text[max(0, m.start() - 40) : m.start()]
-            if _NEGATION.search(before) or _NOT_NOW.search(before):
-                continue
-            flags.append(EmergencyFlag(category, m.group(0).lower(), _RULES[category][1]))
-            break
+    for category, rules in _COMPILED.items():
+        match = next((m for rx in rules for m in rx.finditer(text) if _now(text, m)), None)
+        if match is not None:
+            flags.append(EmergencyFlag(category, match.group(0).lower(), _RULES[category][1]))
     return flags
+
+
+def _now(text: str, m: re.Match[str]) -> bool:
+    """Match ``m`` is not negated nor about the past or the condition in general."""
+    before = text[max(0, m.start() - 40) : m.start()]
+    if any(rx.search(before) for rx in (_NEGATION, _NOT_NOW, _NEGATION_ZH, _NOT_NOW_ZH)):
+        return False
+    return not _GENERAL_AFTER_ZH.search(text[m.end() : m.end() + 20])
 
 
 CATEGORIES: tuple[str, ...] = tuple(_RULES)
