@@ -3,7 +3,7 @@
 The pipeline is an ordered list of named stages (``STAGES``):
 
     preprocess -> train_clip -> index -> search -> sft_reasoner -> grpo -> summariser_sft
-    -> batch_infer -> evaluate -> serve
+    -> medqa_sft -> batch_infer -> evaluate -> serve
 
 Each stage is a small function ``(ctx) -> dict`` that calls the importable entry point of
 one job (``jobs.preprocess``, ``jobs.train_clip``, ``jobs.index``, ``jobs.train_sft``,
@@ -64,6 +64,7 @@ from jobs.pipeline_stages.inference import (
 from jobs.pipeline_stages.serving import ServeStageConfig, check_serve_plan, stage_serve
 from jobs.pipeline_stages.training import (
     stage_grpo,
+    stage_medqa_sft,
     stage_sft_reasoner,
     stage_summariser_sft,
 )
@@ -118,6 +119,9 @@ class PipelineConfig:
             task="summariser", sft=SFTRecipeSettings(model="tiny-lm")
         )
     )
+    medqa_sft: TrainSFTConfig = field(
+        default_factory=lambda: TrainSFTConfig(task="medqa", sft=SFTRecipeSettings(model="tiny-lm"))
+    )
     batch_infer: BatchInferConfig = field(
         default_factory=lambda: BatchInferConfig(input=InputSettings(path=""))
     )
@@ -130,7 +134,11 @@ class PipelineConfig:
             raise ConfigError(
                 f"unknown stage {unknown[0]!r} in `stages`; valid stages: {', '.join(STAGES)}"
             )
-        for section, task in (("sft_reasoner", "reasoner"), ("summariser_sft", "summariser")):
+        for section, task in (
+            ("sft_reasoner", "reasoner"),
+            ("summariser_sft", "summariser"),
+            ("medqa_sft", "medqa"),
+        ):
             if getattr(self, section).task != task:
                 raise ConfigError(
                     f"{section}.task must be {task!r}, got {getattr(self, section).task!r}"
@@ -203,6 +211,11 @@ STAGES: dict[str, Stage] = {
         stage_summariser_sft,
         needs=(Need("data", "summariser_sft.data.input"),),
         gives=("summariser",),
+    ),
+    "medqa_sft": Stage(
+        stage_medqa_sft,
+        needs=(Need("data", "medqa_sft.data.input"),),
+        gives=("medqa",),
     ),
     "batch_infer": Stage(
         stage_batch_infer,

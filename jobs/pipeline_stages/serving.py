@@ -6,8 +6,9 @@ changed to point at this run's products:
 - the SFT and GRPO reasoners' LoRA adapters as named models (``serve.sft_name``,
   ``serve.grpo_name``): ``serve.multiplexed`` loads them per request, ``/v1/models`` lists
   them; a full checkpoint (LoRA off) becomes the base reasoner instead;
-- the trained summariser (``models.summariser``), the fine-tuned CLIP (``models.clip``)
-  and the Milvus collections the ``index`` stage built (``retrieval.milvus``).
+- the trained summariser (``models.summariser``), the medical-QA model (``models.medqa``,
+  ``POST /generate``), the fine-tuned CLIP (``models.clip``) and the Milvus collections the
+  ``index`` stage built (``retrieval.milvus``).
 
 Roles no earlier stage trained keep the config's presets, and the stage says so (at plan
 time, before Ray starts, and in its summary line). An adapter trained on another base
@@ -178,6 +179,7 @@ def _plan_notes(cfg: PipelineConfig, chosen: list[str], args: dict[str, Any]) ->
         + (f" + adapters {', '.join(adapters)}" if adapters else " (no trained adapter)"),
         "summariser: "
         + ("stage summariser_sft" if "summariser_sft" in chosen else f"preset {m['summariser']!r}"),
+        "medqa: " + ("stage medqa_sft" if "medqa_sft" in chosen else f"preset {m['medqa']!r}"),
         "clip: "
         + (
             "stage train_clip"
@@ -188,7 +190,9 @@ def _plan_notes(cfg: PipelineConfig, chosen: list[str], args: dict[str, Any]) ->
         ),
         "indexes: " + ("stage index" if "index" in chosen else "the config's Milvus collections"),
     ]
-    trained = {"sft_reasoner", "grpo", "summariser_sft", "train_clip", "index"} & set(chosen)
+    trained = {
+        "sft_reasoner", "grpo", "summariser_sft", "medqa_sft", "train_clip", "index"
+    } & set(chosen)  # fmt: skip
     if not trained and not cfg.serve.adapters:
         notes.append(
             "nothing is trained before `serve` in this run: it serves the configured presets"
@@ -237,6 +241,9 @@ def resolved_app_args(ctx: Context) -> tuple[dict[str, Any], list[str]]:
     if out.get("summariser"):
         models["summariser"] = out["summariser"]
         served.append(f"summariser: {out['summariser']}")
+    if out.get("medqa"):
+        models["medqa"] = out["medqa"]
+        served.append(f"medqa: {out['medqa']}")
     clip = out.get("clip_model") or (
         cfg.index.cases.clip_model if out.get("milvus") and cfg.index.cases.enabled else ""
     )

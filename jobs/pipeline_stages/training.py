@@ -1,4 +1,5 @@
-"""Training stages: sft_reasoner, grpo, summariser_sft (each calls its job's entry point)."""
+"""Training stages: sft_reasoner, grpo, summariser_sft, medqa_sft (each calls its job's
+entry point)."""
 
 from __future__ import annotations
 
@@ -116,6 +117,22 @@ def stage_summariser_sft(ctx: Context) -> dict[str, Any]:
     scores = (
         f"ROUGE-L {_fmt(ev.get('rougeL'))} (copy-the-input baseline "
         f"{_fmt(ev.get('copy_input_rougeL'))}), BLEU {_fmt(ev.get('bleu'))} ({ev.get('n')} reports)"
+        if ev
+        else ""
+    )
+    return _sft_result(sub, s, scores)
+
+
+def stage_medqa_sft(ctx: Context) -> dict[str, Any]:
+    """``jobs.train_sft`` (task medqa): the text medical-QA model ``POST /generate`` serves,
+    trained on the MedMCQA rows (answer letter + explanation)."""
+    sub, s = _run_sft(ctx, "medqa_sft")
+    ctx.outputs["medqa"] = s["final_checkpoint"]
+    ev = s["eval"] or {}
+    scores = (
+        f"MCQ accuracy {_fmt(ev.get('accuracy'))} (majority answer "
+        f"{_fmt(ev.get('majority_rate'))}), answered {_fmt(ev.get('answered_rate'))} "
+        f"({ev.get('n')} questions)"
         if ev
         else ""
     )

@@ -326,6 +326,16 @@ def figures(summary: dict[str, Any]) -> list[tuple[str, str, bool | None]]:
                 None if r is None or c is None else r > c,
             )
         )
+    qa = (st.get("medqa_sft") or {}).get("eval") or {}
+    if qa:
+        acc, major = qa.get("accuracy"), qa.get("majority_rate")
+        out.append(
+            (
+                f"medical QA held-out MCQ accuracy on {qa.get('n')} questions | majority answer",
+                f"{_num(acc)} | {_num(major)}",
+                None,  # reported, not a bar: a tiny model on a few hundred rows
+            )
+        )
     a = summary.get("analyze")
     if a:
         out.append(

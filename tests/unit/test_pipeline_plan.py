@@ -20,7 +20,7 @@ from medray.config import ConfigError, load_config
 pytestmark = pytest.mark.unit
 
 ORDER = ["preprocess", "train_clip", "index", "search", "sft_reasoner", "grpo",
-         "summariser_sft", "batch_infer", "evaluate", "serve"]  # fmt: skip
+         "summariser_sft", "medqa_sft", "batch_infer", "evaluate", "serve"]  # fmt: skip
 
 
 def _cfg(*overrides: str) -> PipelineConfig:
@@ -34,6 +34,7 @@ def test_the_demo_config_runs_every_stage_in_order_and_each_has_its_section():
     for name in STAGES:
         assert hasattr(cfg, name), name  # a config section per stage
     assert cfg.sft_reasoner.task == "reasoner" and cfg.summariser_sft.task == "summariser"
+    assert cfg.medqa_sft.task == "medqa"
     assert cfg.grpo.grpo.init == "" and cfg.batch_infer.input.path == ""  # from earlier stages
     assert not cfg.sft_reasoner.eval.enabled  # batch_infer + evaluate score it instead
     PipelineConfig()  # the dataclass defaults make a valid plan too

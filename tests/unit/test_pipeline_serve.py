@@ -42,6 +42,7 @@ def test_the_demo_plan_serves_what_its_stages_train():
         "reasoner-grpo (stage grpo)"
     )
     assert "summariser: stage summariser_sft" in notes and "clip: stage train_clip" in notes
+    assert "medqa: stage medqa_sft" in notes  # POST /generate answers with the trained model
     assert not any("nothing is trained" in n for n in notes)
 
 
@@ -81,9 +82,9 @@ def test_the_served_config_points_at_this_runs_products(tmp_path):
     base = resolve("tiny-qwen2-vl", "vlm")
     sft = _adapter(tmp_path / "sft", base)
     grpo = _adapter(tmp_path / "grpo", base)
-    summariser, clip = tmp_path / "summ", tmp_path / "clip"
-    summariser.mkdir()
-    clip.mkdir()
+    summariser, clip, medqa = tmp_path / "summ", tmp_path / "clip", tmp_path / "medqa"
+    for folder in (summariser, clip, medqa):
+        folder.mkdir()
     milvus = MilvusSettings(
         uri="http://127.0.0.1:1", cases_collection="c", knowledge_collection="k"
     )
@@ -94,6 +95,7 @@ def test_the_served_config_points_at_this_runs_products(tmp_path):
             "reasoner_sft": sft,
             "reasoner_grpo": grpo,
             "summariser": str(summariser),
+            "medqa": str(medqa),
             "clip_model": str(clip),
             "milvus": milvus,
         },
@@ -103,13 +105,14 @@ def test_the_served_config_points_at_this_runs_products(tmp_path):
     assert args.adapters == {"reasoner-sft": sft, "reasoner-grpo": grpo}
     assert args.model_names() == ["medray-reasoner", "reasoner-grpo", "reasoner-sft"]
     assert args.models.summariser == str(summariser) and args.models.clip == str(clip)
+    assert args.models.medqa == str(medqa)
     assert args.models.reasoner == "tiny-qwen2-vl"
     assert (args.retrieval.milvus.uri, args.retrieval.milvus.cases_collection) == (
         "http://127.0.0.1:1",
         "c",
     )
     assert config["http_options"]["port"] == 8123
-    assert len(served) == 6 and "default model: reasoner-grpo" in served
+    assert len(served) == 7 and "default model: reasoner-grpo" in served
     assert args.default_adapter == "reasoner-grpo"  # a request without a model gets it
 
     # An adapter folder whose base is not the app's reasoner is refused by name at deploy.
