@@ -4,6 +4,7 @@ entry point)."""
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -53,18 +54,25 @@ def _sft_result(sub: TrainSFTConfig, s: dict[str, Any], scores: str) -> dict[str
     }
 
 
+def _sft_stage(ctx: Context, stage: str, output: str, scores: Callable[[dict], str]):
+    """An SFT stage: run it, hand its final model on as ``output``, and its summary line
+    with ``scores(eval)`` when the job evaluated."""
+    sub, s = _run_sft(ctx, stage)
+    ctx.outputs[output] = s["final_checkpoint"]
+    return _sft_result(sub, s, scores(s["eval"]) if s["eval"] else "")
+
+
 def stage_sft_reasoner(ctx: Context) -> dict[str, Any]:
     """``jobs.train_sft`` (task reasoner): LoRA SFT of the tiny Qwen2-VL on the VQA rows."""
-    sub, s = _run_sft(ctx, "sft_reasoner")
-    ctx.outputs["reasoner_sft"] = s["final_checkpoint"]
-    ev = s["eval"] or {}
-    scores = (
-        f"closed accuracy {_fmt(ev.get('closed_accuracy'))}, JSON validity "
-        f"{_fmt(ev.get('json_validity'))} ({ev.get('n')} rows)"
-        if ev
-        else ""
+    return _sft_stage(
+        ctx,
+        "sft_reasoner",
+        "reasoner_sft",
+        lambda ev: (
+            f"closed accuracy {_fmt(ev.get('closed_accuracy'))}, JSON validity "
+            f"{_fmt(ev.get('json_validity'))} ({ev.get('n')} rows)"
+        ),
     )
-    return _sft_result(sub, s, scores)
 
 
 def stage_grpo(ctx: Context) -> dict[str, Any]:
@@ -111,29 +119,27 @@ def stage_grpo(ctx: Context) -> dict[str, Any]:
 
 def stage_summariser_sft(ctx: Context) -> dict[str, Any]:
     """``jobs.train_sft`` (task summariser): step-wise findings -> short impression."""
-    sub, s = _run_sft(ctx, "summariser_sft")
-    ctx.outputs["summariser"] = s["final_checkpoint"]
-    ev = s["eval"] or {}
-    scores = (
-        f"ROUGE-L {_fmt(ev.get('rougeL'))} (copy-the-input baseline "
-        f"{_fmt(ev.get('copy_input_rougeL'))}), BLEU {_fmt(ev.get('bleu'))} ({ev.get('n')} reports)"
-        if ev
-        else ""
+    return _sft_stage(
+        ctx,
+        "summariser_sft",
+        "summariser",
+        lambda ev: (
+            f"ROUGE-L {_fmt(ev.get('rougeL'))} (copy-the-input baseline "
+            f"{_fmt(ev.get('copy_input_rougeL'))}), BLEU {_fmt(ev.get('bleu'))} ({ev.get('n')} reports)"
+        ),
     )
-    return _sft_result(sub, s, scores)
 
 
 def stage_medqa_sft(ctx: Context) -> dict[str, Any]:
     """``jobs.train_sft`` (task medqa): the text medical-QA model ``POST /generate`` serves,
     trained on the MedMCQA rows (answer letter + explanation)."""
-    sub, s = _run_sft(ctx, "medqa_sft")
-    ctx.outputs["medqa"] = s["final_checkpoint"]
-    ev = s["eval"] or {}
-    scores = (
-        f"MCQ accuracy {_fmt(ev.get('accuracy'))} (majority answer "
-        f"{_fmt(ev.get('majority_rate'))}), answered {_fmt(ev.get('answered_rate'))} "
-        f"({ev.get('n')} questions)"
-        if ev
-        else ""
+    return _sft_stage(
+        ctx,
+        "medqa_sft",
+        "medqa",
+        lambda ev: (
+            f"MCQ accuracy {_fmt(ev.get('accuracy'))} (majority answer "
+            f"{_fmt(ev.get('majority_rate'))}), answered {_fmt(ev.get('answered_rate'))} "
+            f"({ev.get('n')} questions)"
+        ),
     )
-    return _sft_result(sub, s, scores)
