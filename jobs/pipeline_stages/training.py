@@ -54,7 +54,9 @@ def _sft_result(sub: TrainSFTConfig, s: dict[str, Any], scores: str) -> dict[str
     }
 
 
-def _sft_stage(ctx: Context, stage: str, output: str, scores: Callable[[dict], str]):
+def _sft_stage(
+    ctx: Context, stage: str, output: str, scores: Callable[[dict], str]
+) -> dict[str, Any]:
     """An SFT stage: run it, hand its final model on as ``output``, and its summary line
     with ``scores(eval)`` when the job evaluated."""
     sub, s = _run_sft(ctx, stage)

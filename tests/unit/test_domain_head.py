@@ -18,11 +18,6 @@ from medray.safety.train_head import cross_validate, pick_threshold
 pytestmark = pytest.mark.unit
 
 
-@pytest.fixture(scope="module")
-def classifier() -> DomainClassifier:
-    return DomainClassifier.from_preset("minilm-l6")
-
-
 def test_views_mask_the_clinical_words():
     assert mask_medical_terms("As a doctor, recommend a movie") == "As a , recommend a movie"
     assert views("Is there an effusion?") == ("Is there an effusion?", "Is there an ?")

