@@ -3,7 +3,8 @@
 Cases: preprocessed Parquet rows (image + report) -> a pool of CLIP actors
 (``map_batches`` with a callable class) -> image and report vectors -> upserted by
 ``sample_id`` into the ``cases`` collection (HNSW). Knowledge: the Markdown corpus ->
-chunks -> a sentence-embedder actor -> the ``knowledge`` collection (dense + BM25).
+chunks -> sentence embeddings (in the driver for a small corpus, else a pool of
+embedder actors) -> the ``knowledge`` collection (dense + BM25).
 Both collections are flushed and their indexes warmed, so the first user query is fast.
 
     python -m jobs.index --config jobs/configs/index_tiny.yaml [key=value ...]
@@ -23,6 +24,7 @@ from typing import Any, Literal
 from urllib.parse import urlsplit
 
 import numpy as np
+import pandas as pd
 
 from medray.config import parse_args, to_dict
 from medray.paths import repo_root
@@ -74,6 +76,12 @@ class KnowledgeSettings:
     chunk_size: int = 900
     chunk_overlap: int = 120
     drop_existing: bool = False
+    # Up to this many chunks are embedded in the driver, which loads the embedder anyway
+    # (for its dimension): a Ray Data actor costs ~15-20 s to start on 2 cores, more than
+    # embedding a few hundred chunks. Larger corpora go through a pool of ``concurrency``
+    # embedder actors. 0: always the pool.
+    driver_max_chunks: int = 512
+    concurrency: int = 1
 
 
 @dataclass(frozen=True)
@@ -95,7 +103,11 @@ class TextEmbedder:
         self.encoder = TextEncoder(text_model)
 
     def __call__(self, batch):
-        batch["dense"] = list(self.encoder.encode(batch["text"].tolist()))
+        return self.embed(self.encoder, batch)
+
+    @staticmethod
+    def embed(encoder, batch):
+        batch["dense"] = [v.tolist() for v in encoder.encode(batch["text"].tolist())]
         return batch
 
 
@@ -238,26 +250,32 @@ def index_knowledge(cfg: IndexConfig) -> dict[str, Any]:
     corpus = corpus if corpus.is_absolute() else repo_root() / corpus
     chunks = load_corpus(corpus, k.chunk_size, k.chunk_overlap)
     store = KnowledgeStore(cfg.milvus)
-    dim = TextEncoder(k.text_model).dim
+    encoder = TextEncoder(k.text_model)
     store.create(
-        dim,
+        encoder.dim,
         {"text_model": k.text_model, "corpus": corpus.name, "created_by": "jobs.index"},
         drop_existing=k.drop_existing,
     )
-    ds = ray.data.from_items([c.to_row() for c in chunks]).map_batches(
-        TextEmbedder,
-        fn_constructor_kwargs={"text_model": k.text_model},
-        batch_format="pandas",
-        concurrency=1,
-        batch_size=64,
-    )
     columns = ["chunk_id", "text", "dense", "title", "heading", "source", "topic", "references"]
-    ds.write_datasink(_make_sink("knowledge", cfg.milvus, columns))
+    rows = [c.to_row() for c in chunks]
+    in_driver = len(rows) <= k.driver_max_chunks
+    if in_driver:  # through TextEmbedder.embed, as the pool's actors
+        batch = TextEmbedder.embed(encoder, pd.DataFrame(rows))
+        store.upsert(batch[columns].to_dict("records"))
+    else:
+        ray.data.from_items(rows).map_batches(
+            TextEmbedder,
+            fn_constructor_kwargs={"text_model": k.text_model},
+            batch_format="pandas",
+            concurrency=k.concurrency,
+            batch_size=64,
+        ).write_datasink(_make_sink("knowledge", cfg.milvus, columns))
     store.flush()
     return {
         "collection": store.name,
         "text_model": k.text_model,
         "chunks": len(chunks),
+        "embedded_by": "driver" if in_driver else f"{k.concurrency} Ray Data actor(s)",
         "index": store.built_indexes(["dense"]),
         "collection_rows": store.count(),
         "files": len({c.source for c in chunks}),
@@ -374,8 +392,9 @@ def _print(s: dict[str, Any], out_dir: Path) -> None:
     if "knowledge" in s:
         k = s["knowledge"]
         print(
-            f"knowledge: {k['chunks']} chunks from {k['files']} files, collection holds "
-            f"{k['collection_rows']}, index {index_line(k['index'])}"
+            f"knowledge: {k['chunks']} chunks from {k['files']} files (embedded by "
+            f"{k['embedded_by']}), collection holds {k['collection_rows']}, index "
+            f"{index_line(k['index'])}"
         )
     print(f"RESULTS: {out_dir}/summary.json")
 

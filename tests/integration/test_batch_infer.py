@@ -72,15 +72,15 @@ def test_two_models_on_every_node_with_a_corrupt_row(ray_cluster, tmp_path, medr
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["report"] == s["report"]
 
-    # Predictions of another split, and of another model, are refused with a clear message.
-    other = run(_cfg(data, tmp_path / "val", "validation", models[:1], evaluate=False))
+    # Predictions of another split, and of another model, are refused with a clear message
+    # (the test split's predictions, expected for the validation split).
     with pytest.raises(
-        PredictionMismatchError, match="split 'validation', not the expected 'test'"
+        PredictionMismatchError, match="split 'test', not the expected 'validation'"
     ):
         evaluate(
             EvaluateConfig(
-                predictions=(other["predictions"]["base"],),
-                expected=ExpectedSettings(dataset=data, split="test"),
+                predictions=(s["predictions"]["base"],),
+                expected=ExpectedSettings(dataset=data, split="validation"),
                 output=str(tmp_path / "ev1"),
             )
         )

@@ -129,6 +129,12 @@ def test_knowledge_hybrid_search_finds_the_right_topic(milvus_uri):
         store.hybrid_search("   ", [0.0] * encoder.dim)
 
 
+def _embed(text: str) -> list[float]:
+    from medray.models.encoders import TextEncoder
+
+    return TextEncoder("minilm-l6").encode([text])[0].tolist()
+
+
 def test_index_job_indexes_once_searches_and_reports_bad_rows(
     ray_cluster, milvus_uri, tmp_path, tiny_models
 ):
@@ -161,12 +167,19 @@ def test_index_job_indexes_once_searches_and_reports_bad_rows(
     assert c["errors"][0]["sample_id"] == "case-0005" and "image" in c["errors"][0]["error"]
     assert c["collection_rows"] == n - 1
     assert first["knowledge"]["collection_rows"] == first["knowledge"]["chunks"] > 30
+    assert first["knowledge"]["embedded_by"] == "driver"  # a small corpus
+    kb = KnowledgeStore(cfg.milvus)
+    q_vec = _embed("air in the pleural space")
+    before = [(h.id, round(h.score, 4)) for h in kb.dense_search(q_vec, k=5)]
 
-    again = index_job.main(
-        replace(cfg, ["cases.drop_existing=false", "knowledge.drop_existing=false"])
-    )
+    # Again, the knowledge through the Ray Data actor pool a large corpus takes.
+    overrides = ["cases.drop_existing=false", "knowledge.drop_existing=false"]
+    again = index_job.main(replace(cfg, [*overrides, "knowledge.driver_max_chunks=0"]))
     assert again["cases"]["collection_rows"] == n - 1  # upserted by sample_id: no duplicates
     assert again["knowledge"]["collection_rows"] == first["knowledge"]["collection_rows"]
+    assert again["knowledge"]["embedded_by"] == "1 Ray Data actor(s)"
+    # Both paths embed alike: the upserted vectors give the same neighbours and scores.
+    assert [(h.id, round(h.score, 4)) for h in kb.dense_search(q_vec, k=5)] == before
 
     searcher = Searcher(cfg.milvus)
     image0 = df.loc[df.sample_id == "case-0003", "image"].item()

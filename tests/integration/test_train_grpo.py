@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import json
 import math
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -68,15 +66,8 @@ def _job_args() -> list[str]:
     return ["python", "-m", "jobs.train_grpo", "--config", str(CONFIG.relative_to(REPO))]
 
 
-def _submit(*overrides):
-    cmd = [sys.executable, "-m", "medray.cli.main", "job", "submit", "--", *_job_args(), *overrides]
-    return subprocess.Popen(
-        cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-    )
-
-
 def test_zero3_two_workers_survive_a_killed_worker_then_compare_on_held_out(
-    ray_cluster, tmp_path, medray_home
+    ray_cluster, tmp_path, medray_home, capsys
 ):
     """One GRPO run for what were two (ZeRO-2 training + evaluation, and ZeRO-3 with a killed
     worker): ZeRO-3 (weights gathered for generation and for the counterfactual reward's
@@ -131,16 +122,19 @@ def test_zero3_two_workers_survive_a_killed_worker_then_compare_on_held_out(
     merged = PeftModel.from_pretrained(base, str(final)).merge_and_unload()
     assert sum(p.numel() for p in merged.parameters()) > 0
 
-    # No training: the start policy against the finished model, on other rows.
-    proc = _submit(
-        f"data.input={data}", f"run.name={run}", f"eval.compare_with={final}",
-        "eval.max_rows=2", "eval.max_new_tokens=24", "grpo.reanswer_max_new_tokens=24",
+    # No training: the start policy against the finished model, on other rows. In this
+    # process (the job's `run`, on the cluster the test is connected to): a second `job
+    # submit` cost its upload, driver start and imports again.
+    from jobs.train_grpo import run as run_grpo
+
+    compared = run_grpo(
+        _cfg(f"data.input={data}", f"run.name={run}", f"eval.compare_with={final}",
+             "eval.max_rows=2", "eval.max_new_tokens=24", "grpo.reanswer_max_new_tokens=24")
     )  # fmt: skip
-    out, _ = proc.communicate(timeout=600)
-    assert proc.returncode == 0, out[-5000:]
-    assert "no training (eval.compare_with)" in out
-    compared = json.loads((run_dir / "compare.json").read_text())
-    assert compared["final_model"] == str(final) and "steps" not in compared
+    assert "no training (eval.compare_with)" in capsys.readouterr().out
+    written = json.loads((run_dir / "compare.json").read_text())
+    assert written["final_model"] == compared["final_model"] == str(final)
+    assert "steps" not in written and written["eval"]["grpo"]["n"] == 2
     assert compared["eval"]["sft"]["n"] == 2 and compared["eval"]["grpo"]["n"] == 2
     # The training summary is left as it was.
     assert json.loads((run_dir / "summary.json").read_text()) == summary
