@@ -32,7 +32,7 @@ lint: install
 test: lint test-unit test-integration
 
 test-unit: install
-	$(BIN)/python -m pytest -m unit -n auto --dist loadgroup --durations=10 $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -m unit -n auto --durations=10 $(PYTEST_ARGS)
 
 test-integration: install
 	$(BIN)/python -m pytest -m integration --durations=25 $(PYTEST_ARGS)

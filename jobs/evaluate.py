@@ -30,6 +30,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from medray.config import ConfigError, parse_args, to_dict
+from medray.eval import uncertainty
 from medray.eval.aggregate import aggregate
 from medray.eval.metrics import EvalSettings, headline, run_metrics
 from medray.eval.predictions import (
@@ -177,7 +178,7 @@ def vote_run(runs: list[Predictions], out: Path) -> tuple[Predictions, dict[str,
 
 def _rows_table(label: str, scored: list[dict[str, Any]]) -> pa.Table:
     cols = ["sample_id", "task", "answer_type", "answer", "pred_answer", "confidence",
-            "correct", "recall", "failures", "error"]  # fmt: skip
+            "correct", "recall", "json_valid", "blank_correct", "failures", "error"]  # fmt: skip
     data = {c: [r.get(c) for r in scored] for c in cols}
     data["failures"] = [r["failures"] for r in scored]
     return pa.table({"run": [label] * len(scored), **data})
@@ -194,9 +195,10 @@ def main(cfg: EvaluateConfig) -> dict[str, Any]:
         vote, aggregate_summary = vote_run(runs, out)
         runs, labels = [*runs, vote], [*labels, "vote"]
 
-    report_runs, row_tables = [], []
+    report_runs, row_tables, scored_runs = [], [], []
     for label, preds in zip(labels, runs, strict=True):
         metrics, scored = run_metrics(preds.rows(), cfg.metrics)
+        scored_runs.append(scored)
         report_runs.append(
             {
                 "label": label,
@@ -219,6 +221,8 @@ def main(cfg: EvaluateConfig) -> dict[str, Any]:
         "settings": to_dict(cfg),
         "aggregate": aggregate_summary,
         "runs": report_runs,
+        # each run against the one before it, on the same rows (paired bootstrap)
+        "paired": uncertainty.paired(labels, scored_runs) if len(runs) > 1 else [],
     }
     files = write_report(out, report)
     summary = {
@@ -230,6 +234,8 @@ def main(cfg: EvaluateConfig) -> dict[str, Any]:
         "split": m0.split,
         "rows": report["n_rows"],
         "runs": {r["label"]: headline(r["metrics"]) for r in report_runs},
+        "intervals": {r["label"]: r["metrics"]["intervals"] for r in report_runs},
+        "paired": report["paired"],
         "seconds": round(time.perf_counter() - t0, 2),
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
@@ -249,6 +255,13 @@ def _print(s: dict[str, Any]) -> None:
     print("  ".join(["run".ljust(width), *[k.rjust(max(8, len(k))) for k in keys]]))
     for label, h in s["runs"].items():
         print("  ".join([label.ljust(width), *[fmt(h.get(k)).rjust(max(8, len(k))) for k in keys]]))
+    for pair in s["paired"]:  # paired bootstrap, each run against the one before it
+        for m, d in pair["metrics"].items():
+            if m in ("accuracy", "closed accuracy", "MCQ accuracy"):
+                print(
+                    f"{pair['b']} - {pair['a']} {m}: {d['delta']:+.3f} "
+                    f"[{d['low']:+.3f}, {d['high']:+.3f}] (95%, paired over {d['n']} rows)"
+                )
     print(f"REPORT: {s['report']}")
 
 

@@ -79,6 +79,10 @@ def stage_batch_infer(ctx: Context) -> dict[str, Any]:
     }
 
 
+def _ci(iv: dict[str, Any] | None) -> str:
+    return f" [{iv['low']:.3f}, {iv['high']:.3f}]" if iv else ""
+
+
 def stage_evaluate(ctx: Context) -> dict[str, Any]:
     """``jobs.evaluate`` on the batch_infer predictions -> the report (Markdown + plots)."""
     from jobs import evaluate
@@ -97,17 +101,27 @@ def stage_evaluate(ctx: Context) -> dict[str, Any]:
     s = evaluate.main(ecfg)
     ctx.outputs["report"] = s["report"]
     acc = "; ".join(
-        f"{label} closed accuracy {_fmt(h.get('closed accuracy'))}, blank-image accuracy "
+        f"{label} closed accuracy {_fmt(h.get('closed accuracy'))}"
+        f"{_ci(s['intervals'][label].get('closed accuracy'))}, blank-image accuracy "
         f"{_fmt(h.get('blank-image accuracy'))} (all rows), JSON validity "
         f"{_fmt(h.get('JSON validity'))}"
         for label, h in s["runs"].items()
     )
+    for pair in s["paired"]:  # each run against the one before it, on the same rows
+        d = pair["metrics"].get("closed accuracy")
+        if d:
+            acc += (
+                f"; {pair['b']} - {pair['a']} closed accuracy {d['delta']:+.3f} "
+                f"[{d['low']:+.3f}, {d['high']:+.3f}] (paired, {d['n']} rows)"
+            )
     return {
         "report": s["report"],
         "report_json": s["report_json"],
         "plots": s["plots"],
         "rows": s["rows"],
         "runs": s["runs"],
+        "intervals": s["intervals"],
+        "paired": s["paired"],
         "seconds": s["seconds"],
         "line": f"{s['rows']} held-out rows: {acc}; {len(s['plots'])} plots -> {s['report']}",
     }

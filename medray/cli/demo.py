@@ -296,14 +296,27 @@ def figures(summary: dict[str, Any]) -> list[tuple[str, str, bool | None]]:
             )
     if ev:
         for label, h in ev["runs"].items():
+            iv = (ev.get("intervals") or {}).get(label, {}).get("closed accuracy")
+            ci = f" [{iv['low']:.3f}, {iv['high']:.3f}]" if iv else ""
             out.append(
                 (
-                    f"reasoner {label}: closed accuracy | blank-image accuracy (rows with a "
-                    "blank-image answer, open and closed)",
-                    f"{_num(h.get('closed accuracy'))} | {_num(h.get('blank-image accuracy'))}",
+                    f"reasoner {label}: closed accuracy [95% bootstrap] | blank-image accuracy "
+                    "(rows with a blank-image answer, open and closed)",
+                    f"{_num(h.get('closed accuracy'))}{ci} | {_num(h.get('blank-image accuracy'))}",
                     None,
                 )
             )
+        for pair in ev.get("paired") or ():
+            d = pair["metrics"].get("closed accuracy")
+            if d:
+                out.append(
+                    (
+                        f"reasoner {pair['b']} - {pair['a']}: closed accuracy, paired over "
+                        f"{d['n']} rows [95%]",
+                        f"{d['delta']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}]",
+                        None,  # reported: whether the rows support a difference
+                    )
+                )
         out.append((f"report plots ({ev['report']})", str(len(ev["plots"])), bool(ev["plots"])))
     clip = st.get("train_clip")
     if clip:

@@ -21,6 +21,17 @@ def _load(path: Path) -> tuple[Path, dict]:
         raise click.ClickException(str(e)) from None
 
 
+def _rows(folder: Path) -> list[dict] | None:
+    """The report's scored rows (``rows.parquet``), for paired differences; None if absent
+    (a report written before the rows were kept)."""
+    path = folder / "rows.parquet"
+    if not path.is_file():
+        return None
+    import pyarrow.parquet as pq
+
+    return pq.read_table(path).to_pylist()
+
+
 @click.group()
 def report() -> None:
     """Read and compare evaluation reports (RUN = an output folder of `python -m jobs.evaluate`)."""
@@ -83,7 +94,9 @@ def compare(
         )
         raise click.UsageError(f"this compares model {a_label or labels[0]!r} with itself; {fix}")
     try:
-        result = cmp.compare(rep_a, rep_b, a_label, b_label, str(run_a), str(run_b))
+        result = cmp.compare(
+            rep_a, rep_b, a_label, b_label, str(run_a), str(run_b), _rows(run_a), _rows(run_b)
+        )
     except ReportError as e:
         raise click.ClickException(str(e)) from None
     click.echo(cmp.render_text(result))

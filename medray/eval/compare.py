@@ -7,14 +7,19 @@ metric (lower is better for AURC, ECE, latency, perplexity, the random-region fl
 rate and unreadable rows; none for the row count and the blank-image accuracy; higher
 for the rest). Comparing runs on different input rows
 is allowed but flagged: their numbers are not comparable.
+
+Given the reports' scored rows (``rows.parquet``), runs on the same rows also get a paired
+bootstrap of each per-row metric (:mod:`medray.eval.uncertainty`): the difference with
+its 95% interval, which says whether the rows support it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from medray.cli import table
+from medray.eval import uncertainty
 from medray.eval.metrics import LOWER_IS_BETTER, NO_DIRECTION, headline
 from medray.eval.report import ReportError, fmt, markdown_table
 
@@ -41,12 +46,16 @@ def compare(
     label_b: str | None = None,
     where_a: str = "A",
     where_b: str = "B",
+    rows_a: Iterable[Mapping[str, Any]] | None = None,
+    rows_b: Iterable[Mapping[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """Compare one run of ``report_a`` with one run of ``report_b``.
 
     Returns:
         ``a`` / ``b`` (where, label, model, dataset, split, fingerprint), ``comparable``
-        (same input rows), ``warnings`` and ``rows``: ``[metric, a, b, delta, better]``.
+        (same input rows), ``warnings``, ``rows``: ``[metric, a, b, delta, better]``, and
+        ``paired``: ``{metric: paired difference}`` when both reports' scored rows
+        (``rows_a`` / ``rows_b``) are given and the runs are comparable, else ``{}``.
     """
     ra, rb = pick_run(report_a, label_a, where_a), pick_run(report_b, label_b, where_b)
     ha, hb = headline(ra["metrics"]), headline(rb["metrics"])
@@ -84,13 +93,37 @@ def compare(
             f"{a_side['split']} vs {b_side['dataset']} {b_side['split']}): the numbers are "
             "not comparable"
         )
+    paired = {}
+    if rows_a is not None and rows_b is not None and not warnings:
+        sa = uncertainty.row_scores(r for r in rows_a if r["run"] == ra["label"])
+        sb = uncertainty.row_scores(r for r in rows_b if r["run"] == rb["label"])
+        paired = {
+            m: d
+            for m in uncertainty.ROW_METRICS
+            if m in sa and m in sb and (d := uncertainty.paired_difference(sa[m], sb[m]))
+        }
     return {
         "a": a_side,
         "b": b_side,
         "comparable": not warnings,
         "warnings": warnings,
         "rows": rows,
+        "paired": paired,
     }
+
+
+def _paired_rows(result: Mapping[str, Any]) -> list[list[Any]]:
+    return [
+        [m, d["n"], f"{d['delta']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}]", d["b_ahead_share"]]
+        for m, d in result.get("paired", {}).items()
+    ]
+
+
+PAIRED_HEADER = ["metric (paired, same rows)", "n", "B - A [95%]", "resamples B ahead"]
+PAIRED_NOTE = (
+    "Paired bootstrap over the rows both runs scored: an interval without 0 is a "
+    "difference these rows support."
+)
 
 
 def render_markdown(result: Mapping[str, Any]) -> str:
@@ -112,6 +145,8 @@ def render_markdown(result: Mapping[str, Any]) -> str:
         lines.append("")
     headers = ["metric", f"A: {a['label']}", f"B: {b['label']}", "B - A", "ahead"]
     lines.append(markdown_table(headers, result["rows"]))
+    if result.get("paired"):
+        lines += ["", PAIRED_NOTE, "", markdown_table(PAIRED_HEADER, _paired_rows(result))]
     return "\n".join(lines) + "\n"
 
 
@@ -123,4 +158,7 @@ def render_text(result: Mapping[str, Any]) -> str:
     lines += [f"WARNING: {w}" for w in result["warnings"]]
     rows = [[fmt(v) for v in row] for row in result["rows"]]
     lines.append(table.render(header, rows, right=range(1, len(header))))
+    if result.get("paired"):
+        paired = [[fmt(v) for v in row] for row in _paired_rows(result)]
+        lines += ["", PAIRED_NOTE, table.render(PAIRED_HEADER, paired, right=range(1, 4))]
     return "\n".join(lines)

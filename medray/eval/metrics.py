@@ -25,7 +25,17 @@ from typing import Any
 
 import numpy as np
 
-from medray.eval import calibration, errors, faithfulness, mcq, retrieval, structure, text, vqa
+from medray.eval import (
+    calibration,
+    errors,
+    faithfulness,
+    mcq,
+    retrieval,
+    structure,
+    text,
+    uncertainty,
+    vqa,
+)
 
 DEFAULT_THRESHOLDS = (0.3, 0.4, 0.5, 0.6)
 
@@ -44,7 +54,8 @@ def score_rows(
     rows: Sequence[Mapping[str, Any]], settings: EvalSettings = EvalSettings()
 ) -> list[dict[str, Any]]:
     """Copies of ``rows`` with ``correct`` (None where the task has no answer metric),
-    ``recall`` (token recall of open questions) and ``failures`` (failure kinds) added."""
+    ``recall`` (token recall of open questions), ``json_valid`` and ``blank_correct`` (VQA
+    rows; None where not applicable) and ``failures`` (failure kinds) added."""
     out = []
     for row in rows:
         r = dict(row)
@@ -58,6 +69,14 @@ def score_rows(
             )
             if r.get("answer_type") == "open":
                 r["recall"] = 0.0 if r["error"] else vqa.token_recall(pred, r.get("answer"))
+        # Per-row scores behind JSON validity and the blank-image control (their intervals).
+        r["json_valid"] = bool(r.get("parse_ok")) if r["task"] == "vqa" else None
+        blank = r.get("blank_answer")
+        r["blank_correct"] = (
+            None
+            if blank is None or r["task"] != "vqa"
+            else vqa.is_correct(blank, r.get("answer"), r.get("answer_type"), r.get("choices"))
+        )
         out.append(r)
     errors.annotate_failures(out, settings.errors)
     return out
@@ -158,6 +177,7 @@ def run_metrics(
         "retrieval": retrieval_run_metrics(scored, settings.ks),
         "latency": latency_metrics(scored, settings.latency_bins),
         "errors": errors.error_analysis(scored, settings.errors),
+        "intervals": uncertainty.intervals(scored),
     }, scored
 
 

@@ -18,6 +18,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from medray.eval import uncertainty
 from medray.eval.metrics import headline
 
 log = logging.getLogger(__name__)
@@ -406,6 +407,7 @@ def render_markdown(report: Mapping[str, Any]) -> str:
     ]
     if report.get("aggregate"):
         lines += [vote_line(report["aggregate"]), ""]
+    lines += uncertainty.section(report)
     figs = report.get("figures", {})
     lines += ["## Accuracy by type", ""]
     if "accuracy_by_type" in figs:

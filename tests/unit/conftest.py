@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
+
+# ranx (the reference for the retrieval metrics) runs as plain Python here: the unit tests
+# score a few dozen queries, and numba compiling its metrics on first use cost 35-40 s per
+# xdist worker on a fresh install (2 cores); the same tests take 4 s uncompiled. Set before
+# any test module imports numba; benchmarks/knowledge.py runs compiled.
+os.environ.setdefault("NUMBA_DISABLE_JIT", "1")
 
 from medray.safety import DomainClassifier
 

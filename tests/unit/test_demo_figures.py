@@ -19,7 +19,20 @@ def _summary(json_valid: float, zs: float, ft: float, n_images: int, rouge: floa
             "evaluate": {
                 "report": "/r/report.md",
                 "plots": ["a.png"],
-                "runs": {"sft": {"closed accuracy": 0.6, "blank-image accuracy": 0.5}},
+                "runs": {
+                    "sft": {"closed accuracy": 0.6, "blank-image accuracy": 0.5},
+                    "grpo": {"closed accuracy": 0.7, "blank-image accuracy": 0.5},
+                },
+                "intervals": {"sft": {"closed accuracy": {"low": 0.4, "high": 0.8}}},
+                "paired": [
+                    {
+                        "a": "sft",
+                        "b": "grpo",
+                        "metrics": {
+                            "closed accuracy": {"n": 10, "delta": 0.1, "low": -0.1, "high": 0.3}
+                        },
+                    }
+                ],
             },
             "train_clip": {
                 "zero_shot": {"i2t_R@1": zs},
@@ -36,8 +49,11 @@ def test_figures_meet_their_targets_only_when_the_measurements_do():
     good = {name: ok for name, _, ok in figures(_summary(0.95, 0.01, 0.05, 110, 0.4, 0.2))}
     assert good == {
         "reasoner sft: JSON validity on 24 held-out rows": True,
-        "reasoner sft: closed accuracy | blank-image accuracy (rows with a blank-image answer, "
-        "open and closed)": None,  # printed, no target
+        "reasoner sft: closed accuracy [95% bootstrap] | blank-image accuracy (rows with a "
+        "blank-image answer, open and closed)": None,  # printed, no target
+        "reasoner grpo: closed accuracy [95% bootstrap] | blank-image accuracy (rows with a "
+        "blank-image answer, open and closed)": None,
+        "reasoner grpo - sft: closed accuracy, paired over 10 rows [95%]": None,
         "report plots (/r/report.md)": True,
         "CLIP test image->text R@1 on 110 images: zero-shot -> fine-tuned": True,
         "summariser held-out ROUGE-L on 32 reports | copy-the-input": True,
@@ -45,6 +61,13 @@ def test_figures_meet_their_targets_only_when_the_measurements_do():
         "analyze answer by 'reasoner-grpo': reasoning.ok": True,
     }
     bad = figures(_summary(MIN_JSON_VALIDITY - 0.01, 0.05, 0.05, 110, 0.2, 0.3))
-    assert [ok for _, _, ok in bad] == [False, None, True, False, False, None, True]
+    assert [ok for _, _, ok in bad] == [False, None, None, None, True, False, False, None, True]
+    values = dict((name, v) for name, v, _ in bad)
+    assert values[next(n for n in values if n.startswith("reasoner sft: closed"))] == (
+        "0.600 [0.400, 0.800] | 0.500"
+    )
+    assert values["reasoner grpo - sft: closed accuracy, paired over 10 rows [95%]"] == (
+        "+0.100 [-0.100, +0.300]"
+    )
     few = figures(_summary(0.95, 0.01, 0.05, 99, 0.4, 0.2))  # too few CLIP test images
     assert [ok for name, _, ok in few if name.startswith("CLIP")] == [False]

@@ -7,9 +7,7 @@ import pytest
 
 from medray.eval.retrieval import image_to_text_accuracy, retrieval_metrics
 
-# One xdist worker for the ranx tests (make test-unit: --dist loadgroup): ranx compiles its
-# metrics with numba on first use (~40 s on 2 cores), once per process.
-pytestmark = [pytest.mark.unit, pytest.mark.xdist_group("ranx")]
+pytestmark = pytest.mark.unit
 
 
 def test_hand_computed_fixture():

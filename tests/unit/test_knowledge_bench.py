@@ -10,9 +10,7 @@ import pytest
 from benchmarks.knowledge import evaluate, knowledge_set, pubmedqa_set
 from medray.paths import repo_root
 
-# One xdist worker for the ranx tests (make test-unit: --dist loadgroup): ranx compiles its
-# metrics with numba on first use (~40 s on 2 cores), once per process.
-pytestmark = [pytest.mark.unit, pytest.mark.xdist_group("ranx")]
+pytestmark = pytest.mark.unit
 
 SHARED = repo_root().parent / "shared" / "data"
 QUERIES = repo_root() / "benchmarks" / "knowledge_queries.jsonl"
