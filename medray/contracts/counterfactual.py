@@ -13,9 +13,15 @@ and seed.
   name, or the only reference box; and/or the model's predicted boxes, in the order the
   ``source`` gives (:data:`SOURCES`). SLAKE rows carry boxes for every organ, so only the
   named ones count.
-* Control regions (:func:`random_boxes`): boxes of the same sizes at random places that
-  overlap the ROI least, drawn from a generator keyed by the row's ``sample_id`` and
-  ``seed`` (never by its position in a batch).
+  Each choice has a *kind* (:data:`KINDS`, :func:`roi_region`), so flip rates can be
+  reported per kind: a lesion the question names, an organ it names, the only box on the
+  image, the model's own boxes.
+* Control regions (:func:`random_boxes`): boxes of the same sizes at random places inside
+  the body (:func:`body_box`, the bounding box of the image's foreground: a region of
+  black background removes nothing, so it would make any ROI look faithful) that overlap
+  the ROI least (anywhere on the image only when the body leaves no room beside the ROI),
+  drawn from a generator keyed by the row's ``sample_id`` and ``seed`` (never by its
+  position in a batch).
 * Inpainting (:func:`inpaint`): every box is filled with the mean colour of a ring around
   it, then blurred, so the structure is gone without a sharp artificial edge.
 
@@ -28,18 +34,22 @@ import hashlib
 import random
 import re
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 from PIL import Image, ImageFilter
 
 __all__ = [
+    "KINDS",
     "SOURCES",
     "Box",
+    "Counterfactual",
+    "body_box",
     "counterfactual_images",
     "inpaint",
     "random_boxes",
     "roi_boxes",
+    "roi_region",
 ]
 
 Box = tuple[float, float, float, float]
@@ -48,6 +58,19 @@ Box = tuple[float, float, float, float]
 # both: reference, else predicted; predicted_first: predicted, else reference.
 SOURCES = ("reference", "predicted", "both", "predicted_first")
 RING = 0.25  # share of the box size used as the ring of background pixels
+# What the region of interest is: a named reference box with a lesion (any label that is
+# not purely an organ: "Lesion", "Brain Tumor"), a named organ box, the only reference
+# box (named or not), the model's predicted boxes, or bare reference coordinates.
+KINDS = ("named lesion", "named organ", "only box", "predicted", "reference")
+# Words of organ labels (SLAKE's detection labels, the synthetic sets' organ boxes).
+ORGAN_WORDS = frozenset({
+    "brain", "lung", "liver", "kidney", "heart", "spine", "spinal", "cord", "spleen",
+    "pancreas", "stomach", "bladder", "colon", "rectum", "bowel", "small", "large",
+    "intestine", "duodenum", "esophagu", "oesophagu", "trachea", "gallbladder", "eye",
+    "prostate", "uterus", "aorta", "breast", "bone", "rib", "femur", "skull", "left", "right",
+})  # fmt: skip
+# Foreground: pixels brighter than this share of the image's 99th percentile (and > 8/255).
+BODY_THRESHOLD = 0.08
 
 
 def _words(text: Any) -> set[str]:
@@ -59,23 +82,33 @@ def _clip(b: Sequence[float]) -> Box:
     return (x1, y1, x2, y2)
 
 
-def _reference(row: Mapping[str, Any]) -> list[Box]:
+def _is_organ(label: Any) -> bool:
+    words = _words(label)
+    return bool(words) and words <= ORGAN_WORDS
+
+
+def _reference(row: Mapping[str, Any]) -> tuple[list[Box], str]:
     ref = [b for b in (row.get("boxes") or []) if b is not None]
     if ref and not all(isinstance(b, Mapping) for b in ref):  # bare [x1, y1, x2, y2] lists
-        return [_clip(b) for b in ref if len(b) == 4][:1]
+        return [_clip(b) for b in ref if len(b) == 4][:1], "reference"
     named = _words(row.get("question")) | _words(row.get("answer"))
     for label in row.get("labels") or []:
         named |= _words(label)
     chosen = [b for b in ref if _words(b.get("label")) & named]
-    if not chosen and len(ref) == 1:
-        chosen = ref
-    return [_clip((b["x1"], b["y1"], b["x2"], b["y2"])) for b in chosen]
+    if len(ref) == 1 and (not chosen or chosen == ref):
+        chosen, kind = ref, "only box"
+    elif chosen and all(_is_organ(b.get("label")) for b in chosen):
+        kind = "named organ"
+    else:
+        kind = "named lesion"
+    return [_clip((b["x1"], b["y1"], b["x2"], b["y2"])) for b in chosen], kind
 
 
-def roi_boxes(
+def roi_region(
     row: Mapping[str, Any], predicted: Sequence[Sequence[float]] = (), source: str = "both"
-) -> list[Box]:
-    """The boxes whose content the answer should depend on (see the module docstring).
+) -> tuple[list[Box], str | None]:
+    """``(boxes, kind)``: the boxes whose content the answer should depend on (see the
+    module docstring) and their kind (one of :data:`KINDS`; None without boxes).
 
     Args:
         row: the input row (``boxes``, ``question``, ``answer``, ``labels``).
@@ -87,18 +120,47 @@ def roi_boxes(
     """
     if source not in SOURCES:
         raise ValueError(f"counterfactual source must be one of {SOURCES}, got {source!r}")
-    pred = [_clip(b) for b in predicted if b is not None and len(b) == 4]
+    pred = ([_clip(b) for b in predicted if b is not None and len(b) == 4], "predicted")
+    ref = _reference(row)
     order = {
-        "reference": [_reference(row)],
+        "reference": [ref],
         "predicted": [pred],
-        "both": [_reference(row), pred],
-        "predicted_first": [pred, _reference(row)],
+        "both": [ref, pred],
+        "predicted_first": [pred, ref],
     }[source]
-    for boxes in order:
+    for boxes, kind in order:
         boxes = [b for b in boxes if b[2] - b[0] > 0 and b[3] - b[1] > 0]
         if boxes:
-            return boxes
-    return []
+            return boxes, kind
+    return [], None
+
+
+def roi_boxes(
+    row: Mapping[str, Any], predicted: Sequence[Sequence[float]] = (), source: str = "both"
+) -> list[Box]:
+    """The boxes of :func:`roi_region`, without their kind."""
+    return roi_region(row, predicted, source)[0]
+
+
+def body_box(image: Image.Image) -> Box:
+    """The bounding box of the image's foreground (the body), normalised; the whole image
+    when nothing stands out from the background.
+
+    Foreground: on a 64-pixel-wide grey copy, pixels above :data:`BODY_THRESHOLD` of the
+    99th percentile; the box spans the rows and columns where at least 5% of the pixels
+    are foreground.
+    """
+    grey = image.convert("L")
+    w, h = grey.size
+    small = np.asarray(grey.resize((64, max(1, round(64 * h / max(w, 1))))), dtype=np.float32)
+    cut = max(8.0, BODY_THRESHOLD * float(np.percentile(small, 99)))
+    fg = small > cut
+    rows = np.flatnonzero(fg.mean(axis=1) >= 0.05)
+    cols = np.flatnonzero(fg.mean(axis=0) >= 0.05)
+    if not rows.size or not cols.size:
+        return (0.0, 0.0, 1.0, 1.0)
+    ny, nx = fg.shape
+    return (cols[0] / nx, rows[0] / ny, (cols[-1] + 1) / nx, (rows[-1] + 1) / ny)
 
 
 def _iou(a: Box, b: Box) -> float:
@@ -109,11 +171,21 @@ def _iou(a: Box, b: Box) -> float:
     return inter / union if union > 0 else 0.0
 
 
-def random_boxes(boxes: Sequence[Box], key: str, seed: int = 0, tries: int = 32) -> list[Box]:
+def random_boxes(
+    boxes: Sequence[Box],
+    key: str,
+    seed: int = 0,
+    tries: int = 32,
+    within: Box = (0.0, 0.0, 1.0, 1.0),
+) -> list[Box]:
     """Boxes of the same sizes as ``boxes`` at random places, overlapping them as little as
-    possible (the first of ``tries`` positions with no overlap, else the least overlapping).
+    possible: the first of ``tries`` positions inside ``within`` (the body,
+    :func:`body_box`) with no overlap; failing that (a body hardly larger than the
+    region), the first of ``tries`` more anywhere on the image; else the least
+    overlapping position seen, the body's first on a tie.
 
-    Deterministic: the positions depend only on ``key`` (the sample id) and ``seed``.
+    Deterministic: the positions depend only on ``key`` (the sample id), ``seed`` and
+    ``within``.
     """
     digest = hashlib.sha256(f"{seed}\x1f{key}".encode()).digest()
     rng = random.Random(int.from_bytes(digest[:8], "big"))
@@ -121,13 +193,19 @@ def random_boxes(boxes: Sequence[Box], key: str, seed: int = 0, tries: int = 32)
     for x1, y1, x2, y2 in boxes:
         w, h = x2 - x1, y2 - y1
         best, best_overlap = (x1, y1, x2, y2), 2.0
-        for _ in range(tries):
-            nx, ny = rng.uniform(0, 1 - w), rng.uniform(0, 1 - h)
-            cand = (nx, ny, nx + w, ny + h)
-            overlap = max((_iou(cand, b) for b in boxes), default=0.0)
-            if overlap < best_overlap:
-                best, best_overlap = cand, overlap
-            if overlap == 0.0:
+        for area in (within, (0.0, 0.0, 1.0, 1.0)):
+            ax1, ay1, ax2, ay2 = area
+            lo_x, hi_x = (ax1, ax2 - w) if w <= ax2 - ax1 else (0.0, 1.0 - w)
+            lo_y, hi_y = (ay1, ay2 - h) if h <= ay2 - ay1 else (0.0, 1.0 - h)
+            for _ in range(tries):
+                nx, ny = rng.uniform(lo_x, hi_x), rng.uniform(lo_y, hi_y)
+                cand = (nx, ny, nx + w, ny + h)
+                overlap = max((_iou(cand, b) for b in boxes), default=0.0)
+                if overlap < best_overlap:
+                    best, best_overlap = cand, overlap
+                if overlap == 0.0:
+                    break
+            if best_overlap == 0.0:
                 break
         out.append(best)
     return out
@@ -171,6 +249,16 @@ def inpaint(image: Image.Image, boxes: Sequence[Box], margin: float = RING) -> I
     return out
 
 
+class Counterfactual(NamedTuple):
+    """One row's counterfactual: the regions, the two inpainted images, the ROI's kind."""
+
+    roi: list[Box]
+    random: list[Box]
+    roi_image: Image.Image
+    random_image: Image.Image
+    kind: str
+
+
 def counterfactual_images(
     image: Image.Image,
     row: Mapping[str, Any],
@@ -178,19 +266,20 @@ def counterfactual_images(
     *,
     source: str = "both",
     seed: int = 0,
-) -> tuple[list[Box], list[Box], Image.Image, Image.Image] | None:
-    """``(roi, random, roi_image, random_image)`` for one answered row, or None when the
-    row has no region of interest. The random regions are keyed by ``row["sample_id"]``.
+) -> Counterfactual | None:
+    """The counterfactual of one answered row, or None when the row has no region of
+    interest. The random regions lie in the image's body and are keyed by
+    ``row["sample_id"]``.
 
     Raises:
         ValueError: the row has no ``sample_id`` (the random regions would not be
             reproducible), or an unknown ``source``.
     """
-    roi = roi_boxes(row, predicted, source)
-    if not roi:
+    roi, kind = roi_region(row, predicted, source)
+    if not roi or kind is None:
         return None
     key = row.get("sample_id")
     if key is None or key == "":
         raise ValueError("a counterfactual needs the row's sample_id to place its random regions")
-    rnd = random_boxes(roi, str(key), seed)
-    return roi, rnd, inpaint(image, roi), inpaint(image, rnd)
+    rnd = random_boxes(roi, str(key), seed, within=body_box(image))
+    return Counterfactual(roi, rnd, inpaint(image, roi), inpaint(image, rnd), kind)

@@ -32,17 +32,27 @@ def _flip_rate(rows: list[Mapping[str, Any]], column: str) -> tuple[float | None
 
 def flip_rates(rows: Iterable[Mapping[str, Any]]) -> dict[str, Any] | None:
     """ROI and random-region flip rates, their gap, and the share of rows that behave
-    faithfully (flip under ROI inpainting, not under random inpainting).
+    faithfully (flip under ROI inpainting, not under random inpainting); the same per kind
+    of region of interest (``by_kind``: a lesion the question names, an organ it names,
+    the only box, the model's boxes; :data:`medray.contracts.counterfactual.KINDS`).
 
     Args:
         rows: dicts with ``pred_answer``, ``answer_type`` and optional ``cf_roi_answer`` /
-            ``cf_random_answer``; rows without an answer or without the counterfactual are
-            left out of that rate.
+            ``cf_random_answer`` / ``cf_kind``; rows without an answer or without the
+            counterfactual are left out of that rate.
 
     Returns:
         None when no row has a counterfactual answer.
     """
     rows = list(rows)
+    out = _rates(rows)
+    if out is not None:
+        kinds = sorted({r["cf_kind"] for r in rows if r.get("cf_kind")})
+        out["by_kind"] = {k: _rates([r for r in rows if r.get("cf_kind") == k]) for k in kinds}
+    return out
+
+
+def _rates(rows: list[Mapping[str, Any]]) -> dict[str, Any] | None:
     roi, n_roi = _flip_rate(rows, "cf_roi_answer")
     rnd, n_rnd = _flip_rate(rows, "cf_random_answer")
     if not n_roi and not n_rnd:

@@ -92,6 +92,12 @@ OPTIONAL_COLUMNS: tuple[tuple[str, pa.DataType, bool, str], ...] = (
         True,
         "answer with a random region of the same size inpainted",
     ),
+    (
+        "cf_kind",
+        pa.string(),
+        True,
+        "what the inpainted region of interest is (medray.contracts.counterfactual.KINDS)",
+    ),
     ("blank_answer", pa.string(), True, "answer with a blank image (text-prior control)"),
     ("mcq_pred", pa.string(), True, "predicted option letter (A, B, ...) of a choice question"),
     ("nll", pa.float64(), True, "summed negative log-likelihood (nats) of the reference answer"),

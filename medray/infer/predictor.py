@@ -36,7 +36,7 @@ from medray.models.generate import Generated, GenerationParams, generate, render
 
 log = logging.getLogger(__name__)
 REF_NAMES = tuple(c[0] for c in REFERENCE_COLUMNS)
-CF_COLUMNS = ("cf_roi_answer", "cf_random_answer")
+CF_COLUMNS = ("cf_roi_answer", "cf_random_answer", "cf_kind")
 
 
 @dataclass(frozen=True)
@@ -255,7 +255,11 @@ class VQAPredictor:
                     seed=self.seed,
                 )
                 if cf is not None:
-                    for col, variant in (("cf_roi_answer", cf[2]), ("cf_random_answer", cf[3])):
+                    preds[i]["cf_kind"] = cf.kind
+                    for col, variant in (
+                        ("cf_roi_answer", cf.roi_image),
+                        ("cf_random_answer", cf.random_image),
+                    ):
                         questions.append(rows[i]["question"])
                         variants.append(variant)
                         where.append((i, col))

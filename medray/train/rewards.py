@@ -218,7 +218,7 @@ def counterfactual_rewards(
         seed: seeds the random regions.
         box_source: one of :data:`medray.contracts.counterfactual.SOURCES`.
         details: when given, one dict per row is appended (``pred_answer``,
-            ``cf_roi_answer``, ``cf_random_answer``, ``roi_box``, ``random_box``), the
+            ``cf_roi_answer``, ``cf_random_answer``, ``cf_kind``, ``roi_box``, ``random_box``), the
             layout :func:`medray.eval.faithfulness.flip_rates` reads.
 
     Returns:
@@ -240,9 +240,8 @@ def counterfactual_rewards(
         cf = counterfactual_images(images[i], rows[i], predicted, source=box_source, seed=seed)
         if cf is None:
             continue
-        roi, rnd, roi_image, random_image = cf
-        jobs.append((i, roi, rnd))
-        batch_images += [roi_image, random_image]
+        jobs.append((i, cf))
+        batch_images += [cf.roi_image, cf.random_image]
         batch_questions += [rows[i]["question"], rows[i]["question"]]
     out: list[float | None] = [None] * n
     types = [r.get("answer_type") for r in rows]
@@ -253,12 +252,13 @@ def counterfactual_rewards(
     answers = list(reanswer(batch_images, batch_questions))
     if len(answers) != len(batch_images):
         raise ValueError(f"reanswer gave {len(answers)} answers for {len(batch_images)} images")
-    for k, (i, roi, rnd) in enumerate(jobs):
+    for k, (i, cf) in enumerate(jobs):
         roi_ans, rnd_ans = answer_of(answers[2 * k]), answer_of(answers[2 * k + 1])
         out[i] = counterfactual_reward(preds[i], roi_ans, rnd_ans, types[i])
         details_rows[i].update(
-            cf_roi_answer=roi_ans, cf_random_answer=rnd_ans, roi_box=roi, random_box=rnd
-        )
+            cf_roi_answer=roi_ans, cf_random_answer=rnd_ans, cf_kind=cf.kind,
+            roi_box=cf.roi, random_box=cf.random,
+        )  # fmt: skip
     if details is not None:
         details.extend(details_rows)
     return out

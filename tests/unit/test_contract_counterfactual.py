@@ -11,7 +11,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from medray.contracts.counterfactual import counterfactual_images, inpaint, random_boxes, roi_boxes
+from medray.contracts.counterfactual import (
+    body_box,
+    counterfactual_images,
+    inpaint,
+    random_boxes,
+    roi_boxes,
+    roi_region,
+)
 from medray.contracts.reasoner import parse_answer
 
 pytestmark = pytest.mark.unit
@@ -52,6 +59,61 @@ def test_roi_is_the_named_reference_box_else_the_predicted_one():
     assert roi_boxes(row2, predicted=[[0.2, 0.2, 0.3, 0.3]]) == [(0.2, 0.2, 0.3, 0.3)]
     assert roi_boxes(row2, predicted=[[0.2, 0.2, 0.3, 0.3]], source="reference") == []
     assert roi_boxes({"question": "q", "boxes": organs[:1]}) == [(0.1, 0.2, 0.4, 0.7)]
+
+
+def test_each_region_of_interest_has_a_kind():
+    boxes = [
+        {"label": "Liver", "x1": 0.1, "y1": 0.2, "x2": 0.4, "y2": 0.7},
+        {"label": "Left Kidney", "x1": 0.5, "y1": 0.5, "x2": 0.6, "y2": 0.6},
+        {"label": "Liver Cancer", "x1": 0.2, "y1": 0.3, "x2": 0.3, "y2": 0.4},
+    ]
+
+    def kind(question, bxs=boxes, predicted=(), source="both"):
+        return roi_region({"question": question, "answer": "", "boxes": bxs}, predicted, source)
+
+    assert kind("Where is the kidney?") == ([(0.5, 0.5, 0.6, 0.6)], "named organ")
+    # "liver" names the organ and the lesion: a chosen lesion makes it a lesion question
+    assert kind("Does the liver look abnormal?")[1] == "named lesion"
+    assert kind("Is there cancer?") == ([(0.2, 0.3, 0.3, 0.4)], "named lesion")
+    assert kind("Is this a CT?", boxes[:1]) == ([(0.1, 0.2, 0.4, 0.7)], "only box")
+    assert kind("Where is the liver?", boxes[:1])[1] == "only box"
+    assert kind("Is this a CT?", predicted=[[0.1, 0.1, 0.2, 0.2]])[1] == "predicted"
+    assert kind("Is this a CT?", [[0.3, 0.3, 0.5, 0.5]])[1] == "reference"  # bare coordinates
+    assert kind("Is this a CT?") == ([], None)  # several boxes, none named, nothing predicted
+
+
+def _body_image() -> Image.Image:
+    """A grey body on a black background: x 0.25-0.75, y 0.125-0.875 of a 160 x 128 image."""
+    arr = np.zeros((128, 160, 3), dtype=np.uint8)
+    arr[16:112, 40:120] = 120
+    return Image.fromarray(arr)
+
+
+def test_the_body_box_is_the_foreground_and_random_regions_stay_inside_it():
+    x1, y1, x2, y2 = body_box(_body_image())
+    assert (x1, y1, x2, y2) == pytest.approx((0.25, 0.125, 0.75, 0.875), abs=0.02)
+    assert body_box(Image.new("RGB", (50, 40))) == (0.0, 0.0, 1.0, 1.0)  # nothing stands out
+    assert body_box(Image.new("RGB", (50, 40), (200, 200, 200))) == (0.0, 0.0, 1.0, 1.0)
+    roi = [(0.3, 0.2, 0.4, 0.3)]
+    for key in range(50):
+        (a1, b1, a2, b2) = random_boxes(roi, f"k{key}", within=(x1, y1, x2, y2))[0]
+        assert x1 <= a1 and a2 <= x2 and y1 <= b1 and b2 <= y2
+    wide = [(0.0, 0.4, 0.9, 0.5)]  # wider than the body: placed across the whole width
+    (a1, _, a2, _) = random_boxes(wide, "w", within=(x1, y1, x2, y2))[0]
+    assert a1 >= 0.0 and a2 <= 1.0 and a2 - a1 == pytest.approx(0.9)
+    # A body no larger than the region leaves no room beside it: anywhere on the image.
+    (e1, f1, e2, f2) = random_boxes(roi, "tight", within=roi[0])[0]
+    assert e2 <= 0.3 or e1 >= 0.4 or f2 <= 0.2 or f1 >= 0.3  # no overlap with the ROI
+    row = {"sample_id": "s1", "question": "Where is the lesion?", "answer": "left",
+           "boxes": [{"label": "Lesion", "x1": 0.3, "y1": 0.2, "x2": 0.4, "y2": 0.3}]}  # fmt: skip
+    cf = counterfactual_images(_body_image(), row)
+    assert cf.kind == "only box" and cf.roi == [(0.3, 0.2, 0.4, 0.3)]
+    (c1, d1, c2, d2) = cf.random[0]
+    assert x1 <= c1 and c2 <= x2 and y1 <= d1 and d2 <= y2
+    # The control removes body pixels, not background: its inpainted area was grey.
+    before = np.asarray(_body_image())
+    changed = np.any(np.asarray(cf.random_image) != before, axis=2)
+    assert changed.any() and before[changed].min() > 0
 
 
 def test_inpaint_refuses_a_box_outside_the_image():

@@ -23,6 +23,24 @@ def test_flip_rates_of_the_fixture():
     assert (f["n_roi"], f["n_random"], f["n_both"]) == (3, 3, 3)
 
 
+def test_flip_rates_per_kind_of_region():
+    def row(kind, roi, rnd):
+        return {"pred_answer": "yes", "answer_type": "closed", "cf_kind": kind,
+                "cf_roi_answer": roi, "cf_random_answer": rnd}  # fmt: skip
+
+    rows = [row("named lesion", "no", "yes"), row("named lesion", "no", "no"),
+            row("named organ", "yes", "yes"), row("only box", "no", "yes"),
+            {"pred_answer": "no", "answer_type": "closed"}]  # fmt: skip
+    f = flip_rates(rows)
+    assert f["roi_flip_rate"] == 0.75 and f["random_flip_rate"] == 0.25
+    k = f["by_kind"]
+    assert list(k) == ["named lesion", "named organ", "only box"]
+    assert k["named lesion"]["roi_flip_rate"] == 1.0 and k["named lesion"]["flip_gap"] == 0.5
+    assert k["named organ"]["roi_flip_rate"] == 0.0 and k["named organ"]["n_both"] == 1
+    assert k["only box"]["faithful_rate"] == 1.0
+    assert flip_rates(VQA_ROWS)["by_kind"] == {}  # rows written before the kinds
+
+
 def test_rows_without_answer_or_counterfactual_are_left_out():
     rows = [
         {

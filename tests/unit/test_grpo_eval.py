@@ -33,6 +33,7 @@ def _encode(texts):  # bag of letters: a real, deterministic embedding
 
 def test_score_rows_reports_rewards_validity_accuracy_and_flips():
     arr = np.zeros((112, 112, 3), np.uint8)
+    arr[8:104, 8:104] = 90  # the body, on a black background: the random region goes here
     arr[56:84, 56:84] = 255
     img = Image.fromarray(arr)
 

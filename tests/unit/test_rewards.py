@@ -129,6 +129,7 @@ def test_counterfactual_rewards_with_a_model_that_looks_at_the_box():
     # The "model" answers yes iff the bright square at (50..75, 50..75) is still there:
     # a faithful model, so inpainting its box flips it and a random region does not.
     arr = np.zeros((112, 112, 3), np.uint8)
+    arr[8:104, 8:104] = 90  # the body, on a black background: the random region goes here
     arr[56:84, 56:84] = 255
     img = Image.fromarray(arr)
     seen = []
