@@ -1,10 +1,11 @@
-"""Batch inference: the reasoner over a dataset with Ray Data actors -> predictions folders.
+"""Batch inference: a model over a dataset with Ray Data actors -> predictions folders.
 
 Ray Data reads a preprocessed split (``jobs.preprocess`` output) or a JSONL folder of
 images + questions, a pool of model actors (``map_batches`` with the callable class
-:class:`medray.infer.predictor.VQAPredictor`; concurrency, batch size, CPUs and GPUs per
-actor from the config) answers every row with every configured model (base, LoRA
-adapter or merged folder), and each model's answers are written as one predictions
+:class:`medray.infer.predictor.VQAPredictor`, or for ``task: summariser`` / ``medqa``
+:class:`medray.infer.text_predictor.TextPredictor`; concurrency, batch size, CPUs and
+GPUs per actor from the config) answers every row with every configured model (base,
+LoRA adapter or merged folder), and each model's answers are written as one predictions
 folder in the ``medray-predictions/1`` contract (``<output>/<label>``, Parquet from the
 workers, then ``manifest.json``). With ``evaluate.enabled`` the evaluation job runs on the
 folders and the report's path is printed.
@@ -27,8 +28,11 @@ from typing import Any, Literal
 from medray.config import ConfigError, parse_args, to_dict
 from medray.data import io
 from medray.eval.predictions import MANIFEST, expand_location, write_manifest
+from medray.infer.pool import configure_pool, tasks_in_flight
+from medray.infer.text_predictor import INPUT_COLUMNS as TEXT_INPUT
 from medray.paths import runs_dir
 from medray.runtime import init_ray, setup_logging
+from medray.train.sft_tasks import MODEL_KIND, ROW_TASK
 
 log = logging.getLogger(__name__)
 MARKER = ".medray-batch-infer"
@@ -44,7 +48,7 @@ class InputSettings:
         "$MEDRAY_HOME/data/synthetic"  # output folder of jobs.preprocess, or .jsonl file/folder
     )
     split: str = "test"  # the split read (preprocessed) or recorded (jsonl)
-    tasks: tuple[str, ...] = ("vqa",)  # preprocessed rows of these tasks
+    tasks: tuple[str, ...] = ()  # preprocessed rows of these tasks; empty: the model task's
     limit: int = 0  # first N rows by sample_id (0: all)
     image_root: str = ""  # jsonl: image paths are relative to this (default: the file's folder)
     source: str = "jsonl"  # jsonl: the rows' source name
@@ -113,6 +117,9 @@ class BatchInferConfig:
     """Batch inference of the reasoner over a split with Ray Data actors."""
 
     name: str = "batch-infer"
+    # Which contract the models follow: the reasoner (vqa rows, images), the summariser
+    # (report rows) or the medical-QA model (mcq rows); text tasks need preprocessed input.
+    task: Literal["reasoner", "summariser", "medqa"] = "reasoner"
     output: str = ""  # empty: $MEDRAY_HOME/runs/<name>; a folder or s3://...
     overwrite: bool = True  # replace earlier predictions folders of the same labels
     input: InputSettings = field(default_factory=InputSettings)
@@ -133,6 +140,14 @@ class BatchInferConfig:
                 raise ConfigError(
                     f"models: label {lb!r} must be a plain folder name (not 'report')"
                 )
+        row_task = ROW_TASK[self.task]
+        if self.input.tasks not in ((), (row_task,)) and self.task != "reasoner":
+            raise ConfigError(
+                f"input.tasks: the {self.task} answers {row_task!r} rows only, got "
+                f"{list(self.input.tasks)} (leave it empty)"
+            )
+        if self.task != "reasoner" and self.input.kind != "preprocessed":
+            raise ConfigError(f"input.kind: the {self.task} reads preprocessed rows, not jsonl")
         a = self.actors
         if a.concurrency < 1 or a.batch_size < 1 or a.max_tasks_in_flight < 1:
             raise ConfigError(
@@ -159,7 +174,10 @@ def build_inputs(cfg: BatchInferConfig):
     location = expand_location(i.path)
     if i.kind == "jsonl":
         return jsonl_rows(location, i.split, i.source, i.image_root, i.limit)
-    return preprocessed_rows(location, i.split, i.tasks, i.limit, i.validate)
+    tasks = i.tasks or (ROW_TASK[cfg.task],)
+    if cfg.task == "reasoner":
+        return preprocessed_rows(location, i.split, tasks, i.limit, i.validate)
+    return preprocessed_rows(location, i.split, tasks, i.limit, i.validate, TEXT_INPUT)
 
 
 def resolve_models(cfg: BatchInferConfig) -> list[dict[str, Any]]:
@@ -178,7 +196,8 @@ def resolve_models(cfg: BatchInferConfig) -> list[dict[str, Any]]:
                     "(no adapter_config.json)"
                 )
         model = expand_location(m.model) if Path(expand_location(m.model)).exists() else m.model
-        out.append({"label": m.label, "model": resolve(model, "vlm"), "adapter": adapter})
+        resolved = resolve(model, MODEL_KIND[cfg.task])  # type: ignore[arg-type]
+        out.append({"label": m.label, "model": resolved, "adapter": adapter})
     return out
 
 
@@ -199,62 +218,43 @@ def _prepare(folder: str, overwrite: bool) -> None:
     io.delete_dir(folder)
 
 
-def pool_capacity(a: ActorSettings) -> int:
-    """How many actors of the pool the cluster's alive nodes can host at once (CPUs and
-    GPUs per node, not the cluster's totals: an actor cannot span nodes)."""
-    import ray
-
-    fits = 0
-    for node in ray.nodes():
-        if not node.get("Alive"):
-            continue
-        res = node.get("Resources", {})
-        per = [
-            res.get(k, 0.0) // need
-            for k, need in (("CPU", a.num_cpus), ("GPU", a.num_gpus))
-            if need > 0
-        ]
-        fits += int(min(per)) if per else a.concurrency
-    return fits
-
-
-def configure_pool(ds, a: ActorSettings):
-    """Make ``ds``'s actor pool hand out rows only once all its actors are up (also used by
-    ``benchmarks/batch_infer.py``); returns ``ds``.
-
-    Ray Data reads the setting from the dataset's own ``DataContext``, a copy taken when the
-    dataset was created: setting ``DataContext.get_current()`` afterwards (as this job did
-    until 2026-12-04) changes nothing, and the first actor up took a small split alone.
-    A pool larger than the cluster can host now waits up to ``start_timeout_s`` for an
-    autoscaler to add nodes, and says so.
-    """
-    fits = pool_capacity(a)
-    if fits < a.concurrency:
-        log.warning(
-            "the actor pool needs %d actors of %s CPU / %s GPU, the cluster's nodes can host "
-            "%d now: waiting up to %d s (actors.start_timeout_s) for more nodes; lower "
-            "actors.concurrency or the per-actor resources if none will come",
-            a.concurrency, a.num_cpus, a.num_gpus, fits, a.start_timeout_s,
-        )  # fmt: skip
-    ds.context.wait_for_min_actors_s = a.start_timeout_s
-    return ds
-
-
-def tasks_in_flight(a: ActorSettings, num_batches: int) -> int:
-    """Batches queued per actor: ``max_tasks_in_flight`` once every actor has at least
-    four batches to do, else 1. Ray Data gives a batch to an actor with a free slot, so
-    with several slots per actor a split of a few batches can end up on the first actors
-    it finds free; one at a time is the fairer hand-out when there is little to share."""
-    return a.max_tasks_in_flight if num_batches >= 4 * a.concurrency else 1
-
-
 def predict(cfg: BatchInferConfig, inputs, models: list[dict[str, Any]]):
     """The materialized Ray Dataset of prediction rows (every model, every row)."""
     import ray
 
     from medray.infer.predictor import VQAPredictor
+    from medray.infer.text_predictor import TextPredictor
 
     a, c = cfg.actors, cfg.counterfactual
+    device = "cuda" if a.num_gpus > 0 else "cpu"
+    if cfg.task == "reasoner":
+        fn, kwargs = (
+            VQAPredictor,
+            {
+                "models": models,
+                "max_new_tokens": cfg.generation.max_new_tokens,
+                "num_cpus": a.num_cpus,
+                "device": device,
+                "counterfactual": c.enabled,
+                "roi_source": c.roi,
+                "blank_control": c.blank_control,
+                "seed": c.seed,
+                "prompt": cfg.generation.prompt,
+            },
+        )
+    else:
+        if c.enabled or c.blank_control:
+            log.info("counterfactual / blank controls are image controls: not run for %s", cfg.task)
+        fn, kwargs = (
+            TextPredictor,
+            {
+                "models": models,
+                "task": cfg.task,
+                "max_new_tokens": cfg.generation.max_new_tokens,
+                "num_cpus": a.num_cpus,
+                "device": device,
+            },
+        )
     # One block per batch: a split stored in a few large files would otherwise reach only
     # as many actors as it has files. Materialized before the actors start: otherwise the
     # actors can hold every CPU the read tasks need (a node's last half CPU cannot run a
@@ -262,18 +262,8 @@ def predict(cfg: BatchInferConfig, inputs, models: list[dict[str, Any]]):
     ds = inputs.dataset.repartition(target_num_rows_per_block=a.batch_size).materialize()
     configure_pool(ds, a)
     return ds.map_batches(
-        VQAPredictor,
-        fn_constructor_kwargs={
-            "models": models,
-            "max_new_tokens": cfg.generation.max_new_tokens,
-            "num_cpus": a.num_cpus,
-            "device": "cuda" if a.num_gpus > 0 else "cpu",
-            "counterfactual": c.enabled,
-            "roi_source": c.roi,
-            "blank_control": c.blank_control,
-            "seed": c.seed,
-            "prompt": cfg.generation.prompt,
-        },
+        fn,
+        fn_constructor_kwargs=kwargs,
         batch_size=a.batch_size,
         batch_format="pyarrow",
         compute=ray.data.ActorPoolStrategy(
@@ -359,6 +349,7 @@ def run(cfg: BatchInferConfig) -> dict[str, Any]:
     folders = write_folders(cfg, preds, inputs, models, out)
     summary = {
         "output_dir": out,
+        "task": cfg.task,
         "dataset": inputs.location,
         "split": inputs.split,
         "fingerprint": inputs.fingerprint,
@@ -399,8 +390,8 @@ def _print(s: dict[str, Any]) -> None:
     )
     for label, m in s["models"].items():
         print(
-            f"  {label}: {m['inferred']} inferred, {m['errors']} errors, JSON valid "
-            f"{m['json_valid']:.2f}, {m['mean_latency_ms']} ms/row  -> {s['predictions'][label]}"
+            f"  {label}: {m['inferred']} inferred, {m['errors']} errors, "
+            f"{'JSON valid' if s['task'] == 'reasoner' else 'parsed'} {m['json_valid']:.2f}, {m['mean_latency_ms']} ms/row  -> {s['predictions'][label]}"
         )
     for what in ("rows", "actors"):
         per_node = sorted(s[f"{what}_per_node"].items())

@@ -42,7 +42,8 @@ from medray.eval.predictions import (
     read_predictions,
     write_predictions,
 )
-from medray.eval.report import REPORT_FORMAT, fmt, write_report
+from medray.eval.report import REPORT_FORMAT, write_report
+from medray.eval.report_sections import fmt
 from medray.paths import runs_dir
 from medray.runtime import setup_logging
 

@@ -57,6 +57,7 @@ from jobs.pipeline_stages.data import (
 )
 from jobs.pipeline_stages.inference import (
     EvaluateStageConfig,
+    TextInferStageConfig,
     _reasoner_models,
     stage_batch_infer,
     stage_evaluate,
@@ -125,6 +126,7 @@ class PipelineConfig:
     batch_infer: BatchInferConfig = field(
         default_factory=lambda: BatchInferConfig(input=InputSettings(path=""))
     )
+    batch_infer_text: TextInferStageConfig = field(default_factory=TextInferStageConfig)
     evaluate: EvaluateStageConfig = field(default_factory=EvaluateStageConfig)
     serve: ServeStageConfig = field(default_factory=ServeStageConfig)
 
@@ -220,9 +222,11 @@ STAGES: dict[str, Stage] = {
     "batch_infer": Stage(
         stage_batch_infer,
         needs=(Need("data", "batch_infer.input.path"),),
-        gives=("predictions",),
+        gives=("predictions", "text_predictions"),
     ),
-    "evaluate": Stage(stage_evaluate, needs=(Need("predictions"),), gives=("report",)),
+    "evaluate": Stage(
+        stage_evaluate, needs=(Need("predictions"),), gives=("report", "text_reports")
+    ),
     "serve": Stage(stage_serve, gives=("serve",)),
 }
 

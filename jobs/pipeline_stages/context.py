@@ -55,7 +55,8 @@ class Context:
     indexed collections), ``reasoner_sft`` / ``reasoner_grpo`` (the reasoner's final model
     folders: LoRA adapters or full checkpoints), ``summariser`` (its final model folder),
     ``predictions`` (batch inference: predictions folder per model label, dataset, split,
-    fingerprint), ``report`` (the evaluation report, ``report.md``).
+    fingerprint), ``text_predictions`` (the same per text task: ``summariser``, ``medqa``),
+    ``report`` / ``text_reports`` (the evaluation reports, ``report.md``).
     """
 
     cfg: PipelineConfig

@@ -15,11 +15,8 @@ from typing import Any
 
 import click
 
+from medray.cli.demo_figures import MIN_JSON_VALIDITY, _check, figures  # noqa: F401 (re-exported)
 from medray.paths import repo_root, runs_dir
-
-# What the demo's figures must show (issue 17): checked and printed beside each figure.
-MIN_JSON_VALIDITY = 0.9
-MIN_CLIP_TEST_IMAGES = 100
 
 
 @click.command()
@@ -271,98 +268,6 @@ def _print_urls(serve_out: dict[str, Any], keep_up: bool) -> None:
     click.echo(f"      endpoints{note}:")
     for name, url in served_urls(serve_out).items():
         click.echo(f"        {name:15s} {url}")
-
-
-def _check(ok: bool | None) -> str:
-    return "n/a" if ok is None else ("ok" if ok else "NOT MET")
-
-
-def figures(summary: dict[str, Any]) -> list[tuple[str, str, bool | None]]:
-    """The demo's figures ``(name, value, target met)`` from the pipeline's summary."""
-    st = summary["stages"]
-    out: list[tuple[str, str, bool | None]] = []
-    bi, ev = st.get("batch_infer"), st.get("evaluate")
-    if bi:
-        for label, m in bi["models"].items():
-            if label == "base":
-                continue
-            v = m["json_valid"]
-            out.append(
-                (
-                    f"reasoner {label}: JSON validity on {bi['input_rows']} held-out rows",
-                    f"{v:.3f} (target >= {MIN_JSON_VALIDITY})",
-                    v >= MIN_JSON_VALIDITY,
-                )
-            )
-    if ev:
-        for label, h in ev["runs"].items():
-            iv = (ev.get("intervals") or {}).get(label, {}).get("closed accuracy")
-            ci = f" [{iv['low']:.3f}, {iv['high']:.3f}]" if iv else ""
-            out.append(
-                (
-                    f"reasoner {label}: closed accuracy [95% bootstrap] | blank-image accuracy "
-                    "(rows with a blank-image answer, open and closed)",
-                    f"{_num(h.get('closed accuracy'))}{ci} | {_num(h.get('blank-image accuracy'))}",
-                    None,
-                )
-            )
-        for pair in ev.get("paired") or ():
-            d = pair["metrics"].get("closed accuracy")
-            if d:
-                out.append(
-                    (
-                        f"reasoner {pair['b']} - {pair['a']}: closed accuracy, paired over "
-                        f"{d['n']} rows [95%]",
-                        f"{d['delta']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}]",
-                        None,  # reported: whether the rows support a difference
-                    )
-                )
-        out.append((f"report plots ({ev['report']})", str(len(ev["plots"])), bool(ev["plots"])))
-    clip = st.get("train_clip")
-    if clip:
-        zs, ft = clip["zero_shot"]["i2t_R@1"], clip["fine_tuned"]["i2t_R@1"]
-        n = clip["fine_tuned"]["n_images"]
-        out.append(
-            (
-                f"CLIP test image->text R@1 on {n} images: zero-shot -> fine-tuned",
-                f"{zs:.3f} -> {ft:.3f}",
-                ft > zs and n >= MIN_CLIP_TEST_IMAGES,
-            )
-        )
-    summ = (st.get("summariser_sft") or {}).get("eval") or {}
-    if summ:
-        r, c = summ.get("rougeL"), summ.get("copy_input_rougeL")
-        out.append(
-            (
-                f"summariser held-out ROUGE-L on {summ.get('n')} reports | copy-the-input",
-                f"{_num(r)} | {_num(c)}",
-                None if r is None or c is None else r > c,
-            )
-        )
-    qa = (st.get("medqa_sft") or {}).get("eval") or {}
-    if qa:
-        acc, major = qa.get("accuracy"), qa.get("majority_rate")
-        out.append(
-            (
-                f"medical QA held-out MCQ accuracy on {qa.get('n')} questions | majority answer",
-                f"{_num(acc)} | {_num(major)}",
-                None,  # reported, not a bar: a tiny model on a few hundred rows
-            )
-        )
-    a = summary.get("analyze")
-    if a:
-        out.append(
-            (
-                f"analyze answer by {a['model']!r}: reasoning.ok",
-                str(a["reasoning_ok"]),
-                a["reasoning_ok"],
-            )
-        )
-    return out
-
-
-def _num(v: Any) -> str:
-    return "-" if v is None else f"{v:.3f}"
 
 
 def _print_figures(summary: dict[str, Any] | None, seconds: float) -> None:

@@ -43,7 +43,8 @@ def report() -> None:
 def show(run: Path, as_json: bool) -> None:
     """Headline figures of every model in the report at RUN, and where its files are."""
     from medray.eval.metrics import headline
-    from medray.eval.report import fmt, headline_rows
+    from medray.eval.report import headline_rows
+    from medray.eval.report_sections import fmt
 
     run, rep = _load(run)
     if as_json:

@@ -21,7 +21,8 @@ from typing import Any
 from medray.cli import table
 from medray.eval import uncertainty
 from medray.eval.metrics import LOWER_IS_BETTER, NO_DIRECTION, headline
-from medray.eval.report import ReportError, fmt, markdown_table
+from medray.eval.report import ReportError
+from medray.eval.report_sections import fmt, markdown_table
 
 
 def pick_run(report: Mapping[str, Any], label: str | None, where: str) -> Mapping[str, Any]:

@@ -13,6 +13,12 @@ not_yes_no          a closed yes/no question answered with neither yes nor no
 verbose_answer      a closed question answered at length: more than ``verbose_min_tokens``
                     tokens and more than ``verbose_ratio`` times the reference's tokens
 wrong_modality      a modality question answered with another modality than the reference's
+wrong_option_format a multiple-choice answer that does not start with an option letter
+truncated           the generation stopped at its token limit (``finish_reason == "length"``)
+copied_input        a text model's output repeats its input (``input_text``): it covers at
+                    least ``copy_ratio`` of the input's tokens, in order
+over_long           generated text (summaries) more than ``verbose_ratio`` times the
+                    reference's tokens and more than ``verbose_min_tokens`` tokens
 hallucinated_boxes  boxes predicted where the reference has none (VQA rows of sources that
                     annotate boxes: elsewhere no box is not evidence of absence)
 missing_boxes       no box predicted where the reference has boxes (VQA rows)
@@ -23,11 +29,13 @@ wrong_answer        a well-formed answer that is wrong (none of the answer kinds
 
 from __future__ import annotations
 
+import difflib
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from medray.eval.mcq import names_letter
 from medray.eval.structure import box_in_range
 from medray.eval.vqa import canonical_yes_no, is_yes_no, normalize_answer, tokens
 
@@ -67,6 +75,24 @@ KINDS: dict[str, tuple[str, str]] = {
     "wrong_modality": (
         "a modality question answered with another modality",
         "add modality questions to the training data and check the sources' modality labels",
+    ),
+    "wrong_option_format": (
+        "a multiple-choice completion that names no option letter",
+        "more SFT steps on the answer format (' <letter>. <option>'); check the prompt's "
+        "option block",
+    ),
+    "truncated": (
+        "the generation hit max_new_tokens before it ended",
+        "raise generation.max_new_tokens (the contract's length) or train shorter targets",
+    ),
+    "copied_input": (
+        "the output repeats the model's input instead of answering or summarising it",
+        "more SFT steps or a lower learning rate (an undertrained LM continues its prompt); "
+        "compare with copy_input_rougeL, the baseline a summary must beat",
+    ),
+    "over_long": (
+        "generated text several times longer than the reference",
+        "shorter generation.max_new_tokens, or SFT targets that end with the end token",
     ),
     "hallucinated_boxes": (
         "boxes where the reference has none",
@@ -127,6 +153,7 @@ class ErrorSettings:
     verbose_ratio: float = 3.0  # verbose: over this many times the reference's tokens ...
     verbose_min_tokens: int = 4  # ... and over this many tokens
     max_examples: int = 5  # sample ids listed per kind
+    copy_ratio: float = 0.8  # copied_input: share of the input's tokens the output repeats
 
 
 def modalities_named(text: str | None) -> set[str]:
@@ -170,6 +197,32 @@ def _answer_kinds(row: Mapping[str, Any], settings: ErrorSettings) -> list[str]:
     return kinds
 
 
+def _over_long(text: str, reference: str, settings: ErrorSettings) -> bool:
+    n, n_ref = len(tokens(text)), max(1, len(tokens(reference)))
+    return n > settings.verbose_min_tokens and n > settings.verbose_ratio * n_ref
+
+
+def copied_share(output: str | None, source: str | None) -> float:
+    """Share of ``source``'s tokens that ``output`` repeats in order (0 without tokens)."""
+    src, out = tokens(source), tokens(output)
+    if not src or not out:
+        return 0.0
+    blocks = difflib.SequenceMatcher(None, out, src, autojunk=False).get_matching_blocks()
+    return sum(b.size for b in blocks) / len(src)
+
+
+def _text_kinds(row: Mapping[str, Any], settings: ErrorSettings) -> list[str]:
+    """Failure kinds of a text model's completion: truncated, copied its input."""
+    kinds = []
+    if row.get("finish_reason") == "length":
+        kinds.append("truncated")
+    output = row.get("raw_text") if row.get("task") == "mcq" else row.get("generated_text")
+    source = row.get("input_text")
+    if source and len(tokens(source)) >= 3 and copied_share(output, source) >= settings.copy_ratio:
+        kinds.append("copied_input")
+    return kinds
+
+
 def failure_kinds(
     row: Mapping[str, Any], settings: ErrorSettings, source_has_boxes: bool
 ) -> list[str]:
@@ -187,14 +240,25 @@ def failure_kinds(
     task = row.get("task")
     if task == "vqa" and not row.get("parse_ok"):
         kinds.append("invalid_json")
+    pred = row.get("pred_answer") or ""
+    if (
+        task == "mcq"
+        and not row.get("mcq_pred")
+        and re.search(r"\w", pred)
+        and not names_letter(pred)
+    ):
+        kinds.append("wrong_option_format")  # an answer, but not by its letter
     if task in ("vqa", "mcq"):
-        kinds += _answer_kinds(row, settings)
+        kinds += [k for k in _answer_kinds(row, settings) if k not in kinds]
     elif row.get("reference_text"):  # a generation row (report, summary)
         text = row.get("generated_text") or ""
         if not text.strip():
             kinds.append("refusal" if is_refusal(row.get("raw_text")) else "empty_answer")
         elif is_refusal(text):
             kinds.append("refusal")
+        elif _over_long(text, row["reference_text"], settings):
+            kinds.append("over_long")
+    kinds += _text_kinds(row, settings)
     pred_boxes, ref_boxes = row.get("pred_boxes") or [], row.get("boxes") or []
     if task == "vqa" and pred_boxes and not ref_boxes and source_has_boxes:
         kinds.append("hallucinated_boxes")

@@ -31,6 +31,11 @@ def letter(index: int) -> str:
     return LETTERS[index]
 
 
+def names_letter(pred: str | None) -> bool:
+    """``pred`` names an option by its letter (``"B"``, ``"(b)"``, ``"Answer: B. ..."``)."""
+    return bool(pred) and _LETTER.match(pred.strip()) is not None
+
+
 def _choice_text(text: str) -> str:
     # An option can be just "A" or "The": normalisation would erase it (articles).
     return normalize_answer(text) or " ".join(text.lower().split())
@@ -73,6 +78,31 @@ def mcq_accuracy(
             raise ValueError(f"reference answer {a!r} is not one of the choices {list(c)}")
         hits += resolve_choice(p, c) == gold
     return hits / len(preds)
+
+
+def answered_rate(preds: Sequence[str | None], choices: Sequence[Sequence[str]]) -> float | None:
+    """Share of predictions that name one of their options (None: no rows)."""
+    if not preds:
+        return None
+    return sum(resolve_choice(p, c) is not None for p, c in zip(preds, choices, strict=True)) / len(
+        preds
+    )
+
+
+def confusion(
+    preds: Sequence[str | None], answers: Sequence[str], choices: Sequence[Sequence[str]]
+) -> dict[str, dict[str, int]]:
+    """Counts of (reference option letter -> predicted option letter); a prediction that
+    names no option counts under ``"none"``. Only letters that occur are keys."""
+    out: dict[str, dict[str, int]] = {}
+    for p, a, c in zip(preds, answers, choices, strict=True):
+        gold, got = resolve_choice(a, c), resolve_choice(p, c)
+        if gold is None:
+            raise ValueError(f"reference answer {a!r} is not one of the choices {list(c)}")
+        row = out.setdefault(letter(gold), {})
+        key = "none" if got is None else letter(got)
+        row[key] = row.get(key, 0) + 1
+    return {k: dict(sorted(v.items())) for k, v in sorted(out.items())}
 
 
 def perplexity(nll: Sequence[float], n_tokens: Sequence[int]) -> float | None:

@@ -156,14 +156,9 @@ def run_metrics(
         "blank_control": faithfulness.blank_control(vqa_rows),
         "mcq": {
             "n": len(mcq_rows),
-            "accuracy": mcq.mcq_accuracy(
-                [
-                    None if r["error"] else r.get("mcq_pred") or r.get("pred_answer")
-                    for r in mcq_rows
-                ],
-                [r["answer"] for r in mcq_rows],
-                [r["choices"] for r in mcq_rows],
-            ),
+            "accuracy": mcq.mcq_accuracy(*_mcq_args(mcq_rows)),
+            "answered_rate": mcq.answered_rate(*_mcq_args(mcq_rows)[::2]),
+            "confusion": mcq.confusion(*_mcq_args(mcq_rows)),
             "n_perplexity": len(ppl_rows),
             "perplexity": mcq.perplexity(
                 [r["nll"] for r in ppl_rows], [r["n_tokens"] for r in ppl_rows]
@@ -179,6 +174,12 @@ def run_metrics(
         "errors": errors.error_analysis(scored, settings.errors),
         "intervals": uncertainty.intervals(scored),
     }, scored
+
+
+def _mcq_args(rows: Sequence[Mapping[str, Any]]) -> tuple[list, list, list]:
+    """``(preds, answers, choices)`` of MCQ rows: the option letter, else the answer."""
+    preds = [None if r["error"] else r.get("mcq_pred") or r.get("pred_answer") for r in rows]
+    return preds, [r["answer"] for r in rows], [r["choices"] for r in rows]
 
 
 def _get(d: Mapping[str, Any] | None, *path: str) -> Any:

@@ -23,7 +23,7 @@ def _figure(width: float = 6.4, height: float = 4.2):
 
 def plot_risk_coverage(runs: Sequence[Mapping[str, Any]], path: Path) -> bool:
     """Selective accuracy vs coverage, one line per run; False if no run has confidences."""
-    from medray.eval.report import fmt  # (report imports this module)
+    from medray.eval.report_sections import fmt
 
     curves = [
         (r["label"], r["metrics"]["calibration"])
@@ -127,7 +127,7 @@ def plot_confusion(runs: Sequence[Mapping[str, Any]], path: Path) -> bool:
 
 def plot_latency(runs: Sequence[Mapping[str, Any]], path: Path) -> bool:
     """Latency histograms, one per run (overlaid); False if no row was inferred."""
-    from medray.eval.report import fmt  # (report imports this module)
+    from medray.eval.report_sections import fmt
 
     hists = [
         (r["label"], r["metrics"]["latency"])

@@ -104,6 +104,8 @@ OPTIONAL_COLUMNS: tuple[tuple[str, pa.DataType, bool, str], ...] = (
     ("n_tokens", pa.int64(), True, "number of tokens the nll sums over"),
     ("reference_text", pa.string(), True, "reference text of a generation task (report, summary)"),
     ("generated_text", pa.string(), True, "the generated text scored against reference_text"),
+    ("input_text", pa.string(), True, "the text a text model was given (findings, question)"),
+    ("finish_reason", pa.string(), True, "stop | length (the generation hit its token limit)"),
     ("image_embedding", pa.list_(pa.float32()), True, "image vector of a retrieval run"),
     ("text_embedding", pa.list_(pa.float32()), True, "vector of the row's reference_text"),
     ("retrieved_ids", pa.list_(pa.string()), True, "ranked ids a search returned for the row"),

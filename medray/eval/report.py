@@ -15,9 +15,11 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from medray.eval import report_sections as sections
 from medray.eval import uncertainty
 from medray.eval.metrics import headline
 from medray.eval.plots import PLOTS
+from medray.eval.report_sections import markdown_table
 
 log = logging.getLogger(__name__)
 
@@ -32,31 +34,6 @@ class ReportError(ValueError):
     """A folder is not an evaluation report (or a report of an unknown format)."""
 
 
-def fmt(v: Any) -> str:
-    """A table cell: ``-`` for None, 3 decimals below 10, 1 decimal above, ints as they are."""
-    if v is None:
-        return "-"
-    if isinstance(v, bool):
-        return str(v).lower()
-    if isinstance(v, int):
-        return str(v)
-    if isinstance(v, float):
-        return f"{v:.3f}" if abs(v) < 10 else f"{v:.1f}"
-    return str(v)
-
-
-def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    """A GitHub Markdown table (cells through :func:`fmt`, ``|`` escaped)."""
-
-    def cell(v: Any) -> str:
-        return fmt(v).replace("|", "\\|").replace("\n", " ")
-
-    lines = ["| " + " | ".join(cell(h) for h in headers) + " |"]
-    lines.append("| " + " | ".join("---" for _ in headers) + " |")
-    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
-    return "\n".join(lines)
-
-
 def headline_rows(runs: Sequence[Mapping[str, Any]]) -> list[list[Any]]:
     """Rows ``[metric, value per run...]`` over the union of the runs' headline keys,
     leaving out metrics no run has."""
@@ -66,196 +43,6 @@ def headline_rows(runs: Sequence[Mapping[str, Any]]) -> list[list[Any]]:
         keys += [k for k in h if k not in keys]
     rows = [[k, *(h.get(k) for h in heads)] for k in keys]
     return [r for r in rows if any(v is not None for v in r[1:])]
-
-
-# ----------------------------------------------------------------------------- markdown
-
-
-def _section_breakdowns(runs: Sequence[Mapping[str, Any]]) -> list[str]:
-    out = []
-    for key in ("by_answer_type", "by_content_type", "by_modality", "by_organ", "by_language"):
-        tables = [(r["metrics"].get("vqa") or {}).get(key) or {} for r in runs]
-        groups = sorted({g for t in tables for g in t})
-        if not groups:
-            continue
-        rows = [
-            [
-                g,
-                next(t[g]["n"] for t in tables if g in t),
-                *[(t.get(g) or {}).get("accuracy") for t in tables],
-            ]
-            for g in groups
-        ]
-        out += [
-            f"**{key.replace('by_', 'by ').replace('_', ' ')}**",
-            "",
-            markdown_table([key[3:].replace("_", " "), "n", *[r["label"] for r in runs]], rows),
-            "",
-        ]
-    return out
-
-
-def _section_thresholds(runs: Sequence[Mapping[str, Any]]) -> list[str]:
-    cals = [r["metrics"].get("calibration") for r in runs]
-    if not any(cals):
-        return []
-    taus = [t["tau"] for t in next(c for c in cals if c)["thresholds"]]
-    rows = []
-    for i, tau in enumerate(taus):
-        row: list[Any] = [f"τ = {tau:g}"]
-        for c in cals:
-            t = c["thresholds"][i] if c else {}
-            row += [t.get("coverage"), t.get("accuracy")]
-        rows.append(row)
-    headers = ["threshold", *[f"{r['label']} {x}" for r in runs for x in ("coverage", "accuracy")]]
-    extra = [
-        ["AURC", *[c and c["aurc"] for c in cals]],
-        ["e-AURC", *[c and c["e_aurc"] for c in cals]],
-        ["ECE", *[c and c["ece"] for c in cals]],
-        ["rows without confidence", *[c and c["n_without_confidence"] for c in cals]],
-    ]
-    return [
-        markdown_table(headers, rows),
-        "",
-        markdown_table(["", *[r["label"] for r in runs]], extra),
-        "",
-    ]
-
-
-def _section_faithfulness(runs: Sequence[Mapping[str, Any]]) -> list[str]:
-    keys = [
-        ("faithfulness", "roi_flip_rate", "ROI inpainted: flip rate"),
-        ("faithfulness", "random_flip_rate", "random region inpainted: flip rate"),
-        ("faithfulness", "flip_gap", "gap (ROI - random): the faithfulness signal"),
-        ("faithfulness", "faithful_rate", "flips for ROI, not for random"),
-        ("faithfulness", "n_both", "rows with both counterfactuals"),
-        ("blank_control", "accuracy", "accuracy (rows with a blank-image answer)"),
-        ("blank_control", "blank_accuracy", "accuracy with a blank image (text prior)"),
-        ("blank_control", "image_gain", "what the image adds"),
-        ("blank_control", "blank_agreement", "blank answer = real answer"),
-    ]
-    rows = [
-        [label, *[(r["metrics"].get(sec) or {}).get(k) for r in runs]] for sec, k, label in keys
-    ]
-    rows = [r for r in rows if any(v is not None for v in r[1:])]
-    if not rows:
-        return [
-            "No counterfactual or blank-image answers in these predictions (batch inference "
-            "writes them with its counterfactual option).",
-            "",
-        ]
-    out = [markdown_table(["", *[r["label"] for r in runs]], rows), ""]
-    return out + _flips_by_kind(runs)
-
-
-def _flips_by_kind(runs: Sequence[Mapping[str, Any]]) -> list[str]:
-    """Flip rates per kind of region of interest (a named lesion or organ, the only box,
-    the model's own boxes), each run's ROI / random / gap (rows)."""
-    kinds = sorted(
-        {k for r in runs for k in ((r["metrics"].get("faithfulness") or {}).get("by_kind") or {})}
-    )
-    if not kinds:
-        return []
-
-    def cell(r: Mapping[str, Any], kind: str) -> str | None:
-        f = ((r["metrics"].get("faithfulness") or {}).get("by_kind") or {}).get(kind)
-        if not f:
-            return None
-        return f"{fmt(f['roi_flip_rate'])} / {fmt(f['random_flip_rate'])} / {fmt(f['flip_gap'])} ({f['n_both']})"
-
-    return [
-        "Per kind of region (flip rate with the region inpainted / with a random region of "
-        "the same size inside the body / gap, and rows):",
-        "",
-        markdown_table(
-            ["region", *[r["label"] for r in runs]],
-            [[k, *[cell(r, k) for r in runs]] for k in kinds],
-        ),
-        "",
-    ]
-
-
-def _section_other(runs: Sequence[Mapping[str, Any]]) -> list[str]:
-    out = []
-    s_keys = [
-        "json_validity",
-        "repaired_rate",
-        "box_rate",
-        "malformed_box_rate",
-        "n_with_ref_boxes",
-        "box_iou",
-        "best_iou",
-        "box_recall@0.5",
-        "box_precision@0.5",
-    ]
-    rows = [[k, *[(r["metrics"].get("structure") or {}).get(k) for r in runs]] for k in s_keys]
-    out += [
-        "## Structured output",
-        "",
-        markdown_table(
-            ["", *[r["label"] for r in runs]],
-            [x for x in rows if any(v is not None for v in x[1:])],
-        ),
-        "",
-    ]
-    for sec, title, keys in (
-        (
-            "text",
-            "Generated text (sacrebleu BLEU 0-100, rouge-score F 0-1)",
-            ["n", "bleu", "sentence_bleu", "rouge1", "rouge2", "rougeL"],
-        ),
-        ("mcq", "Multiple choice (text QA model)", ["n", "accuracy", "n_perplexity", "perplexity"]),
-    ):
-        if any(r["metrics"].get(sec) for r in runs):
-            rows = [[k, *[(r["metrics"].get(sec) or {}).get(k) for r in runs]] for k in keys]
-            out += [f"## {title}", "", markdown_table(["", *[r["label"] for r in runs]], rows), ""]
-    if any(r["metrics"].get("retrieval") for r in runs):
-        out += ["## Retrieval", ""]
-        for kind, note in (
-            ("embedding", "image <-> reference text, from the run's embeddings"),
-            ("ranked", "ranked result lists vs relevant ids"),
-        ):
-            tabs = [(r["metrics"].get("retrieval") or {}).get(kind) or {} for r in runs]
-            keys = [k for k in dict.fromkeys(k for t in tabs for k in t)]
-            if keys:
-                out += [
-                    f"*{note}*",
-                    "",
-                    markdown_table(
-                        ["", *[r["label"] for r in runs]],
-                        [[k, *[t.get(k) for t in tabs]] for k in keys],
-                    ),
-                    "",
-                ]
-    return out
-
-
-def _section_errors(runs: Sequence[Mapping[str, Any]]) -> list[str]:
-    out = ["## Error analysis", ""]
-    kinds = list(dict.fromkeys(k for r in runs for k in r["metrics"]["errors"]["kinds"]))
-    if not kinds:
-        return [*out, "No failures.", ""]
-    rows = []
-    for k in kinds:
-        cells = []
-        for r in runs:
-            e = r["metrics"]["errors"]["kinds"].get(k)
-            cells.append(f"{e['count']} ({e['rate']:.1%})" if e else "0")
-        meaning = next(
-            r["metrics"]["errors"]["kinds"][k]["meaning"]
-            for r in runs
-            if k in r["metrics"]["errors"]["kinds"]
-        )
-        rows.append([k, meaning, *cells])
-    out += [markdown_table(["failure", "meaning", *[r["label"] for r in runs]], rows), ""]
-    out += ["What to do about each (examples are sample ids of the first run that shows it):", ""]
-    for k in kinds:
-        r0 = next(r for r in runs if k in r["metrics"]["errors"]["kinds"])
-        e = r0["metrics"]["errors"]["kinds"][k]
-        out.append(
-            f"- **{k}**: {e['suggestion']}. Examples ({r0['label']}): {', '.join(e['examples'])}"
-        )
-    return [*out, ""]
 
 
 def render_markdown(report: Mapping[str, Any]) -> str:
@@ -287,7 +74,7 @@ def render_markdown(report: Mapping[str, Any]) -> str:
     lines += ["## Accuracy by type", ""]
     if "accuracy_by_type" in figs:
         lines += [f"![accuracy by type]({figs['accuracy_by_type']})", ""]
-    lines += _section_breakdowns(runs) or ["No VQA rows.", ""]
+    lines += sections.breakdowns(runs) or ["No VQA rows.", ""]
     lines += ["## Closed yes/no questions", ""]
     if "confusion_closed" in figs:
         lines += [f"![confusion matrix]({figs['confusion_closed']})", ""]
@@ -311,10 +98,10 @@ def render_markdown(report: Mapping[str, Any]) -> str:
     lines += ["## Selective prediction (risk-coverage)", ""]
     if "risk_coverage" in figs:
         lines += [f"![risk-coverage curve]({figs['risk_coverage']})", ""]
-    lines += _section_thresholds(runs) or ["No confidences.", ""]
+    lines += sections.thresholds(runs) or ["No confidences.", ""]
     lines += ["## Counterfactual faithfulness and the text prior", ""]
-    lines += _section_faithfulness(runs)
-    lines += _section_other(runs)
+    lines += sections.faithfulness(runs)
+    lines += sections.text_and_retrieval(runs)
     lines += ["## Latency", ""]
     if "latency" in figs:
         lines += [f"![latency histogram]({figs['latency']})", ""]
@@ -325,7 +112,7 @@ def render_markdown(report: Mapping[str, Any]) -> str:
         ),
         "",
     ]
-    lines += _section_errors(runs)
+    lines += sections.errors(runs)
     lines += ["## Runs", ""]
     rows = [
         [

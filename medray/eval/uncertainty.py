@@ -165,7 +165,7 @@ def section(report: Mapping[str, Any]) -> list[str]:
     runs = [r for r in report["runs"] if r["metrics"].get("intervals")]
     if not runs:
         return []
-    from medray.eval.report import markdown_table
+    from medray.eval.report_sections import markdown_table
 
     metrics = [m for m in ROW_METRICS if any(m in r["metrics"]["intervals"] for r in runs)]
     rows = []

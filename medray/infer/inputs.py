@@ -45,8 +45,16 @@ class InputRows:
     fingerprint: str
 
 
+IMAGE_COLUMNS = ("image", "image_width", "image_height")
+
+
 def preprocessed_rows(
-    location: str, split: str, tasks: Sequence[str], limit: int = 0, validate: bool = True
+    location: str,
+    split: str,
+    tasks: Sequence[str],
+    limit: int = 0,
+    validate: bool = True,
+    columns: Sequence[str] = IMAGE_COLUMNS,
 ) -> InputRows:
     """The rows of one split of a preprocessed output (``jobs.preprocess``).
 
@@ -56,6 +64,8 @@ def preprocessed_rows(
         tasks: keep rows of these tasks (e.g. ``("vqa",)``).
         limit: keep the first ``limit`` rows by ``sample_id`` (0: all).
         validate: check every batch against the schema's value rules while reading.
+        columns: the input columns read besides the reference ones and ``language`` (the
+            images for the reasoner; findings, impression, rationale for text models).
 
     Raises:
         InputError: no rows of that split and tasks.
@@ -78,7 +88,7 @@ def preprocessed_rows(
     )
     wanted = {r["sample_id"] for r in rows}
     ds = read_ray_dataset(location, split, validate=validate)
-    cols = [*REF_NAMES, "image", "image_width", "image_height", "language"]
+    cols = list(dict.fromkeys([*REF_NAMES, *columns, "language"]))
     ds = ds.select_columns(cols)
     if limit:
         ds = ds.filter(lambda r: r["sample_id"] in wanted)

@@ -48,13 +48,19 @@ class ModelEntry:
     adapter: str | None = None
 
 
-def output_schema(counterfactual: bool, blank: bool) -> pa.Schema:
-    """The columns every predictor batch returns (fixed, so all blocks agree)."""
+def vqa_columns(counterfactual: bool, blank: bool) -> list[str]:
+    """The optional prediction columns of a reasoner run."""
     optional = ["language", "node"]
     if counterfactual:
         optional += list(CF_COLUMNS)
     if blank:
         optional.append("blank_answer")
+    return optional
+
+
+def output_schema(optional: Sequence[str]) -> pa.Schema:
+    """The columns every predictor batch returns (fixed, so all blocks agree): the
+    contract's required ones, the ``optional`` ones, and ``model_label`` / ``actor``."""
     schema = prediction_schema(optional)
     # Not part of the predictions contract: the job splits rows by model and counts the
     # actors per node, then drops both before writing.
@@ -150,7 +156,7 @@ class VQAPredictor:
         for e in self.entries:  # attach adapters now: a bad adapter fails the actor at start
             if e.adapter:
                 self.hosts[e.model].load(e.label)
-        self.schema = output_schema(counterfactual, blank_control)
+        self.schema = output_schema(vqa_columns(counterfactual, blank_control))
         try:
             self.node, self.actor = node_name(), actor_name()
         except Exception:  # outside Ray (unit tests): no node

@@ -13,6 +13,9 @@ decode the same tokens. What to put in the prompt is each model's contract
   never generates its image placeholder token (a stray one breaks the next forward pass).
 * With ``scores`` each token's log-probability under the raw logits comes back too.
 * ``streamer`` / ``stopping`` pass through to ``model.generate`` for streaming callers.
+
+:func:`completion_nll` is the teacher-forced counterpart for text models: the summed
+negative log-likelihood of a reference completion after its prompt (perplexity).
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from typing import Any
 __all__ = [
     "Generated",
     "GenerationParams",
+    "completion_nll",
     "encode",
     "generate",
     "render",
@@ -212,3 +216,49 @@ def token_offsets(tokenizer, token_ids: Sequence[int]) -> list[int]:
         prev = max(prev, n)
         ends.append(prev)
     return ends
+
+
+def completion_nll(
+    model, tokenizer, prompts: Sequence[str], completions: Sequence[str]
+) -> list[tuple[float, int]]:
+    """``(nll, n_tokens)`` per row: the summed negative log-likelihood (nats) of each
+    completion's tokens after its prompt, under a text LM, teacher-forced in one batch.
+
+    Prompt and completion are tokenized separately and joined (no end-of-sequence token),
+    the way generation continues a prompt; an empty completion gives ``(0.0, 0)``.
+    """
+    import torch
+
+    if len(prompts) != len(completions):
+        raise ValueError("prompts and completions must have the same length")
+    if not prompts:
+        return []
+    seqs, spans = [], []
+    for p, c in zip(prompts, completions, strict=True):
+        p_ids = tokenizer(p)["input_ids"]
+        if not p_ids:
+            raise ValueError("completion_nll needs a non-empty prompt")
+        c_ids = tokenizer(c, add_special_tokens=False)["input_ids"] if c else []
+        seqs.append(p_ids + c_ids)
+        spans.append((len(p_ids), len(c_ids)))
+    width = max(len(s) for s in seqs)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    ids = torch.full((len(seqs), width), pad, dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    for i, s in enumerate(seqs):  # right padding: positions are the unpadded ones
+        ids[i, : len(s)] = torch.tensor(s, dtype=torch.long)
+        mask[i, : len(s)] = 1
+    device = next(model.parameters()).device
+    with torch.no_grad():
+        logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits
+    logp = torch.log_softmax(logits.float(), dim=-1).cpu()
+    out = []
+    for i, (start, n) in enumerate(spans):
+        if not n:
+            out.append((0.0, 0))
+            continue
+        # token t is predicted at position t - 1
+        target = ids[i, start : start + n]
+        lp = logp[i, start - 1 : start + n - 1].gather(-1, target[:, None]).squeeze(-1)
+        out.append((float(-lp.sum()), n))
+    return out

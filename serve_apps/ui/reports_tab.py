@@ -19,7 +19,8 @@ from PIL import Image
 
 from medray.eval import compare as cmp
 from medray.eval.folders import list_report_dirs
-from medray.eval.report import ReportError, fmt, headline_rows, load_report, markdown_table
+from medray.eval.report import ReportError, headline_rows, load_report
+from medray.eval.report_sections import fmt, markdown_table
 
 from .client import ApiClient, ApiError
 

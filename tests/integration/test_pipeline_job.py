@@ -286,5 +286,21 @@ def test_pipeline_serves_what_it_trains_and_every_path_answers_alike(
             steps = summariser_contract.steps_from_findings(r["findings"])
             out = handle.summarise.remote("", steps, "").result(timeout_s=120)
             assert out["summary"] == r["raw_text"].strip(), r["sample_id"]
+        # ... and batch inference of the trained summariser (its held-out rows by sample id)
+        # generates what the served one does, with a log-likelihood per row.
+        text = summary["stages"]["batch_infer"]["text_models"]
+        assert list(text) == ["summariser"]  # no medqa_sft stage in this run
+        batch = read_predictions(text["summariser"]["predictions"]["sft"]).table.to_pylist()
+        assert len(batch) == 3 and all(b["error"] == "" and b["n_tokens"] > 0 for b in batch)
+        findings = {
+            r["sample_id"]: r["findings"]
+            for r in read_table(
+                summary["outputs"]["data"], "test", columns=["sample_id", "findings"]
+            ).to_pylist()
+        }
+        for b in batch:
+            steps = summariser_contract.steps_from_findings(findings[b["sample_id"]])
+            out = handle.summarise.remote("", steps, "").result(timeout_s=120)
+            assert out["summary"] == b["generated_text"], b["sample_id"]
     finally:
         remove(ray_cluster.dashboard_url, "medray")

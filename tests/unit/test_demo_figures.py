@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from medray.cli.demo import MIN_JSON_VALIDITY, figures
+from medray.cli.demo_figures import MIN_JSON_VALIDITY, figures
 
 pytestmark = pytest.mark.unit
 
@@ -71,3 +71,28 @@ def test_figures_meet_their_targets_only_when_the_measurements_do():
     )
     few = figures(_summary(0.95, 0.01, 0.05, 99, 0.4, 0.2))  # too few CLIP test images
     assert [ok for name, _, ok in few if name.startswith("CLIP")] == [False]
+
+
+def test_text_models_figures_come_from_their_reports():
+    s = _summary(0.95, 0.01, 0.05, 110, 0.4, 0.2)
+    s["stages"]["evaluate"] |= {
+        "text_reports": {"summariser": "/r/s.md", "medqa": "/r/m.md"},
+        "text_runs": {
+            "summariser": {"sft": {"rows": 32, "ROUGE-L": 0.41, "BLEU": 12.5, "perplexity": 3.2}},
+            "medqa": {"sft": {"rows": 20, "MCQ accuracy": 0.35, "perplexity": None}},
+        },
+    }
+    text = [f for f in figures(s) if f[0].startswith(("summariser sft batch", "medqa sft batch"))]
+    assert text == [
+        (
+            "summariser sft batch inference on 32 held-out rows: ROUGE-L | BLEU | perplexity "
+            "(/r/s.md)",
+            "0.410 | 12.500 | 3.200",
+            True,
+        ),
+        (
+            "medqa sft batch inference on 20 held-out rows: MCQ accuracy | perplexity (/r/m.md)",
+            "0.350 | -",
+            False,  # no log-likelihoods reached the report
+        ),
+    ]

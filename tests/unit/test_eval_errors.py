@@ -109,3 +109,36 @@ def test_error_analysis_of_the_fixture():
     assert e["kinds"]["wrong_answer"]["examples"] == ["q02", "q05"]
     assert e["kinds"]["unreadable_image"]["rate"] == pytest.approx(0.1)
     assert e["kinds"]["verbose_answer"]["suggestion"]
+
+
+def test_text_model_kinds():
+    mcq = {"task": "mcq", "answer_type": "choice", "choices": ["aspirin", "insulin"],
+           "answer": "insulin", "parse_ok": False, "parsed": None}  # fmt: skip
+    # An answer given by option text, not by letter: a format failure, scored by its text.
+    assert kinds(row("a", mcq_pred=None, pred_answer="insulin", **mcq)) == ["wrong_option_format"]
+    assert kinds(row("a", mcq_pred=None, pred_answer="B", **mcq)) == []  # a letter all the same
+    assert kinds(row("a", mcq_pred=None, pred_answer="maybe both", **mcq)) == [
+        "wrong_option_format",
+        "wrong_answer",
+    ]
+    gen = {"task": "report", "answer": None, "answer_type": None, "pred_answer": None,
+           "reference_text": "Small left effusion.",
+           "input_text": "The heart is normal. There is a small left effusion."}  # fmt: skip
+    assert kinds(row("a", generated_text="Small left effusion.", **gen)) == []
+    assert kinds(
+        row("a", generated_text="Small left effusion.", finish_reason="length", **gen)
+    ) == ["truncated"]
+    copied = "The heart is normal. There is a small left effusion. No pneumothorax."
+    assert kinds(row("a", generated_text=copied, **gen)) == ["over_long", "copied_input"]
+    assert kinds(row("a", generated_text="Heart normal; small effusion noted.", **gen)) == []
+    # The share of the input's tokens repeated, in order (difflib's matching blocks).
+    from medray.eval.errors import copied_share
+
+    assert copied_share("p q r s", "p q x r s") == pytest.approx(4 / 5)
+    assert copied_share("s r q p", "p q r s") == pytest.approx(1 / 4)
+    assert copied_share("", "p q") == 0.0
+    q = {**mcq, "input_text": "Which drug lowers blood glucose quickly?"}
+    assert "copied_input" in kinds(
+        row("a", mcq_pred=None, raw_text="Which drug lowers blood glucose quickly?",
+            pred_answer="Which drug lowers blood glucose quickly?", **q)
+    )  # fmt: skip

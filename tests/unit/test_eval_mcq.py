@@ -58,3 +58,21 @@ def test_perplexity_equals_torch_cross_entropy():
     assert perplexity([], []) is None
     with pytest.raises(ValueError, match="same length"):
         perplexity([1.0], [])
+
+
+def test_confusion_and_answered_rate_by_hand():
+    from medray.eval.mcq import answered_rate, confusion, names_letter
+
+    choices = [["x", "y", "z"]] * 5
+    preds = ["A", "B. y", "z", None, "w"]
+    answers = ["x", "x", "z", "y", "y"]
+    assert confusion(preds, answers, choices) == {
+        "A": {"A": 1, "B": 1},
+        "B": {"none": 2},
+        "C": {"C": 1},
+    }
+    assert answered_rate(preds, choices) == pytest.approx(3 / 5)
+    assert answered_rate([], []) is None
+    assert names_letter("(b) something") and names_letter("Answer: C") and not names_letter("zz")
+    with pytest.raises(ValueError, match="not one of the choices"):
+        confusion(["A"], ["q"], [["x", "y"]])

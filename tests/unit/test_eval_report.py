@@ -11,17 +11,11 @@ from eval_fixtures import VQA_ROWS, improved_rows, report_of, row
 
 from medray.cli.main import cli
 from medray.eval.compare import compare, render_markdown
-from medray.eval.report import (
-    ReportError,
-    fmt,
-    load_report,
-    markdown_table,
-    vote_line,
-    write_report,
-)
+from medray.eval.report import ReportError, load_report, vote_line, write_report
 from medray.eval.report import (
     render_markdown as report_markdown,
 )
+from medray.eval.report_sections import fmt, markdown_table
 
 pytestmark = pytest.mark.unit
 

@@ -180,9 +180,9 @@ def test_predictor_keeps_corrupt_rows_and_answers_with_every_model(tiny_vlm, tmp
 
 
 def test_output_schema_is_fixed_whatever_the_rows():
-    from medray.infer.predictor import output_schema
+    from medray.infer.predictor import output_schema, vqa_columns
 
-    s = output_schema(counterfactual=True, blank=False)
+    s = output_schema(vqa_columns(counterfactual=True, blank=False))
     assert {"cf_roi_answer", "cf_random_answer", "node", "model_label", "actor"} <= set(s.names)
     assert "blank_answer" not in s.names
     assert isinstance(s, pa.Schema)
