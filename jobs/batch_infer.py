@@ -20,7 +20,6 @@ import json
 import logging
 import sys
 import time
-from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -29,6 +28,7 @@ from medray.config import ConfigError, parse_args, to_dict
 from medray.data import io
 from medray.eval.predictions import MANIFEST, expand_location, write_manifest
 from medray.infer.pool import configure_pool, tasks_in_flight
+from medray.infer.summary import print_summary, summarize
 from medray.infer.text_predictor import INPUT_COLUMNS as TEXT_INPUT
 from medray.paths import runs_dir
 from medray.runtime import init_ray, setup_logging
@@ -127,6 +127,9 @@ class BatchInferConfig:
     actors: ActorSettings = field(default_factory=ActorSettings)
     generation: GenerationSettings = field(default_factory=GenerationSettings)
     counterfactual: CounterfactualSettings = field(default_factory=CounterfactualSettings)
+    # Reasoner: each answer's caption-question consistency with this sentence embedder
+    # (the GRPO consistency reward's; a second risk-coverage curve in the report); "": off.
+    caption_embedder: str = "minilm-l6"
     evaluate: EvaluateStage = field(default_factory=EvaluateStage)
 
     def __post_init__(self) -> None:
@@ -240,6 +243,7 @@ def predict(cfg: BatchInferConfig, inputs, models: list[dict[str, Any]]):
                 "blank_control": c.blank_control,
                 "seed": c.seed,
                 "prompt": cfg.generation.prompt,
+                "caption_embedder": cfg.caption_embedder,
             },
         )
     else:
@@ -303,39 +307,6 @@ def write_folders(cfg, preds, inputs, models, out: str) -> dict[str, str]:
     return folders
 
 
-def summarize(preds, n_inputs: int, seconds: float) -> dict[str, Any]:
-    """Per-model counts and rows per node, from the small columns of the predictions."""
-    df = preds.select_columns(
-        ["model_label", "node", "actor", "error", "parse_ok", "latency_ms"]
-    ).to_pandas()
-    per_model = {}
-    for label, g in df.groupby("model_label", sort=False):
-        errors = g[g["error"] != ""]
-        per_model[label] = {
-            "rows": len(g),
-            "inferred": int((g["error"] == "").sum()),
-            "errors": len(errors),
-            "json_valid": round(float(g["parse_ok"].mean()), 4),
-            "mean_latency_ms": round(
-                float(g.loc[g["error"] == "", "latency_ms"].fillna(0).mean()), 2
-            )
-            if (g["error"] == "").any()
-            else None,
-        }
-    rows_per_node = dict(Counter(df["node"]))
-    actors_per_node = dict(Counter(df.drop_duplicates("actor")["node"]))
-    return {
-        "input_rows": n_inputs,
-        "prediction_rows": len(df),
-        "seconds": round(seconds, 2),
-        "rows_per_s": round(len(df) / seconds, 3) if seconds else None,
-        "models": per_model,
-        "rows_per_node": rows_per_node,
-        "actors_per_node": actors_per_node,  # actors that inferred rows
-        "error_examples": df.loc[df["error"] != "", "error"].head(5).tolist(),
-    }
-
-
 def run(cfg: BatchInferConfig) -> dict[str, Any]:
     """Run batch inference (and the evaluation stage); return the summary."""
     init_ray()
@@ -382,28 +353,9 @@ def evaluate_stage(cfg: BatchInferConfig, folders: dict[str, str], inputs, out: 
     return evaluate_main(ecfg)
 
 
-def _print(s: dict[str, Any]) -> None:
-    print("\n=== MedRay batch inference ===")
-    print(
-        f"{s['dataset']} [{s['split']}]: {s['input_rows']} rows x {len(s['models'])} model(s) "
-        f"in {s['seconds']} s ({s['rows_per_s']} rows/s)"
-    )
-    for label, m in s["models"].items():
-        print(
-            f"  {label}: {m['inferred']} inferred, {m['errors']} errors, "
-            f"{'JSON valid' if s['task'] == 'reasoner' else 'parsed'} {m['json_valid']:.2f}, {m['mean_latency_ms']} ms/row  -> {s['predictions'][label]}"
-        )
-    for what in ("rows", "actors"):
-        per_node = sorted(s[f"{what}_per_node"].items())
-        print(f"  {what} per node: " + ", ".join(f"{k}: {v}" for k, v in per_node))
-    if s.get("report"):
-        print(f"REPORT: {s['report']}")
-    print(f"SUMMARY: {s['output_dir']}/summary.json")
-
-
 def main(cfg: BatchInferConfig) -> dict[str, Any]:
     summary = run(cfg)
-    _print(summary)
+    print_summary(summary)
     return summary
 
 

@@ -43,6 +43,16 @@ def figures(summary: dict[str, Any]) -> list[tuple[str, str, bool | None]]:
                     None,
                 )
             )
+            if h.get("caption ROUGE-L") is not None:
+                out.append(
+                    (
+                        f"reasoner {label}: caption ROUGE-L | AURC answering by confidence | "
+                        "by caption-question consistency",
+                        f"{_num(h.get('caption ROUGE-L'))} | {_num(h.get('AURC'))} | "
+                        f"{_num(h.get('AURC (consistency)'))}",
+                        None,
+                    )
+                )
         for pair in ev.get("paired") or ():
             d = pair["metrics"].get("closed accuracy")
             if d:

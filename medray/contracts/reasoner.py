@@ -13,7 +13,8 @@ none of them builds a reasoner prompt or parses an answer any other way.
   optionally with the assistant's target turn appended (SFT).
 * Target: one compact JSON object ``{"caption", "reasoning", "boxes", "answer"}``
   (:func:`target_dict` / :func:`build_target`), built only from the row's own fields:
-  ``caption`` from modality and organ; ``reasoning`` the findings' first
+  ``caption`` what the image is and what is in it (:func:`caption_for`: modality, organ
+  and the row's labels or box labels); ``reasoning`` the findings' first
   :data:`MAX_FINDING_STEPS` sentences, else the positive ``labels``, else the labels of
   its boxes, then one step naming the question's category and stating the answer;
   ``boxes`` the *evidence* boxes, the reference boxes the question, answer or labels name
@@ -85,6 +86,7 @@ GENERATION = GenerationParams(max_new_tokens=MAX_NEW_TOKENS)
 
 BOX_DECIMALS = 2  # 0.01 of the side: about 1 pixel at the tiny presets' 112 px
 MAX_FINDING_STEPS = 3
+MAX_CAPTION_ITEMS = 4  # labels a reference caption names
 
 _SENTENCE = re.compile(r"(?<=[.!?])\s+")
 # The value of the (last) "answer" key: a JSON string, or a bare scalar.
@@ -128,17 +130,32 @@ def build_messages(row: Mapping[str, Any], with_answer: bool) -> list[dict[str, 
 # ---------------------------------------------------------------------- target
 
 
-def _caption(row: Mapping[str, Any]) -> str:
+def caption_for(row: Mapping[str, Any]) -> str:
+    """The reference caption of ``row``: what the image is and what is in it.
+
+    ``"<modality> image of the <organ>"``, then ``" showing <a>, <b>."`` with the row's own
+    description of the image's content: its positive labels (MIMIC-CXR, ``No Finding``
+    left out), else its boxes' labels (SLAKE organs and lesions), at most
+    :data:`MAX_CAPTION_ITEMS`, in the row's order. Never the question or the answer.
+    """
     modality = (row.get("modality") or "").strip()
     organ = (row.get("organ") or "").strip()
     mod = {"x-ray": "X-ray", "ct": "CT", "mri": "MRI"}.get(modality.lower(), modality)
     if mod and organ:
-        return f"{mod} image of the {organ.lower()}."
-    if mod:
-        return f"{mod} image."
-    if organ:
-        return f"Medical image of the {organ.lower()}."
-    return "Medical image."
+        base = f"{mod} image of the {organ.lower()}"
+    elif mod:
+        base = f"{mod} image"
+    elif organ:
+        base = f"Medical image of the {organ.lower()}"
+    else:
+        base = "Medical image"
+    seen = [
+        " ".join(str(x).split()).lower()
+        for x in _seq(row.get("labels"))
+        if str(x).strip() and str(x).strip().lower() != "no finding"
+    ] or [x.lower() for x in _box_labels(row)]
+    seen = list(dict.fromkeys(seen))[:MAX_CAPTION_ITEMS]
+    return f"{base} showing {', '.join(seen)}." if seen else f"{base}."
 
 
 def _box_labels(row: Mapping[str, Any]) -> list[str]:
@@ -178,7 +195,7 @@ def target_dict(row: Mapping[str, Any]) -> dict[str, Any]:
         raise ValueError(f"row {row.get('sample_id')!r} has no answer to train on")
     boxes = [[round(v, BOX_DECIMALS) for v in b] for b in roi_boxes(row, source="reference")]
     return {
-        "caption": _caption(row),
+        "caption": caption_for(row),
         "reasoning": _reasoning(row),
         "boxes": boxes,
         "answer": str(answer).strip(),

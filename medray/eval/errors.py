@@ -5,6 +5,8 @@ the order they are checked:
 
 ==================  =========================================================================
 unreadable_image    the row's image could not be read (``error`` starts with ``image``)
+unusable_input      the model's contract cannot use the row (``error`` starts with ``input``:
+                    a report without findings, a question without options)
 inference_error     inference failed for another reason (``error`` says why)
 invalid_json        a VQA output did not parse into the structured answer
 empty_answer        no answer (or no generated text on a generation row)
@@ -45,6 +47,10 @@ KINDS: dict[str, tuple[str, str]] = {
         "the image could not be read; the row counts as wrong",
         "re-run preprocessing on the source files (its quarantine lists bad records) "
         "or drop the source rows upstream",
+    ),
+    "unusable_input": (
+        "the row lacks what the model's contract needs (see its error); it counts as wrong",
+        "fix the rows upstream (preprocessing) or select the rows the task can use",
     ),
     "inference_error": (
         "inference failed for the row (see its error)",
@@ -115,6 +121,7 @@ KINDS: dict[str, tuple[str, str]] = {
 ANSWER_KINDS = frozenset(
     {
         "unreadable_image",
+        "unusable_input",
         "inference_error",
         "empty_answer",
         "refusal",
@@ -235,7 +242,9 @@ def failure_kinds(
         source_has_boxes: the row's source annotates boxes on some rows.
     """
     if row.get("error"):
-        return ["unreadable_image" if row["error"].startswith("image") else "inference_error"]
+        if row["error"].startswith("image"):
+            return ["unreadable_image"]
+        return ["unusable_input" if row["error"].startswith("input") else "inference_error"]
     kinds: list[str] = []
     task = row.get("task")
     if task == "vqa" and not row.get("parse_ok"):

@@ -12,6 +12,8 @@ Which rows each metric uses:
 * counterfactual flips and the blank control: ``vqa`` rows that have those answers;
 * MCQ accuracy: ``mcq`` rows; perplexity: rows with ``nll`` and ``n_tokens``;
 * BLEU / ROUGE: rows with a ``reference_text``;
+* captions: ``vqa`` rows (reference caption from the contract; consistency where batch
+  inference wrote ``caption_consistency``);
 * retrieval: rows with both embeddings (Recall@K both ways) or with ranked
   ``retrieved_ids`` / ``relevant_ids``;
 * latency: rows that were inferred (no ``error``).
@@ -27,6 +29,7 @@ import numpy as np
 
 from medray.eval import (
     calibration,
+    captions,
     errors,
     faithfulness,
     mcq,
@@ -152,6 +155,7 @@ def run_metrics(
         )
         if answered
         else None,
+        "captions": captions.caption_metrics(vqa_rows, settings.thresholds) if vqa_rows else None,
         "faithfulness": faithfulness.flip_rates(vqa_rows),
         "blank_control": faithfulness.blank_control(vqa_rows),
         "mcq": {
@@ -217,6 +221,10 @@ def headline(metrics: Mapping[str, Any]) -> dict[str, float | int | None]:
         "perplexity": _get(metrics, "mcq", "perplexity"),
         "BLEU": _get(metrics, "text", "bleu"),
         "ROUGE-L": _get(metrics, "text", "rougeL"),
+        "caption BLEU": _get(metrics, "captions", "text", "bleu"),
+        "caption ROUGE-L": _get(metrics, "captions", "text", "rougeL"),
+        "caption consistency": _get(metrics, "captions", "consistency", "mean"),
+        "AURC (consistency)": _get(metrics, "captions", "consistency", "calibration", "aurc"),
     }
     for kind, section in (("embedding", "i2t_R@"), ("ranked", "R@")):
         for key, v in (_get(metrics, "retrieval", kind) or {}).items():
@@ -236,6 +244,7 @@ LOWER_IS_BETTER = frozenset(
     {
         "unreadable rows",
         "AURC",
+        "AURC (consistency)",
         "ECE",
         "random flip rate",
         "perplexity",

@@ -1,5 +1,6 @@
 """The evaluation report's plots, drawn with matplotlib's Agg canvas (no display, no pyplot
-state): ``risk_coverage.png`` (selective accuracy against coverage, one line per run),
+state): ``risk_coverage.png`` (selective accuracy against coverage, one line per run, by
+confidence and, beside it, by caption-question consistency),
 ``accuracy_by_type.png`` (accuracy per answer type, content type and modality, bars per
 run), ``confusion_closed.png`` (closed yes/no questions, one matrix per run) and
 ``latency.png`` (latency histogram per run). Each takes the report's runs and returns False
@@ -21,19 +22,9 @@ def _figure(width: float = 6.4, height: float = 4.2):
     return fig
 
 
-def plot_risk_coverage(runs: Sequence[Mapping[str, Any]], path: Path) -> bool:
-    """Selective accuracy vs coverage, one line per run; False if no run has confidences."""
+def _risk_coverage_axes(ax, curves, title: str, score: str) -> None:
     from medray.eval.report_sections import fmt
 
-    curves = [
-        (r["label"], r["metrics"]["calibration"])
-        for r in runs
-        if r["metrics"].get("calibration") and r["metrics"]["calibration"]["curve"]["coverage"]
-    ]
-    if not curves:
-        return False
-    fig = _figure()
-    ax = fig.add_subplot()
     for label, cal in curves:
         c = cal["curve"]
         ax.step(
@@ -46,13 +37,46 @@ def plot_risk_coverage(runs: Sequence[Mapping[str, Any]], path: Path) -> bool:
         for t in cal["thresholds"]:
             if t["accuracy"] is not None:
                 ax.annotate(f"τ{t['tau']:g}", (t["coverage"], t["accuracy"]), fontsize=7)
-    ax.set_xlabel("coverage (share of questions answered)")
+    ax.set_xlabel(f"coverage (share answered, highest {score} first)")
     ax.set_ylabel("selective accuracy")
     ax.set_xlim(0, 1.02)
     ax.set_ylim(0, 1.02)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    ax.set_title("Risk-coverage: answering only above a confidence threshold")
+    ax.set_title(title, fontsize=10)
+
+
+def _curves(runs: Sequence[Mapping[str, Any]], *path: str) -> list[tuple[str, Mapping]]:
+    out = []
+    for r in runs:
+        cal: Any = r["metrics"]
+        for key in path:
+            cal = cal.get(key) if isinstance(cal, Mapping) else None
+        if cal and cal["curve"]["coverage"]:
+            out.append((r["label"], cal))
+    return out
+
+
+def plot_risk_coverage(runs: Sequence[Mapping[str, Any]], path: Path) -> bool:
+    """Selective accuracy vs coverage, one line per run, by the answer's confidence and,
+    beside it where batch inference scored captions, by caption-question consistency;
+    False if no run has either score."""
+    by_conf = _curves(runs, "calibration")
+    by_cons = _curves(runs, "captions", "consistency", "calibration")
+    panels = [
+        (curves, title, score)
+        for curves, title, score in (
+            (by_conf, "Answering above a confidence threshold", "confidence"),
+            (by_cons, "... above a caption-question consistency", "consistency"),
+        )
+        if curves
+    ]
+    if not panels:
+        return False
+    fig = _figure(6.4 * len(panels), 4.8)
+    for k, (curves, title, score) in enumerate(panels, start=1):
+        _risk_coverage_axes(fig.add_subplot(1, len(panels), k), curves, title, score)
+    fig.suptitle("Risk-coverage")
     fig.tight_layout()
     fig.savefig(path)
     return True

@@ -99,6 +99,12 @@ OPTIONAL_COLUMNS: tuple[tuple[str, pa.DataType, bool, str], ...] = (
         "what the inpainted region of interest is (medray.contracts.counterfactual.KINDS)",
     ),
     ("blank_answer", pa.string(), True, "answer with a blank image (text-prior control)"),
+    (
+        "caption_consistency",
+        pa.float64(),
+        True,
+        "cosine of the predicted caption and the question (the GRPO consistency reward)",
+    ),
     ("mcq_pred", pa.string(), True, "predicted option letter (A, B, ...) of a choice question"),
     ("nll", pa.float64(), True, "summed negative log-likelihood (nats) of the reference answer"),
     ("n_tokens", pa.int64(), True, "number of tokens the nll sums over"),

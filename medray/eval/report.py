@@ -99,6 +99,7 @@ def render_markdown(report: Mapping[str, Any]) -> str:
     if "risk_coverage" in figs:
         lines += [f"![risk-coverage curve]({figs['risk_coverage']})", ""]
     lines += sections.thresholds(runs) or ["No confidences.", ""]
+    lines += sections.captions(runs)
     lines += ["## Counterfactual faithfulness and the text prior", ""]
     lines += sections.faithfulness(runs)
     lines += sections.text_and_retrieval(runs)

@@ -86,6 +86,46 @@ def thresholds(runs: Sequence[Mapping[str, Any]]) -> list[str]:
     ]
 
 
+def captions(runs: Sequence[Mapping[str, Any]]) -> list[str]:
+    """Captions against the reference caption, and the consistency score's selective
+    accuracy beside the confidence's (the right panel of the risk-coverage plot)."""
+    caps = [r["metrics"].get("captions") or {} for r in runs]
+    if not any(caps):
+        return []
+
+    def get(c: Mapping[str, Any], *path: str) -> Any:
+        for key in path:
+            c = c.get(key) if isinstance(c, Mapping) else None
+        return c
+
+    keys = [
+        (("n",), "rows with a reference caption"),
+        (("text", "bleu"), "BLEU (corpus)"),
+        (("text", "rouge1"), "ROUGE-1"),
+        (("text", "rougeL"), "ROUGE-L"),
+        (("consistency", "n"), "rows with a consistency score"),
+        (("consistency", "mean"), "caption-question consistency (mean cosine)"),
+        (("consistency", "calibration", "aurc"), "AURC, answering by consistency"),
+    ]
+    rows = [[label, *[get(c, *path) for c in caps]] for path, label in keys]
+    rows.append(
+        ["AURC, answering by confidence", *[get(r["metrics"], "calibration", "aurc") for r in runs]]
+    )
+    return [
+        "## Captions",
+        "",
+        "The caption against the one the contract trains for (modality, organ and what the "
+        "row's labels or boxes say is in the image), and caption-question consistency as a "
+        "score to answer by (lower AURC: answers ranked by it are right more often).",
+        "",
+        markdown_table(
+            ["", *[r["label"] for r in runs]],
+            [r for r in rows if any(v is not None for v in r[1:])],
+        ),
+        "",
+    ]
+
+
 def faithfulness(runs: Sequence[Mapping[str, Any]]) -> list[str]:
     keys = [
         ("faithfulness", "roi_flip_rate", "ROI inpainted: flip rate"),

@@ -50,7 +50,7 @@ class ModelEntry:
 
 def vqa_columns(counterfactual: bool, blank: bool) -> list[str]:
     """The optional prediction columns of a reasoner run."""
-    optional = ["language", "node"]
+    optional = ["language", "node", "caption_consistency"]
     if counterfactual:
         optional += list(CF_COLUMNS)
     if blank:
@@ -122,6 +122,9 @@ class VQAPredictor:
         blank_control: also answer with a blank image.
         seed: seed of the random regions.
         prompt: ``serving`` (the reasoner contract's prompt, the one every path uses).
+        caption_embedder: sentence embedder of ``caption_consistency`` (the GRPO
+            consistency reward's, :func:`medray.train.rewards.consistency_rewards`);
+            empty: the column stays null.
     """
 
     def __init__(
@@ -135,7 +138,9 @@ class VQAPredictor:
         blank_control: bool = False,
         seed: int = 0,
         prompt: str = "serving",
+        caption_embedder: str = "",
     ) -> None:
+        from medray.models.encoders import TextEncoder
         from medray.models.finetuned import AdapterHost
 
         self.threads = pin_threads(num_cpus)
@@ -156,6 +161,7 @@ class VQAPredictor:
         for e in self.entries:  # attach adapters now: a bad adapter fails the actor at start
             if e.adapter:
                 self.hosts[e.model].load(e.label)
+        self.encoder = TextEncoder(caption_embedder) if caption_embedder else None
         self.schema = output_schema(vqa_columns(counterfactual, blank_control))
         try:
             self.node, self.actor = node_name(), actor_name()
@@ -232,6 +238,8 @@ class VQAPredictor:
                     preds[i] = _prediction(gen, tok, im, per_row_ms)
                 if self.counterfactual or self.blank_control:
                     self._controls(entry, rows, ok, images, preds)
+                if self.encoder is not None:
+                    self._consistency(rows, ok, preds)
             for i, row in enumerate(rows):
                 if i in preds:
                     rec = {n: row.get(n) for n in REF_NAMES} | preds[i]
@@ -245,6 +253,19 @@ class VQAPredictor:
         return pa.Table.from_pylist(
             [{n: r.get(n) for n in self.schema.names} for r in out], schema=self.schema
         )
+
+    def _consistency(self, rows, ok, preds) -> None:
+        """Each answer's caption-question consistency, the GRPO reward's function (0 for an
+        answer without a caption)."""
+        from medray.train.rewards import consistency_rewards
+
+        scores = consistency_rewards(
+            [preds[i]["raw_text"] or "" for i in ok],
+            [rows[i]["question"] for i in ok],
+            self.encoder.encode,
+        )
+        for i, score in zip(ok, scores, strict=True):
+            preds[i]["caption_consistency"] = float(score)
 
     def _controls(self, entry, rows, ok, images, preds) -> None:
         """Counterfactual and blank-image answers, asked in one batch per model."""

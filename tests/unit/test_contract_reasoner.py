@@ -15,6 +15,7 @@ from medray.contracts.reasoner import (
     SYSTEM_PROMPT,
     build_messages,
     build_target,
+    caption_for,
     messages,
     parse_answer,
     row_image,
@@ -51,7 +52,7 @@ def test_target_is_one_json_object_the_parser_accepts_without_repairs():
     assert r.ok and r.repaired == [] and r.errors == []
     assert json.loads(text) == target_dict(ROW)
     assert r.value.answer == "Yes"
-    assert r.value.caption == "X-ray image of the chest."
+    assert r.value.caption == "X-ray image of the chest showing effusion."
     assert r.value.boxes == ((0.1, 0.51, 0.4, 0.9),)  # BOX_DECIMALS
 
 
@@ -64,7 +65,7 @@ def test_reasoning_uses_findings_sentences_then_states_the_answer():
 def test_rows_without_findings_or_boxes_use_labels_and_empty_boxes():
     row = dict(ROW, findings=None, boxes=None, labels=["Cardiomegaly"], modality=None)
     d = target_dict(row)
-    assert d["boxes"] == [] and d["caption"] == "Medical image of the chest."
+    assert d["boxes"] == [] and d["caption"] == "Medical image of the chest showing cardiomegaly."
     assert d["reasoning"][0] == "Labelled findings: Cardiomegaly."
     bare = dict(ROW, findings=None, boxes=None, modality=None, organ=None, content_type=None)
     d = target_dict(bare)
@@ -87,6 +88,23 @@ def test_rows_with_only_boxes_state_the_marked_regions_before_the_answer():
         "The abnormality question is answered from the image: Yes.",
     ]
     assert d["boxes"] == []  # no box is named by the question: the regions are text only
+    assert d["caption"] == "X-ray image of the chest showing spine, kidney, lesion."
+
+
+def test_caption_says_what_is_in_the_image_from_the_rows_own_labels():
+    labels = ["No Finding", "Pleural Effusion", "Edema", "Atelectasis", "Pneumonia", "Edema",
+              "Cardiomegaly"]  # fmt: skip
+    row = dict(ROW, labels=labels, question="Is there cardiomegaly?", answer="yes")
+    # Labels before box labels; "No Finding" left out; each once; at most MAX_CAPTION_ITEMS.
+    assert caption_for(row) == (
+        "X-ray image of the chest showing pleural effusion, edema, atelectasis, pneumonia."
+    )
+    plain = dict(ROW, boxes=None, labels=["No Finding"])
+    assert caption_for(plain) == "X-ray image of the chest."
+    # Never the question or the answer: the caption of a row depends on its image's fields.
+    assert caption_for(dict(ROW, question="What organ is this?", answer="Lung")) == (
+        caption_for(ROW)
+    )
 
 
 def test_target_boxes_are_the_evidence_the_counterfactual_paths_inpaint():

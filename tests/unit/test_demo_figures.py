@@ -96,3 +96,15 @@ def test_text_models_figures_come_from_their_reports():
             False,  # no log-likelihoods reached the report
         ),
     ]
+
+
+def test_caption_figures_show_both_rankings():
+    s = _summary(0.95, 0.01, 0.05, 110, 0.4, 0.2)
+    s["stages"]["evaluate"]["runs"]["sft"] |= {
+        "caption ROUGE-L": 0.8, "AURC": 0.31, "AURC (consistency)": 0.35,
+    }  # fmt: skip
+    got = {name: value for name, value, _ in figures(s) if "caption" in name}
+    assert got == {
+        "reasoner sft: caption ROUGE-L | AURC answering by confidence | by caption-question "
+        "consistency": "0.800 | 0.310 | 0.350"
+    }

@@ -28,6 +28,8 @@ def test_each_kind_on_its_own_row():
                      error="image: not an image (unrecognised format)")) == ["unreadable_image"]  # fmt: skip
     assert kinds(row("a", pred_answer=None, parse_ok=False, parsed=None,
                      error="inference: CUDA out of memory")) == ["inference_error"]  # fmt: skip
+    assert kinds(row("a", pred_answer=None, parse_ok=False, parsed=None,
+                     error="input: the report needs findings")) == ["unusable_input"]  # fmt: skip
     assert kinds(row("a", parse_ok=False, parsed=None)) == [
         "invalid_json"
     ]  # answer recovered, right

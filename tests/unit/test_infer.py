@@ -195,3 +195,31 @@ def test_batches_in_flight_per_actor_depend_on_the_split_size():
     assert tasks_in_flight(pool, 12) == 2  # 4 batches per actor: queue a second one
     assert tasks_in_flight(pool, 11) == 1  # a small split: one at a time, every actor gets some
     assert tasks_in_flight(ActorSettings(concurrency=1, max_tasks_in_flight=3), 4) == 3
+
+
+def test_caption_consistency_is_the_grpo_reward_of_each_answer(tiny_vlm):
+    """``caption_consistency``: the GRPO consistency reward of each answer's caption and
+    its question (MiniLM), 0 without a caption; null when no embedder is configured."""
+    from medray.data.schema import table_from_rows
+    from medray.infer.predictor import VQAPredictor
+    from medray.train.rewards import consistency_rewards
+
+    p = VQAPredictor(
+        [{"label": "base", "model": tiny_vlm}], max_new_tokens=4, caption_embedder="minilm-l6"
+    )
+    q = "Is there a pleural effusion on this chest X-ray?"
+
+    def answer(caption: str) -> str:
+        return json.dumps({"caption": caption, "reasoning": [], "boxes": [], "answer": "yes"})
+
+    texts = [answer("Chest X-ray with a left pleural effusion."),
+             answer("A recipe for chocolate cake."), "no structured answer"]  # fmt: skip
+    preds = {i: {"raw_text": t} for i, t in enumerate(texts)}
+    p._consistency([{"question": q}] * 3, [0, 1, 2], preds)
+    got = [preds[i]["caption_consistency"] for i in range(3)]
+    assert got == pytest.approx(consistency_rewards(texts, [q] * 3, p.encoder.encode))
+    assert got[0] > got[1] + 0.3 and got[2] == 0.0
+    out = p(table_from_rows([vqa_row(0), vqa_row(1, image=corrupt_png())])).to_pylist()
+    assert 0.0 <= out[0]["caption_consistency"] <= 1.0 and out[1]["caption_consistency"] is None
+    plain = VQAPredictor([{"label": "base", "model": tiny_vlm}], max_new_tokens=4)
+    assert plain(table_from_rows([vqa_row(0)])).to_pylist()[0]["caption_consistency"] is None
