@@ -62,6 +62,9 @@ class ModelSettings:
     label: str = "base"
     model: str = "tiny-qwen2-vl"  # preset, hub id, or folder (a merged model)
     adapter: str = ""  # peft LoRA adapter folder on top of ``model``
+    # The reasoner's output format (medray.contracts.reasoner.OUTPUT_FORMATS) it is
+    # prompted and parsed in; empty: the one its SFT job recorded, else the full format.
+    output_format: str = ""
 
 
 @dataclass(frozen=True)
@@ -200,8 +203,29 @@ def resolve_models(cfg: BatchInferConfig) -> list[dict[str, Any]]:
                 )
         model = expand_location(m.model) if Path(expand_location(m.model)).exists() else m.model
         resolved = resolve(model, MODEL_KIND[cfg.task])  # type: ignore[arg-type]
-        out.append({"label": m.label, "model": resolved, "adapter": adapter})
+        entry = {"label": m.label, "model": resolved, "adapter": adapter}
+        if cfg.task == "reasoner":
+            entry["output_format"] = output_format(m, adapter or model)
+        out.append(entry)
     return out
+
+
+def output_format(m: ModelSettings, ref: str) -> str:
+    """The reasoner output format of model ``m`` (``ref``: its adapter or model): the
+    configured one, else the one its training job recorded, else the full format."""
+    from medray.contracts.reasoner import DEFAULT_FORMAT, OUTPUT_FORMATS
+    from medray.models.finetuned import describe
+
+    if m.output_format:
+        if m.output_format not in OUTPUT_FORMATS:
+            raise ConfigError(
+                f"models[{m.label}].output_format {m.output_format!r}: one of "
+                f"{sorted(OUTPUT_FORMATS)}"
+            )
+        return m.output_format
+    if "://" in ref or not Path(ref).is_dir():
+        return DEFAULT_FORMAT  # a preset or hub id: no training record
+    return describe(ref, "vlm").output_format or DEFAULT_FORMAT
 
 
 def _prepare(folder: str, overwrite: bool) -> None:

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from medray.config import parse_args, to_dict
+from medray.config import ConfigError, parse_args, to_dict
 from medray.runtime import setup_logging
 from medray.train.settings import RunSettings, ScalingSettings
 from medray.train.sft_recipe import SFTRecipeSettings
@@ -72,11 +72,24 @@ class TrainSFTConfig:
     """Supervised fine-tuning of the reasoner, summariser or medical-QA model."""
 
     task: Literal["reasoner", "summariser", "medqa"] = "reasoner"
+    # The reasoner's output format (medray.contracts.reasoner.OUTPUT_FORMATS): the full
+    # object every path serves, or an ablation (reasoning_answer, answer); recorded with
+    # the final model so batch inference prompts and parses it the same way.
+    output_format: Literal["caption_reasoning_answer", "reasoning_answer", "answer"] = (
+        "caption_reasoning_answer"
+    )
     run: RunSettings = field(default_factory=lambda: RunSettings(name="sft"))
     data: SFTDataSettings = field(default_factory=SFTDataSettings)
     scaling: ScalingSettings = field(default_factory=ScalingSettings)
     sft: SFTRecipeSettings = field(default_factory=SFTRecipeSettings)
     eval: SFTEvalSettings = field(default_factory=SFTEvalSettings)
+
+    def __post_init__(self) -> None:
+        if self.task != "reasoner" and self.output_format != "caption_reasoning_answer":
+            raise ConfigError(
+                f"output_format {self.output_format!r} is the reasoner's; task {self.task!r} "
+                "has one format (leave output_format out)"
+            )
 
 
 class SFTInputError(ValueError):
@@ -117,8 +130,10 @@ def build_dataset(cfg: TrainSFTConfig, split: str, limit: int, keep: tuple[str, 
     except (OutputError, FileNotFoundError, ValueError) as e:
         raise SFTInputError(f"data: split {split!r} of {d.input}: {e}") from None
 
+    fmt = cfg.output_format
+
     def to_row(row: dict[str, Any]) -> dict[str, Any]:
-        return {**training_row(task, row), **{k: row.get(k) for k in keep}}
+        return {**training_row(task, row, fmt), **{k: row.get(k) for k in keep}}
 
     selected = ds.filter(lambda r: usable(task, r))
     if limit:
@@ -164,6 +179,7 @@ def build_trainer(cfg: TrainSFTConfig, train_ds, max_steps: int):
             "blank_images": cfg.data.blank_images,
             "max_steps": max_steps,
             "use_gpu": cfg.scaling.use_gpu,
+            "output_format": cfg.output_format if cfg.task == "reasoner" else None,
         },
         scaling_config=scaling_config(cfg.scaling),
         run_config=run_config(cfg.run),
@@ -202,7 +218,7 @@ def evaluate(
     ).take_all()
     if rows_path is not None:
         write_eval_rows(rows_path, generated)
-    return score(cfg.task, generated)
+    return score(cfg.task, generated, cfg.output_format)
 
 
 def write_eval_rows(path: Path, rows: list[dict[str, Any]]) -> None:
@@ -253,6 +269,7 @@ def run(cfg: TrainSFTConfig) -> dict[str, Any]:
     summary = {
         "run": cfg.run.name,
         "task": cfg.task,
+        "output_format": cfg.output_format if cfg.task == "reasoner" else None,
         "model": cfg.sft.model,
         "base_model": base,
         "training_mode": metrics.get("training_mode"),

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -50,6 +51,7 @@ __all__ = [
 ]
 
 FIELDS = ("caption", "reasoning", "boxes", "answer")
+REQUIRED = ("caption", "reasoning", "answer")  # the full format's required keys
 
 # Names models use for our fields (lower-cased, spaces/dashes as underscores).
 _ALIASES = {
@@ -506,10 +508,14 @@ def _normalise_keys(obj: dict[str, Any], repaired: list[str]) -> dict[str, Any]:
 
 
 def _validate(
-    obj: dict[str, Any], image_size: tuple[int, int] | None, repaired: list[str], errors: list[str]
+    obj: dict[str, Any],
+    image_size: tuple[int, int] | None,
+    repaired: list[str],
+    errors: list[str],
+    required: Sequence[str] = REQUIRED,
 ) -> ReasonerOutput:
     obj = _normalise_keys(obj, repaired)
-    for name in ("caption", "reasoning", "answer"):
+    for name in required:
         if name not in obj:
             errors.append(f"missing required key {name!r}")
     caption = _as_text(obj["caption"], "caption", repaired, errors) if "caption" in obj else None
@@ -552,13 +558,17 @@ def _validate(
     )
 
 
-def parse_answer(text: str, image_size: tuple[int, int] | None = None) -> ParseResult:
+def parse_answer(
+    text: str, image_size: tuple[int, int] | None = None, required: Sequence[str] = REQUIRED
+) -> ParseResult:
     """Parse a reasoner answer into a typed, validated :class:`ReasonerOutput`.
 
     Args:
         text: the model's raw output (may hold text, Markdown fences, a truncated object).
         image_size: ``(width, height)`` of the image the answer refers to; lets pixel
             boxes be normalised.
+        required: the keys whose absence is an error (the output format's; ``boxes`` is
+            never required: a missing list means no boxes).
 
     Returns:
         A :class:`ParseResult`; ``ok`` is True when the value is complete and valid.
@@ -578,7 +588,7 @@ def parse_answer(text: str, image_size: tuple[int, int] | None = None) -> ParseR
         return ParseResult(
             False, None, repaired, [f"top level must be an object, got {type(raw).__name__}"], raw
         )
-    value = _validate(raw, image_size, repaired, errors)
+    value = _validate(raw, image_size, repaired, errors, required)
     return ParseResult(not errors, value, repaired, errors, raw)
 
 

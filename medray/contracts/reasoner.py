@@ -23,6 +23,10 @@ none of them builds a reasoner prompt or parses an answer any other way.
   :data:`BOX_DECIMALS`; ``answer`` unchanged. Every target then fits :data:`MAX_NEW_TOKENS`
   (listing every SLAKE organ box made half of them longer: median 113, max 245 tokens of
   the tiny tokenizer, which spends a token per digit; evidence boxes: median 76, max 119).
+* Output formats (:data:`OUTPUT_FORMATS`, the reasoning-format ablation): the full
+  object (:data:`DEFAULT_FORMAT`, every path's), ``reasoning_answer`` (no caption) or
+  ``answer`` (boxes and answer only); the prompt (:func:`system_prompt`), the target and
+  the parser's required keys (:func:`parse`) follow the format a model was trained on.
 * Parsers: :func:`parse_answer` (lenient, repairs listed) and :class:`StepStreamer`
   (step events from a growing token stream); both are implemented in
   :mod:`medray.structured` and reached through this module.
@@ -51,10 +55,12 @@ from medray.structured import ParseResult, StepStreamer, parse_answer
 
 __all__ = [
     "BOX_DECIMALS",
+    "DEFAULT_FORMAT",
     "DEFAULT_QUESTION",
     "GENERATION",
     "MAX_FINDING_STEPS",
     "MAX_NEW_TOKENS",
+    "OUTPUT_FORMATS",
     "SYSTEM_PROMPT",
     "TEXT_SYSTEM_PROMPT",
     "ParseResult",
@@ -63,18 +69,56 @@ __all__ = [
     "answer_span",
     "build_messages",
     "build_target",
+    "caption_for",
+    "check_format",
     "messages",
+    "parse",
     "parse_answer",
     "row_image",
     "sft_example",
+    "system_prompt",
     "target_dict",
 ]
 
-SYSTEM_PROMPT = (
-    "You are a careful medical imaging assistant for research use. Answer with one JSON "
-    'object: {"caption": str, "reasoning": [str, ...], "boxes": [[x1, y1, x2, y2], ...], '
-    '"answer": str}, boxes normalised to [0, 1].'
-)
+# Output formats (the reasoning-format ablation of prior art 004: answer directly, think
+# then answer, caption then reason then answer): the keys of the JSON object, in order.
+# Every path uses the full format unless a model was trained on another (SFT's
+# ``output_format``, recorded with the final model and read back by batch inference).
+OUTPUT_FORMATS: dict[str, tuple[str, ...]] = {
+    "answer": ("boxes", "answer"),
+    "reasoning_answer": ("reasoning", "boxes", "answer"),
+    "caption_reasoning_answer": ("caption", "reasoning", "boxes", "answer"),
+}
+DEFAULT_FORMAT = "caption_reasoning_answer"
+_KEY_TYPES = {
+    "caption": '"caption": str',
+    "reasoning": '"reasoning": [str, ...]',
+    "boxes": '"boxes": [[x1, y1, x2, y2], ...]',
+    "answer": '"answer": str',
+}
+
+
+def check_format(fmt: str) -> tuple[str, ...]:
+    """The keys of output format ``fmt``.
+
+    Raises:
+        ValueError: an unknown format (the message lists the known ones).
+    """
+    if fmt not in OUTPUT_FORMATS:
+        raise ValueError(f"unknown output format {fmt!r}; one of {sorted(OUTPUT_FORMATS)}")
+    return OUTPUT_FORMATS[fmt]
+
+
+def system_prompt(fmt: str = DEFAULT_FORMAT) -> str:
+    """The system turn of output format ``fmt``: the JSON object the model must write."""
+    keys = ", ".join(_KEY_TYPES[k] for k in check_format(fmt))
+    return (
+        "You are a careful medical imaging assistant for research use. Answer with one JSON "
+        f"object: {{{keys}}}, boxes normalised to [0, 1]."
+    )
+
+
+SYSTEM_PROMPT = system_prompt()
 # A text-only conversation with the reasoner (OpenAI chat without an image).
 TEXT_SYSTEM_PROMPT = (
     "You are a careful medical question-answering assistant for research use. Answer "
@@ -96,13 +140,16 @@ _ANSWER_KEY = re.compile(r'"(?:final_)?answer"\s*:\s*')
 # ---------------------------------------------------------------------- prompt
 
 
-def messages(question: str | None, has_image: bool) -> list[dict[str, Any]]:
-    """Chat messages for one question: system prompt, user turn (image placeholder first)."""
+def messages(
+    question: str | None, has_image: bool, fmt: str = DEFAULT_FORMAT
+) -> list[dict[str, Any]]:
+    """Chat messages for one question: system prompt (of output format ``fmt``), user turn
+    (image placeholder first)."""
     content: list[dict[str, Any]] = [{"type": "image"}] if has_image else []
     text = question if (question or "").strip() else DEFAULT_QUESTION
     content.append({"type": "text", "text": text})
     return [
-        {"role": "system", "content": [{"type": "text", "text": SYSTEM_PROMPT}]},
+        {"role": "system", "content": [{"type": "text", "text": system_prompt(fmt)}]},
         {"role": "user", "content": content},
     ]
 
@@ -112,7 +159,9 @@ def _seq(value: Any) -> list[Any]:
     return [] if value is None else list(value)
 
 
-def build_messages(row: Mapping[str, Any], with_answer: bool) -> list[dict[str, Any]]:
+def build_messages(
+    row: Mapping[str, Any], with_answer: bool, fmt: str = DEFAULT_FORMAT
+) -> list[dict[str, Any]]:
     """Chat messages for a unified-schema row [+ the assistant's target turn].
 
     Raises:
@@ -121,10 +170,19 @@ def build_messages(row: Mapping[str, Any], with_answer: bool) -> list[dict[str, 
     question = row.get("question")
     if not question:
         raise ValueError(f"row {row.get('sample_id')!r} has no question to prompt with")
-    out = messages(question, row.get("image") is not None)
+    out = messages(question, row.get("image") is not None, fmt)
     if with_answer:
-        out.append({"role": "assistant", "content": [{"type": "text", "text": build_target(row)}]})
+        target = build_target(row, fmt)
+        out.append({"role": "assistant", "content": [{"type": "text", "text": target}]})
     return out
+
+
+def parse(
+    text: str, image_size: tuple[int, int] | None = None, fmt: str = DEFAULT_FORMAT
+) -> ParseResult:
+    """:func:`parse_answer` with the required keys of output format ``fmt``."""
+    keys = check_format(fmt)
+    return parse_answer(text, image_size, required=[k for k in keys if k != "boxes"])
 
 
 # ---------------------------------------------------------------------- target
@@ -184,27 +242,30 @@ def _reasoning(row: Mapping[str, Any]) -> list[str]:
     return steps
 
 
-def target_dict(row: Mapping[str, Any]) -> dict[str, Any]:
-    """The reference structured answer for ``row`` (see the module docstring).
+def target_dict(row: Mapping[str, Any], fmt: str = DEFAULT_FORMAT) -> dict[str, Any]:
+    """The reference structured answer for ``row`` (see the module docstring), with the
+    keys of output format ``fmt``.
 
     Raises:
-        ValueError: the row has no answer.
+        ValueError: the row has no answer, or an unknown format.
     """
+    keys = check_format(fmt)
     answer = row.get("answer")
     if answer is None or not str(answer).strip():
         raise ValueError(f"row {row.get('sample_id')!r} has no answer to train on")
     boxes = [[round(v, BOX_DECIMALS) for v in b] for b in roi_boxes(row, source="reference")]
-    return {
+    full = {
         "caption": caption_for(row),
         "reasoning": _reasoning(row),
         "boxes": boxes,
         "answer": str(answer).strip(),
     }
+    return {k: full[k] for k in keys}
 
 
-def build_target(row: Mapping[str, Any]) -> str:
+def build_target(row: Mapping[str, Any], fmt: str = DEFAULT_FORMAT) -> str:
     """The reference structured answer for ``row`` as one compact JSON object string."""
-    return json.dumps(target_dict(row), ensure_ascii=False, separators=(", ", ": "))
+    return json.dumps(target_dict(row, fmt), ensure_ascii=False, separators=(", ", ": "))
 
 
 # ---------------------------------------------------------------------- images
@@ -227,9 +288,11 @@ def row_image(row: Mapping[str, Any], blank: bool = False) -> Image.Image | None
     return blank_like(img) if blank else img
 
 
-def sft_example(row: Mapping[str, Any], blank: bool = False) -> dict[str, Any]:
+def sft_example(
+    row: Mapping[str, Any], blank: bool = False, fmt: str = DEFAULT_FORMAT
+) -> dict[str, Any]:
     """A trl conversational prompt-completion example with its image list."""
-    msgs = build_messages(row, with_answer=True)
+    msgs = build_messages(row, with_answer=True, fmt=fmt)
     image = row_image(row, blank=blank)
     return {
         "prompt": msgs[:-1],

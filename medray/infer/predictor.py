@@ -46,6 +46,7 @@ class ModelEntry:
     label: str
     model: str
     adapter: str | None = None
+    output_format: str = contract.DEFAULT_FORMAT  # the reasoner's (OUTPUT_FORMATS)
 
 
 def vqa_columns(counterfactual: bool, blank: bool) -> list[str]:
@@ -151,8 +152,16 @@ class VQAPredictor:
         self.seed = seed
         self.prompt = prompt
         self.entries = [
-            ModelEntry(m["label"], m["model"], m.get("adapter") or None) for m in models
+            ModelEntry(
+                m["label"],
+                m["model"],
+                m.get("adapter") or None,
+                m.get("output_format") or contract.DEFAULT_FORMAT,
+            )
+            for m in models
         ]
+        for e in self.entries:
+            contract.check_format(e.output_format)
         self.params = GenerationParams(self.max_new_tokens)
         self.hosts: dict[str, AdapterHost] = {}
         for base in dict.fromkeys(e.model for e in self.entries):
@@ -199,7 +208,7 @@ class VQAPredictor:
         adapter = entry.label if entry.adapter else None
         processing = host.processing_for(adapter)
         texts = [
-            render(processing, contract.messages(q, im is not None))
+            render(processing, contract.messages(q, im is not None, entry.output_format))
             for q, im in zip(questions, images, strict=True)
         ]
         t0 = time.perf_counter()
@@ -235,7 +244,7 @@ class VQAPredictor:
                 host = self.hosts[entry.model]
                 tok = host.processing_for(entry.label if entry.adapter else None).tokenizer
                 for i, im, gen in zip(ok, images, gens, strict=True):
-                    preds[i] = _prediction(gen, tok, im, per_row_ms)
+                    preds[i] = _prediction(gen, tok, im, per_row_ms, entry.output_format)
                 if self.counterfactual or self.blank_control:
                     self._controls(entry, rows, ok, images, preds)
                 if self.encoder is not None:
@@ -298,13 +307,19 @@ class VQAPredictor:
             return
         gens, _ = self._ask(entry, questions, variants)
         for (i, col), gen, im in zip(where, gens, variants, strict=True):
-            value = contract.parse_answer(gen.text, im.size).value
+            value = contract.parse(gen.text, im.size, entry.output_format).value
             preds[i][col] = value.answer if value is not None and value.answer else None
 
 
-def _prediction(gen: Generated, tokenizer, image: Image.Image | None, latency_ms: float) -> dict:
-    """The prediction columns of one generated answer."""
-    res = contract.parse_answer(gen.text, image.size if image is not None else None)
+def _prediction(
+    gen: Generated,
+    tokenizer,
+    image: Image.Image | None,
+    latency_ms: float,
+    fmt: str = contract.DEFAULT_FORMAT,
+) -> dict:
+    """The prediction columns of one generated answer (parsed in output format ``fmt``)."""
+    res = contract.parse(gen.text, image.size if image is not None else None, fmt)
     v = res.value
     answer = v.answer if v is not None and v.answer else None
     return {

@@ -62,6 +62,12 @@ class ModelSource:
         """The adapter folder, or None."""
         return self.path if self.kind == "adapter" else None
 
+    @property
+    def output_format(self) -> str | None:
+        """The reasoner output format the training job recorded (None: not recorded, the
+        full format; see ``medray.contracts.reasoner.OUTPUT_FORMATS``)."""
+        return self.run.get("output_format")
+
     def summary(self) -> dict[str, Any]:
         """What a response says about the model that answered (no metrics, no paths of
         the training data)."""

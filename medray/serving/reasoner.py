@@ -134,6 +134,14 @@ class Reasoner:
             )
         t0 = time.perf_counter()
         self.host.load(name)
+        fmt = self.host.sources[name].output_format
+        if fmt not in (None, contract.DEFAULT_FORMAT):
+            self.host.unload(name)
+            raise ValueError(
+                f"adapter {name!r} was trained on the {fmt!r} output format (a "
+                "reasoning-format ablation); the served reasoner streams the full "
+                f"{contract.DEFAULT_FORMAT!r} object: score it with jobs.batch_infer instead"
+            )
         log.info("adapter %s ready in %.2fs", name, time.perf_counter() - t0)
 
     def unload_adapter(self, name: str) -> None:

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from medray.config import ConfigError
+from medray.contracts.reasoner import DEFAULT_FORMAT
 from medray.train.rewards import RewardWeights
 from medray.train.settings import DeepSpeedSettings, FaultSettings, LoraSettings, OptimSettings
 
@@ -101,6 +102,12 @@ def policy_source(settings: GRPOSettings) -> tuple[str, str | None]:
             "model (a LoRA adapter or a full checkpoint), or leave it empty for the base model"
         )
     src = describe(settings.init, "vlm", expected_base=settings.model)
+    if src.output_format not in (None, DEFAULT_FORMAT):
+        raise ValueError(
+            f"grpo.init {settings.init!r} was trained on the {src.output_format!r} output "
+            "format (a reasoning-format ablation); GRPO's rewards score the full "
+            "caption-reasoning-answer object: start from an SFT model of that format"
+        )
     return src.base, src.adapter
 
 

@@ -70,23 +70,25 @@ def majority_rate(answers: Sequence[str]) -> float | None:
     return counts.most_common(1)[0][1] / len(answers)
 
 
-def score(task: str, rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    """Metrics of generated rows (``raw_text`` plus the reference fields)."""
+def score(task: str, rows: Sequence[Mapping[str, Any]], fmt: str | None = None) -> dict[str, Any]:
+    """Metrics of generated rows (``raw_text`` plus the reference fields); ``fmt``: the
+    reasoner's output format (default: the full one)."""
     if task == "reasoner":
-        return score_reasoner(rows)
+        return score_reasoner(rows, fmt)
     if task == "medqa":
         return score_medqa(rows)
     return score_summariser(rows)
 
 
-def score_reasoner(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    """Closed/open accuracy, JSON validity and box rate of structured answers."""
-    from medray.contracts.reasoner import parse_answer
+def score_reasoner(rows: Sequence[Mapping[str, Any]], fmt: str | None = None) -> dict[str, Any]:
+    """Closed/open accuracy, JSON validity and box rate of structured answers (parsed
+    with the required keys of output format ``fmt``)."""
+    from medray.contracts.reasoner import DEFAULT_FORMAT, parse
     from medray.eval import structure, vqa
 
     scored = []
     for r in rows:
-        p = parse_answer(r["raw_text"])
+        p = parse(r["raw_text"], fmt=fmt or DEFAULT_FORMAT)
         pred = p.value.answer if p.value else None
         scored.append(
             {

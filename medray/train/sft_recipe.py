@@ -212,6 +212,9 @@ def sft_loop(config: dict[str, Any]) -> None:
             "adapter": bool(s.lora.enabled),
             "base_model": location,
             "base_model_name": s.model,
+            # The reasoner's output format (contracts.reasoner.OUTPUT_FORMATS): batch
+            # inference prompts and parses this model's answers in it.
+            "output_format": config.get("output_format"),
             # Each worker's train rows in order: the ranks must agree (unsplit_data_config).
             "workers": gather_workers(train_order=row_order(train_ds, "prompt")),
         }

@@ -50,26 +50,32 @@ def usable(task: Task, row: Mapping[str, Any]) -> bool:
     )
 
 
-def prompt_for(task: Task, row: Mapping[str, Any]) -> str:
-    """The prompt of ``row`` (JSON chat messages for the reasoner, text otherwise)."""
+def prompt_for(
+    task: Task, row: Mapping[str, Any], fmt: str = reasoner_contract.DEFAULT_FORMAT
+) -> str:
+    """The prompt of ``row`` (JSON chat messages for the reasoner, in its output format
+    ``fmt``; text otherwise)."""
     if task == "reasoner":
-        msgs = reasoner_contract.build_messages(row, with_answer=False)
+        msgs = reasoner_contract.build_messages(row, with_answer=False, fmt=fmt)
         return json.dumps(msgs, ensure_ascii=False)
     if task == "summariser":
         return summariser.prompt(summariser.steps_from_findings(row["findings"]))
     return medqa.prompt(row["question"], list(row["choices"]))
 
 
-def training_row(task: Task, row: Mapping[str, Any]) -> dict[str, Any]:
-    """``{"prompt", "completion", "image"}`` for one usable row."""
+def training_row(
+    task: Task, row: Mapping[str, Any], fmt: str = reasoner_contract.DEFAULT_FORMAT
+) -> dict[str, Any]:
+    """``{"prompt", "completion", "image"}`` for one usable row (``fmt``: the reasoner's
+    output format)."""
     if task == "reasoner":
-        completion = reasoner_contract.build_target(row)
+        completion = reasoner_contract.build_target(row, fmt)
     elif task == "summariser":
         completion = summariser.target(row)
     else:
         completion = medqa.target(row)
     return {
-        "prompt": prompt_for(task, row),
+        "prompt": prompt_for(task, row, fmt),
         "completion": completion,
         "image": row.get("image") if task == "reasoner" else None,
     }

@@ -1,0 +1,164 @@
+"""The reasoning-format ablation (prior art 004): answer only, reasoning then answer, and
+caption, reasoning, answer, each trained by the same SFT recipe (same data, steps and seed)
+and scored on the same held-out rows with a blank-image control.
+
+    python -m benchmarks.format_ablation                     # synthetic SLAKE, 300 steps
+    python -m benchmarks.format_ablation --steps 1000        # the recipe's full length
+    python -m benchmarks.format_ablation --steps 2 --limit-train 16 --limit-test 4   # smoke test
+
+What runs (the project's own jobs, in process, on a local Ray cluster unless
+``RAY_ADDRESS`` is set):
+
+1. ``jobs.preprocess`` with ``jobs/configs/preprocess_slake_synth.yaml`` when ``--data``
+   does not hold a preprocessed output yet;
+2. ``jobs.train_sft`` with ``jobs/configs/sft_reasoner_synth.yaml`` three times, changing
+   only ``output_format`` (and the run name): the same rows, steps and seed;
+3. ``jobs.batch_infer`` of the three models over the test split (each prompted and parsed
+   in the format its SFT job recorded), with the blank-image control, then
+   ``jobs.evaluate``: one report with the three side by side and their paired differences
+   (``medray report compare`` works on it too).
+
+Prints the table (closed accuracy with its 95% interval, JSON validity, box rate,
+blank-image accuracy per format) and appends one JSON line per format to
+``benchmarks/results/format-ablation-<date>.jsonl``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime as dt
+import json
+from pathlib import Path
+from typing import Any
+
+from medray.contracts.reasoner import OUTPUT_FORMATS
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIGS = ROOT / "jobs" / "configs"
+METRICS = ("closed accuracy", "JSON validity", "box rate", "blank-image accuracy")
+
+
+def prepare_data(location: str) -> str:
+    """The preprocessed synthetic SLAKE folder (made by ``jobs.preprocess`` when missing)."""
+    from jobs import preprocess
+    from medray.config import load_config
+    from medray.data.output import OutputError, load_manifest
+
+    try:
+        load_manifest(location)
+        return location
+    except OutputError:
+        pass
+    cfg = load_config(
+        preprocess.PreprocessConfig, CONFIGS / "preprocess_slake_synth.yaml", [f"output={location}"]
+    )
+    preprocess.main(cfg)
+    return location
+
+
+def train(data: str, fmt: str, args: argparse.Namespace, out: Path) -> str:
+    """One SFT run of the recipe in output format ``fmt``; its final model folder."""
+    from jobs import train_sft
+    from medray.config import load_config
+
+    overrides = [
+        f"output_format={fmt}",
+        f"run.name=ablation_{fmt}",
+        f"run.storage_path={out}",
+        f"data.input={data}",
+        f"data.limit_train={args.limit_train}",
+        f"sft.optim.max_steps={args.steps}",
+        f"sft.optim.seed={args.seed}",
+        "eval.enabled=false",  # scored below, all three on the same rows
+    ]
+    cfg = load_config(train_sft.TrainSFTConfig, CONFIGS / "sft_reasoner_synth.yaml", overrides)
+    s = train_sft.run(cfg)
+    if not s["final_checkpoint"]:
+        raise RuntimeError(f"format {fmt}: the SFT job reported no final model")
+    return s["final_checkpoint"]
+
+
+def score(data: str, finals: dict[str, str], args: argparse.Namespace, out: Path) -> dict:
+    """Batch inference of the three models + the evaluation report; the evaluate summary."""
+    from jobs import batch_infer
+
+    cfg = batch_infer.BatchInferConfig(
+        name="format-ablation",
+        output=str(out / "batch_infer"),
+        input=batch_infer.InputSettings(
+            path=data, split="test", tasks=("vqa",), limit=args.limit_test
+        ),
+        models=tuple(batch_infer.ModelSettings(label=f, model=m) for f, m in finals.items()),
+        actors=dataclasses.replace(batch_infer.ActorSettings(), concurrency=args.actors),
+        counterfactual=batch_infer.CounterfactualSettings(blank_control=True),
+        evaluate=batch_infer.EvaluateStage(enabled=True, aggregate=False),
+    )
+    return batch_infer.main(cfg)
+
+
+def table(evaluation: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per format: the metrics with the closed accuracy's interval."""
+    rows = []
+    for label, h in evaluation["runs"].items():
+        iv = evaluation["intervals"][label].get("closed accuracy") or {}
+        rows.append(
+            {
+                "format": label,
+                "keys": list(OUTPUT_FORMATS[label]),
+                **{m: h.get(m) for m in METRICS},
+                "closed accuracy 95%": [iv.get("low"), iv.get("high")] if iv else None,
+                "rows": evaluation["rows"],
+            }
+        )
+    return rows
+
+
+def _fmt(v: Any) -> str:
+    return "-" if v is None else f"{v:.3f}"
+
+
+def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
+    from medray.paths import medray_home
+    from medray.runtime import init_ray
+
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--data", default=str(medray_home() / "data" / "slake-synth"))
+    p.add_argument("--out", default=str(medray_home() / "runs" / "format-ablation"))
+    p.add_argument("--steps", type=int, default=300)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--limit-train", type=int, default=0)
+    p.add_argument("--limit-test", type=int, default=0)
+    p.add_argument("--actors", type=int, default=2)
+    p.add_argument("--results", default=str(ROOT / "benchmarks" / "results"))
+    args = p.parse_args(argv)
+
+    init_ray()
+    out = Path(args.out)
+    data = prepare_data(args.data)
+    finals = {fmt: train(data, fmt, args, out) for fmt in OUTPUT_FORMATS}
+    s = score(data, finals, args, out)
+    rows = table(s["evaluation"])
+    print(f"\n=== reasoning-format ablation: {args.steps} steps, seed {args.seed} ===")
+    print("| format | closed accuracy [95%] | JSON validity | box rate | blank-image accuracy |")
+    print("| --- | --- | --- | --- | --- |")
+    for r in rows:
+        ci = r["closed accuracy 95%"]
+        ci_s = f" [{_fmt(ci[0])}, {_fmt(ci[1])}]" if ci else ""
+        print(
+            f"| {r['format']} | {_fmt(r['closed accuracy'])}{ci_s} | {_fmt(r['JSON validity'])} "
+            f"| {_fmt(r['box rate'])} | {_fmt(r['blank-image accuracy'])} |"
+        )
+    print(f"REPORT: {s['report']}")
+    results = Path(args.results)
+    results.mkdir(parents=True, exist_ok=True)
+    path = results / f"format-ablation-{dt.date.today().isoformat()}.jsonl"
+    with path.open("a") as f:
+        for r in rows:
+            f.write(json.dumps({**r, "steps": args.steps, "seed": args.seed}) + "\n")
+    print(f"RESULTS: {path}")
+    return rows
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,120 @@
+"""The reasoner's output formats (the reasoning-format ablation): prompt, target, parser and
+the model's recorded format agree; the served and GRPO paths refuse an ablation model."""
+
+from __future__ import annotations
+
+import json
+import typing
+
+import pytest
+
+from medray.contracts import reasoner as contract
+
+pytestmark = pytest.mark.unit
+
+ROW = {
+    "sample_id": "s:1",
+    "task": "vqa",
+    "question": "Is there a lesion in the liver?",
+    "answer": "Yes",
+    "answer_type": "closed",
+    "modality": "ct",
+    "organ": "abdomen",
+    "content_type": "abnormality",
+    "boxes": [
+        {"label": "Liver", "x1": 0.1, "y1": 0.1, "x2": 0.5, "y2": 0.5},
+        {"label": "Lesion", "x1": 0.2, "y1": 0.2, "x2": 0.3, "y2": 0.3},
+    ],
+}
+
+
+@pytest.mark.parametrize("fmt", list(contract.OUTPUT_FORMATS))
+def test_prompt_target_and_parser_follow_the_format(fmt):
+    keys = contract.OUTPUT_FORMATS[fmt]
+    target = json.loads(contract.build_target(ROW, fmt))
+    assert tuple(target) == keys  # the format's keys, in its order
+    assert target["answer"] == "Yes" and len(target["boxes"]) == 2  # liver and lesion
+    prompt = contract.messages(ROW["question"], True, fmt)[0]["content"][0]["text"]
+    assert all(f'"{k}"' in prompt for k in keys)
+    assert all(f'"{k}"' not in prompt for k in contract.OUTPUT_FORMATS[contract.DEFAULT_FORMAT]
+               if k not in keys)  # fmt: skip
+    r = contract.parse(contract.build_target(ROW, fmt), fmt=fmt)
+    assert r.ok and r.value.answer == "Yes" and r.errors == []
+    # The full format's parser calls a shorter object incomplete.
+    full = contract.parse_answer(contract.build_target(ROW, fmt))
+    assert full.ok == (fmt == contract.DEFAULT_FORMAT)
+
+
+def test_the_default_format_is_what_every_path_used_before():
+    assert contract.system_prompt(contract.DEFAULT_FORMAT) == contract.SYSTEM_PROMPT
+    assert contract.build_target(ROW) == contract.build_target(ROW, contract.DEFAULT_FORMAT)
+    with pytest.raises(ValueError, match="unknown output format 'think'"):
+        contract.build_target(ROW, "think")
+
+
+def test_the_sft_config_offers_exactly_the_contracts_formats():
+    from jobs.train_sft import TrainSFTConfig
+    from medray.config import ConfigError
+    from medray.train.sft_tasks import training_row
+
+    hint = typing.get_type_hints(TrainSFTConfig)["output_format"]
+    assert set(typing.get_args(hint)) == set(contract.OUTPUT_FORMATS)
+    assert TrainSFTConfig().output_format == contract.DEFAULT_FORMAT
+    with pytest.raises(ConfigError, match="reasoner's"):
+        TrainSFTConfig(task="summariser", output_format="answer")
+    row = training_row("reasoner", ROW, "answer")
+    assert json.loads(row["completion"]) == contract.target_dict(ROW, "answer")
+    assert json.loads(row["prompt"])[0]["content"][0]["text"] == contract.system_prompt("answer")
+
+
+def _checkpoint(tmp_path, tiny_vlm, fmt):
+    """A full-checkpoint folder whose training record names ``fmt`` (config only: the
+    format is read from the record, the weights are not loaded)."""
+    import shutil
+
+    folder = tmp_path / fmt
+    folder.mkdir()
+    shutil.copy(f"{tiny_vlm}/config.json", folder / "config.json")
+    (folder / "medray_final.json").write_text(json.dumps({"output_format": fmt, "steps": 1}))
+    return folder
+
+
+def test_batch_inference_prompts_each_model_in_its_recorded_format(tmp_path):
+    from jobs.batch_infer import ModelSettings, output_format
+    from medray.config import ConfigError
+    from medray.models import resolve
+
+    tiny = resolve("tiny-qwen2-vl", "vlm")
+    folder = _checkpoint(tmp_path, tiny, "answer")
+    assert output_format(ModelSettings(model=str(folder)), str(folder)) == "answer"
+    # Set in the config, it wins; a preset has no record: the full format.
+    m = ModelSettings(model=str(folder), output_format="reasoning_answer")
+    assert output_format(m, str(folder)) == "reasoning_answer"
+    assert output_format(ModelSettings(), "tiny-qwen2-vl") == contract.DEFAULT_FORMAT
+    with pytest.raises(ConfigError, match="output_format 'x'"):
+        output_format(ModelSettings(output_format="x"), "tiny-qwen2-vl")
+
+
+def test_grpo_refuses_to_start_from_an_ablation_model(tmp_path):
+    from medray.models import resolve
+    from medray.train.grpo import GRPOSettings, policy_source
+
+    folder = _checkpoint(tmp_path, resolve("tiny-qwen2-vl", "vlm"), "answer")
+    with pytest.raises(ValueError, match="'answer' output format"):
+        policy_source(GRPOSettings(init=str(folder)))
+
+
+def test_the_served_reasoner_refuses_an_ablation_adapter(tmp_path):
+    from infer_fixtures import make_adapter
+
+    from medray.models import resolve
+    from medray.serving.reasoner import Reasoner
+
+    base = resolve("tiny-qwen2-vl", "vlm")
+    adapter = make_adapter(base, tmp_path / "lora")
+    record = {"output_format": "answer", "base_model": base, "base_model_name": base}
+    (tmp_path / "lora" / "medray_final.json").write_text(json.dumps(record))
+    reasoner = Reasoner(base, {"short": adapter})
+    with pytest.raises(ValueError, match="'answer' output format"):
+        reasoner.load_adapter("short")
+    assert reasoner.loaded_adapters() == []  # detached again
