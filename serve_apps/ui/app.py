@@ -111,7 +111,12 @@ def build_blocks(
             return gr.update(), f"**Error:** {e}"
         except Exception as e:  # the API itself unreachable: say so, no trace
             return gr.update(), f"**Error:** the API did not answer ({type(e).__name__})"
-        return gr.update(choices=[DEFAULT_MODEL, *names], value=DEFAULT_MODEL), ""
+        # Said in the status line: the button's feedback, and what a test waits for
+        # before it opens the list (choices that arrive while it is open are not shown).
+        listed = ", ".join(names) or "none besides the default"
+        return gr.update(choices=[DEFAULT_MODEL, *names], value=DEFAULT_MODEL), (
+            f"Models loaded: {listed}."
+        )
 
     def load_models_quietly(api_key: str, request: gr.Request):
         return load_models(api_key, request)[0]

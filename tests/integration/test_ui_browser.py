@@ -141,6 +141,8 @@ def test_analyze_streams_steps_draws_the_box_and_cites(page, tmp_path, shots):
     upload = tmp_path / "xray.png"
     upload.write_bytes(png(source))
     page.get_by_role("button", name="Load models").click()
+    # The list is opened once the models are in it (the click's answer is asynchronous).
+    _wait_text(page, "#medray-status", f"Models loaded: .*{ADAPTER}")
     _pick(page, "#medray-model", ADAPTER)
     _upload(page, upload)
     _run(page, JSON_QUESTION, tokens=120)
