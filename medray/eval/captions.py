@@ -42,7 +42,10 @@ def caption_metrics(
         thresholds with the consistency as the score, over rows with an answer metric).
     """
     refs = [reference_caption(r) for r in rows]
-    scored = [r for r in rows if r.get("caption_consistency") is not None]
+    # A run that writes no caption at all (an output format without one) has consistency
+    # 0 everywhere: a constant is no score to rank answers by.
+    has_captions = any(r.get("pred_caption") for r in rows)
+    scored = [r for r in rows if r.get("caption_consistency") is not None and has_captions]
     ranked = [r for r in scored if r.get("correct") is not None]
     if not any(refs) and not scored:
         return None

@@ -58,6 +58,13 @@ def test_caption_metrics_by_hand_and_against_the_text_metrics():
     assert h["caption ROUGE-L"] == cap["text"]["rougeL"]
 
 
+def test_a_run_without_any_caption_has_no_consistency_ranking():
+    rows = [{**r, "pred_caption": None, "caption_consistency": 0.0} for r in _rows()]
+    cap = caption_metrics(run_metrics(rows)[1], (0.5,))
+    assert cap["consistency"] is None  # a constant 0 ranks nothing
+    assert cap["text"]["rougeL"] == 0.0  # no caption written: scored as empty
+
+
 def test_rows_without_consistency_still_get_caption_text_scores():
     rows = [{**r, "caption_consistency": None} for r in _rows()]
     cap = caption_metrics(run_metrics(rows)[1], (0.5,))
