@@ -85,7 +85,9 @@ class TrainSFTConfig:
     eval: SFTEvalSettings = field(default_factory=SFTEvalSettings)
 
     def __post_init__(self) -> None:
-        if self.task != "reasoner" and self.output_format != "caption_reasoning_answer":
+        from medray.contracts.reasoner import DEFAULT_FORMAT
+
+        if self.task != "reasoner" and self.output_format != DEFAULT_FORMAT:
             raise ConfigError(
                 f"output_format {self.output_format!r} is the reasoner's; task {self.task!r} "
                 "has one format (leave output_format out)"

@@ -186,7 +186,7 @@ def _mcq_args(rows: Sequence[Mapping[str, Any]]) -> tuple[list, list, list]:
     return preds, [r["answer"] for r in rows], [r["choices"] for r in rows]
 
 
-def _get(d: Mapping[str, Any] | None, *path: str) -> Any:
+def get_path(d: Mapping[str, Any] | None, *path: str) -> Any:
     for key in path:
         if not isinstance(d, Mapping):
             return None
@@ -199,40 +199,40 @@ def headline(metrics: Mapping[str, Any]) -> dict[str, float | int | None]:
     h: dict[str, float | int | None] = {
         "rows": metrics["n"],
         "unreadable rows": metrics["n_unreadable"],
-        "accuracy": _get(metrics, "vqa", "accuracy"),
-        "closed accuracy": _get(metrics, "vqa", "closed", "accuracy"),
-        "open accuracy": _get(metrics, "vqa", "open", "accuracy"),
-        "open token recall": _get(metrics, "vqa", "open", "token_recall"),
-        "JSON validity": _get(metrics, "structure", "json_validity"),
-        "box rate": _get(metrics, "structure", "box_rate"),
-        "box IoU": _get(metrics, "structure", "box_iou"),
-        "AURC": _get(metrics, "calibration", "aurc"),
-        "ECE": _get(metrics, "calibration", "ece"),
+        "accuracy": get_path(metrics, "vqa", "accuracy"),
+        "closed accuracy": get_path(metrics, "vqa", "closed", "accuracy"),
+        "open accuracy": get_path(metrics, "vqa", "open", "accuracy"),
+        "open token recall": get_path(metrics, "vqa", "open", "token_recall"),
+        "JSON validity": get_path(metrics, "structure", "json_validity"),
+        "box rate": get_path(metrics, "structure", "box_rate"),
+        "box IoU": get_path(metrics, "structure", "box_iou"),
+        "AURC": get_path(metrics, "calibration", "aurc"),
+        "ECE": get_path(metrics, "calibration", "ece"),
     }
-    for t in _get(metrics, "calibration", "thresholds") or ():
+    for t in get_path(metrics, "calibration", "thresholds") or ():
         h[f"accuracy@τ{t['tau']:g}"] = t["accuracy"]
         h[f"coverage@τ{t['tau']:g}"] = t["coverage"]
     h |= {
-        "ROI flip rate": _get(metrics, "faithfulness", "roi_flip_rate"),
-        "random flip rate": _get(metrics, "faithfulness", "random_flip_rate"),
-        "flip gap (ROI - random)": _get(metrics, "faithfulness", "flip_gap"),
-        "blank-image accuracy": _get(metrics, "blank_control", "blank_accuracy"),
-        "MCQ accuracy": _get(metrics, "mcq", "accuracy"),
-        "perplexity": _get(metrics, "mcq", "perplexity"),
-        "BLEU": _get(metrics, "text", "bleu"),
-        "ROUGE-L": _get(metrics, "text", "rougeL"),
-        "caption BLEU": _get(metrics, "captions", "text", "bleu"),
-        "caption ROUGE-L": _get(metrics, "captions", "text", "rougeL"),
-        "caption consistency": _get(metrics, "captions", "consistency", "mean"),
-        "AURC (consistency)": _get(metrics, "captions", "consistency", "calibration", "aurc"),
+        "ROI flip rate": get_path(metrics, "faithfulness", "roi_flip_rate"),
+        "random flip rate": get_path(metrics, "faithfulness", "random_flip_rate"),
+        "flip gap (ROI - random)": get_path(metrics, "faithfulness", "flip_gap"),
+        "blank-image accuracy": get_path(metrics, "blank_control", "blank_accuracy"),
+        "MCQ accuracy": get_path(metrics, "mcq", "accuracy"),
+        "perplexity": get_path(metrics, "mcq", "perplexity"),
+        "BLEU": get_path(metrics, "text", "bleu"),
+        "ROUGE-L": get_path(metrics, "text", "rougeL"),
+        "caption BLEU": get_path(metrics, "captions", "text", "bleu"),
+        "caption ROUGE-L": get_path(metrics, "captions", "text", "rougeL"),
+        "caption consistency": get_path(metrics, "captions", "consistency", "mean"),
+        "AURC (consistency)": get_path(metrics, "captions", "consistency", "calibration", "aurc"),
     }
     for kind, section in (("embedding", "i2t_R@"), ("ranked", "R@")):
-        for key, v in (_get(metrics, "retrieval", kind) or {}).items():
+        for key, v in (get_path(metrics, "retrieval", kind) or {}).items():
             if key.startswith(section):
                 h[f"retrieval {key}"] = v
     h |= {
-        "latency p50 (ms)": _get(metrics, "latency", "p50_ms"),
-        "latency p95 (ms)": _get(metrics, "latency", "p95_ms"),
+        "latency p50 (ms)": get_path(metrics, "latency", "p50_ms"),
+        "latency p95 (ms)": get_path(metrics, "latency", "p95_ms"),
     }
     return h
 

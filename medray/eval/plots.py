@@ -47,11 +47,11 @@ def _risk_coverage_axes(ax, curves, title: str, score: str) -> None:
 
 
 def _curves(runs: Sequence[Mapping[str, Any]], *path: str) -> list[tuple[str, Mapping]]:
+    from medray.eval.metrics import get_path
+
     out = []
     for r in runs:
-        cal: Any = r["metrics"]
-        for key in path:
-            cal = cal.get(key) if isinstance(cal, Mapping) else None
+        cal = get_path(r["metrics"], *path)
         if cal and cal["curve"]["coverage"]:
             out.append((r["label"], cal))
     return out

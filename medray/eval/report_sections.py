@@ -6,6 +6,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from medray.eval.metrics import get_path
+
 
 def fmt(v: Any) -> str:
     """A table cell: ``-`` for None, 3 decimals below 10, 1 decimal above, ints as they are."""
@@ -93,11 +95,6 @@ def captions(runs: Sequence[Mapping[str, Any]]) -> list[str]:
     if not any(caps):
         return []
 
-    def get(c: Mapping[str, Any], *path: str) -> Any:
-        for key in path:
-            c = c.get(key) if isinstance(c, Mapping) else None
-        return c
-
     keys = [
         (("n",), "rows with a reference caption"),
         (("text", "bleu"), "BLEU (corpus)"),
@@ -107,9 +104,12 @@ def captions(runs: Sequence[Mapping[str, Any]]) -> list[str]:
         (("consistency", "mean"), "caption-question consistency (mean cosine)"),
         (("consistency", "calibration", "aurc"), "AURC, answering by consistency"),
     ]
-    rows = [[label, *[get(c, *path) for c in caps]] for path, label in keys]
+    rows = [[label, *[get_path(c, *path) for c in caps]] for path, label in keys]
     rows.append(
-        ["AURC, answering by confidence", *[get(r["metrics"], "calibration", "aurc") for r in runs]]
+        [
+            "AURC, answering by confidence",
+            *[get_path(r["metrics"], "calibration", "aurc") for r in runs],
+        ]
     )
     return [
         "## Captions",
