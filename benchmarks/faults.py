@@ -3,7 +3,7 @@
 On a local cluster started here with MedRay's own cluster code (ports shifted by
 ``--port-offset``; its own MEDRAY_HOME unless one is set) and the app of
 ``serve_apps/configs/local.yaml`` as committed (rate limits and queue bounds included),
-with small Milvus collections indexed by ``benchmarks.serve``'s helper:
+with small Milvus collections indexed by ``benchmarks.serve_load``'s helper:
 
 (a) Milvus killed (SIGKILL) for ``--milvus-down`` seconds during c=8 load on
     ``/v1/analyze`` and ``/v1/search`` (image search), then started again: requests sent /
@@ -37,7 +37,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from benchmarks.serve import LOOPBACK, MAX_REQUESTS_PER_RUN, QUESTION, _png_b64, tear_down
+from benchmarks.serve_load import LOOPBACK, MAX_REQUESTS_PER_RUN, QUESTION, _png_b64, tear_down
 
 CLIENT_TIMEOUT_S = 120.0  # a request still unanswered after this is a "timeout"
 
@@ -299,7 +299,7 @@ def main(argv: list[str] | None = None) -> int:
     if own_home:
         os.environ["MEDRAY_HOME"] = tempfile.mkdtemp(prefix="medray-faults-")
 
-    from benchmarks.serve import index_collections, wait_ready
+    from benchmarks.serve_load import index_collections, wait_ready
     from medray.cluster import local
 
     d = local.LocalClusterConfig()
