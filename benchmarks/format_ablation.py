@@ -5,6 +5,8 @@ and scored on the same held-out rows with a blank-image control.
     python -m benchmarks.format_ablation                     # synthetic SLAKE, 300 steps
     python -m benchmarks.format_ablation --steps 1000        # the recipe's full length
     python -m benchmarks.format_ablation --steps 2 --limit-train 16 --limit-test 4   # smoke test
+    python -m benchmarks.format_ablation --seed 1 --out $MEDRAY_HOME/runs/format-ablation-s1
+    python -m benchmarks.format_ablation --summarise benchmarks/results/format-ablation-2026-12-07.jsonl
 
 What runs (the project's own jobs, in process, on a local Ray cluster unless
 ``RAY_ADDRESS`` is set):
@@ -20,7 +22,9 @@ What runs (the project's own jobs, in process, on a local Ray cluster unless
 
 Prints the table (closed accuracy with its 95% interval, JSON validity, box rate,
 blank-image accuracy per format) and appends one JSON line per format to
-``benchmarks/results/format-ablation-<date>.jsonl``.
+``benchmarks/results/format-ablation-<date>.jsonl``. ``--summarise FILE`` reads such lines
+from runs with different seeds and prints, per format and step count, the mean of each
+metric over the seeds with its 95% t-interval (n - 1 degrees of freedom), the seeds' spread.
 """
 
 from __future__ import annotations
@@ -31,6 +35,8 @@ import datetime as dt
 import json
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from medray.contracts.reasoner import OUTPUT_FORMATS
 
@@ -114,6 +120,51 @@ def table(evaluation: dict[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
+def seed_summary(lines: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per (format, steps): mean of each metric over seeds and its 95% t-interval.
+
+    A seed that appears twice for one (format, steps) counts once (its last line)."""
+    from scipy import stats
+
+    runs: dict[tuple[str, int], dict[int, dict]] = {}
+    for r in lines:
+        runs.setdefault((r["format"], int(r["steps"])), {})[int(r["seed"])] = r
+    out = []
+    for (fmt, steps), by_seed in runs.items():
+        row: dict[str, Any] = {"format": fmt, "steps": steps, "seeds": sorted(by_seed)}
+        for m in METRICS:
+            xs = np.array([r[m] for r in by_seed.values() if r.get(m) is not None], float)
+            if len(xs) == 0:
+                continue
+            mean = float(xs.mean())
+            half = (
+                float(stats.t.ppf(0.975, len(xs) - 1) * xs.std(ddof=1) / np.sqrt(len(xs)))
+                if len(xs) > 1
+                else None
+            )
+            row[m] = mean
+            row[f"{m} 95%"] = [mean - half, mean + half] if half is not None else None
+            row[f"{m} per seed"] = xs.tolist()
+        out.append(row)
+    return out
+
+
+def print_seed_summary(path: Path) -> list[dict[str, Any]]:
+    lines = [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
+    rows = seed_summary(lines)
+    print("| format | steps | seeds | " + " | ".join(f"{m} (mean [95%])" for m in METRICS) + " |")
+    print("| --- " * (3 + len(METRICS)) + "|")
+    for r in rows:
+        cells = []
+        for m in METRICS:
+            ci = r.get(f"{m} 95%")
+            ci_s = f" [{_fmt(ci[0])}, {_fmt(ci[1])}]" if ci else ""
+            cells.append(f"{_fmt(r.get(m))}{ci_s}")
+        seeds = ",".join(map(str, r["seeds"]))
+        print(f"| {r['format']} | {r['steps']} | {seeds} | " + " | ".join(cells) + " |")
+    return rows
+
+
 def _fmt(v: Any) -> str:
     return "-" if v is None else f"{v:.3f}"
 
@@ -131,7 +182,12 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     p.add_argument("--limit-test", type=int, default=0)
     p.add_argument("--actors", type=int, default=2)
     p.add_argument("--results", default=str(ROOT / "benchmarks" / "results"))
+    p.add_argument(
+        "--summarise", type=Path, default=None, help="summarise a results file over seeds"
+    )
     args = p.parse_args(argv)
+    if args.summarise is not None:
+        return print_seed_summary(args.summarise)
 
     init_ray()
     out = Path(args.out)

@@ -118,3 +118,19 @@ def test_the_served_reasoner_refuses_an_ablation_adapter(tmp_path):
     with pytest.raises(ValueError, match="'answer' output format"):
         reasoner.load_adapter("short")
     assert reasoner.loaded_adapters() == []  # detached again
+
+
+def test_the_ablation_summary_over_seeds_is_the_mean_with_a_t_interval():
+    from benchmarks.format_ablation import seed_summary
+
+    lines = [
+        {"format": "answer", "steps": 300, "seed": s, "closed accuracy": a, "JSON validity": 1.0}
+        for s, a in ((0, 0.5), (1, 0.6), (2, 0.7), (2, 0.7))  # seed 2 twice counts once
+    ] + [{"format": "answer", "steps": 1000, "seed": 0, "closed accuracy": 0.9}]
+    rows = {(r["format"], r["steps"]): r for r in seed_summary(lines)}
+    r = rows[("answer", 300)]
+    assert r["seeds"] == [0, 1, 2] and r["closed accuracy"] == pytest.approx(0.6)
+    half = 4.302653 * 0.1 / 3**0.5  # t(0.975, 2) * sd / sqrt(n), by hand
+    assert r["closed accuracy 95%"] == pytest.approx([0.6 - half, 0.6 + half], abs=1e-5)
+    assert r["JSON validity 95%"] == pytest.approx([1.0, 1.0])
+    assert rows[("answer", 1000)]["closed accuracy 95%"] is None  # one seed: no interval
