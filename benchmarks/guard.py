@@ -7,21 +7,23 @@
 Reads ``datasets/guard/guard.jsonl`` (README there: sources, labels, split). One JSON line
 per result:
 
-- ``domain``: what a user sees from ``assess_request`` (refused or not) with the shipped
-  head (``medray/safety/domain_head.json``) against the previous guard (keyword rules first,
-  then exemplar similarity; the same embedder) measured in the same run: share of medical
-  prompts let through, share of non-medical prompts refused (near-misses and injection
-  attempts also on their own), and P/R/F1 with "medical" as the positive class.
+- ``domain``: what a user sees from ``assess_request`` (refused or not) for three guards
+  measured in the same run: the shipped head (``medray/safety/domain_head.json`` with its
+  LoRA adapter), the head shipped before it (``--plain-head``: logistic regression on the
+  frozen embedder) and the exemplar guard (keyword rules first, then exemplar similarity;
+  the same embedder): share of medical prompts let through, share of non-medical prompts
+  refused (near-misses and injection attempts also on their own), and P/R/F1 with
+  "medical" as the positive class.
 - ``emergency`` / ``interaction`` / ``dose``: P/R/F1 of ``detect_emergencies``,
   ``check_interactions`` and ``check_doses`` over every prompt of the split (a prompt
   without the label is a negative), and emergencies found under the wrong category.
 - ``errors``: every misclassified prompt with its id, kind and the decision's reason.
 - ``latency``: median over ``--repeats`` of the mean ms per request of
-  ``DomainClassifier.classify`` for both guards (one embedder call per request, no cache),
-  and their ratio.
+  ``DomainClassifier.classify`` for each guard (embedder calls per request, no cache),
+  and the ratios to the exemplar guard.
 
-The figures embed every text of the split in one batched call first (``CachedEmbed``);
-the vectors are those of one call per request up to float rounding.
+The figures embed every text of the split in one batched call per encoder first
+(``CachedEmbed``); the vectors are those of one call per request up to float rounding.
 """
 
 from __future__ import annotations
@@ -46,9 +48,12 @@ from medray.safety import (
     check_interactions,
     detect_emergencies,
 )
+from medray.safety.adapter import ViewEncoder
 from medray.safety.domain import strip_injection
 from medray.safety.guardset import GuardPrompt, load_guard_set
 from medray.safety.head import DomainHead, views
+
+PLAIN_HEAD = Path(__file__).resolve().parent / "results" / "domain_head_plain-2026-12-05.json"
 
 
 def emit(**row) -> None:
@@ -126,18 +131,30 @@ def rule_figures(prompts: list[GuardPrompt]) -> list[tuple[str, dict, list]]:
     return out
 
 
-class CachedEmbed:
-    """The embedder with a cache, filled by one batched call for the whole split (the
-    figures use the same vectors as one call per request; latency uses no cache)."""
+def guards(embed, view_embed, head: DomainHead, plain: DomainHead) -> dict[str, DomainClassifier]:
+    """The three guards compared: shipped head, the plain head before it, exemplars."""
+    return {
+        "head": DomainClassifier(embed, SafetyPolicy(), head, view_embed),
+        "plain_head": DomainClassifier(embed, SafetyPolicy(), plain),
+        "exemplars": DomainClassifier(embed, SafetyPolicy(), None),
+    }
 
-    def __init__(self, model) -> None:
-        self.model = model
+
+class CachedEmbed:
+    """An encoder with a cache, filled by one batched call for the whole split (the
+    figures use the same vectors as one call per request; latency uses no cache).
+
+    ``encode``: texts -> ``(n, dim)`` normalised vectors (the plain embedder or the head's
+    ``ViewEncoder``)."""
+
+    def __init__(self, encode) -> None:
+        self.encode = encode
         self.cache: dict[str, np.ndarray] = {}
 
     def fill(self, texts: list[str]) -> None:
         todo = [t for t in dict.fromkeys(texts) if t not in self.cache]
         if todo:
-            vecs = self.model.encode(todo, normalize_embeddings=True, batch_size=64)
+            vecs = np.asarray(self.encode(todo))
             self.cache.update(zip(todo, vecs, strict=True))
 
     def __call__(self, texts) -> np.ndarray:
@@ -164,25 +181,28 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--set", type=Path, default=None, help="guard.jsonl (default: datasets/guard)")
     ap.add_argument("--repeats", type=int, default=3, help="latency repeats (median)")
     ap.add_argument("--latency-prompts", type=int, default=100)
+    ap.add_argument(
+        "--plain-head", type=Path, default=PLAIN_HEAD, help="the head without an adapter"
+    )
     args = ap.parse_args(argv)
     prompts = load_guard_set(args.set, None if args.split == "all" else args.split)
     from medray.models import load_embedder
 
     model = load_embedder("minilm-l6")
-    cached = CachedEmbed(model)
-    cleans = [strip_injection(p.text)[0] for p in prompts]
-    cached.fill([v for c in cleans if c for v in views(c)])
-    head = DomainHead.load()
-    guards = {
-        "head": DomainClassifier(cached, SafetyPolicy(), head),
-        "previous": DomainClassifier(cached, SafetyPolicy(), None),
-    }
+    head, plain = DomainHead.load(), DomainHead.load(args.plain_head)
+    encoder = ViewEncoder(model, head.adapter)
+    cached = CachedEmbed(lambda t: model.encode(t, normalize_embeddings=True, batch_size=64))
+    cached_views = CachedEmbed(encoder.encode)
+    cleans = [c for c in (strip_injection(p.text)[0] for p in prompts) if c]
+    cached.fill([v for c in cleans for v in views(c)])
+    cached_views.fill([v for c in cleans for v in views(c)])
     emit(
         benchmark="guard", split=args.split, prompts=len(prompts),
         medical=sum(p.medical for p in prompts), head_threshold=head.threshold,
         head_trained_on=head.meta.get("trained_on"), head_cv=head.meta.get("chosen"),
+        head_recipe=head.meta.get("adapter"), plain_head=str(args.plain_head),
     )  # fmt: skip
-    for name, clf in guards.items():
+    for name, clf in guards(cached, cached_views, head, plain).items():
         figures, errors = domain_figures(prompts, clf)
         emit(result="domain", guard=name, **figures)
         if name == "head":
@@ -195,17 +215,14 @@ def main(argv: list[str] | None = None) -> int:
     def embed(batch):
         return model.encode(list(batch), normalize_embeddings=True)
 
-    timed = {
-        "head": DomainClassifier(embed, SafetyPolicy(), head),
-        "previous": DomainClassifier(embed, SafetyPolicy(), None),
-    }
+    timed = guards(embed, encoder, head, plain)
     for clf in timed.values():
         clf.classify(texts[0])  # embeds the exemplars
     ms = latency_ms(timed, texts, args.repeats)
     emit(
         result="latency", prompts=len(texts), repeats=args.repeats,
-        head_ms=round(ms["head"], 2), previous_ms=round(ms["previous"], 2),
-        ratio_head_over_previous=round(ms["head"] / ms["previous"], 2),
+        **{f"{k}_ms": round(v, 2) for k, v in ms.items()},
+        **{f"ratio_{k}_over_exemplars": round(v / ms["exemplars"], 2) for k, v in ms.items()},
     )  # fmt: skip
     return 0
 

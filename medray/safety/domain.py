@@ -1,8 +1,9 @@
 """Domain control: is this a medical / radiology request? A transparent classifier.
 
 With the sentence embedder (all-MiniLM-L6-v2, preset ``minilm-l6``) a small trained head
-decides (:mod:`medray.safety.head`): a logistic regression on two views of the request's
-embedding (as written, and with its clinical words masked), trained on the tuning split
+decides (:mod:`medray.safety.head`): a logistic layer on two views of the request's
+embedding (as written, and with its clinical words masked) by the embedder with the
+head's LoRA adapter (:mod:`medray.safety.adapter`), trained with it on the tuning split
 of the guard set (``datasets/guard``) with its threshold chosen there by grouped
 cross-validation. Keyword evidence (clinical terms, non-medical topics) and the cosine
 similarity to a few medical and non-medical exemplar requests are reported with every
@@ -181,8 +182,9 @@ def decide(
     exemplars: tuple[np.ndarray, np.ndarray] | None = None,
     policy: SafetyPolicy | None = None,
     head: DomainHead | None = None,
+    view_embed: EmbedFn | None = None,
 ) -> DomainDecision:
-    """Classify one request; pure apart from calling ``embed``.
+    """Classify one request; pure apart from calling the embedders.
 
     Args:
         text: the user's question.
@@ -191,6 +193,8 @@ def decide(
             with ``embed`` if None).
         policy: thresholds.
         head: the trained domain head (with ``embed``); None: exemplar similarity decides.
+        view_embed: the head's adapted view encoder (None: ``embed`` embeds the views,
+            for a head without an adapter).
     """
     policy = policy or SafetyPolicy()
     clean, injection = strip_injection(text)
@@ -214,8 +218,9 @@ def decide(
         exemplars = embed_exemplars(embed)
     if head is None:
         return _by_exemplars(clean, embed, exemplars, policy, med_kw, other_kw, inj)
-    both = np.asarray(embed(list(views(clean))), dtype=np.float32)
-    x = head_row(both, med_kw, other_kw, exemplars)
+    both = np.asarray((view_embed or embed)(list(views(clean))), dtype=np.float32)
+    plain = np.asarray(embed([clean]), dtype=np.float32)[0] if view_embed else None
+    x = head_row(both, med_kw, other_kw, exemplars, plain)
     sim_med, sim_other = round(float(x[-2]), 4), round(float(x[-1]), 4)
     score = float(head.probability(x)[0])
     threshold = policy.domain_threshold if policy.domain_threshold is not None else head.threshold
@@ -297,6 +302,7 @@ class DomainClassifier:
         embed: embeds texts into L2-normalised vectors; None for keyword rules only.
         policy: thresholds.
         head: the trained domain head; None decides by exemplar similarity instead.
+        view_embed: the head's adapted view encoder (required by a head with an adapter).
     """
 
     def __init__(
@@ -304,18 +310,26 @@ class DomainClassifier:
         embed: EmbedFn | None = None,
         policy: SafetyPolicy | None = None,
         head: DomainHead | None = None,
+        view_embed: EmbedFn | None = None,
     ) -> None:
+        if head is not None and head.adapter is not None and view_embed is None and embed:
+            raise HeadError(
+                f"the domain head reads vectors of its adapter {head.adapter}: pass its "
+                "encoder as view_embed (DomainClassifier.from_preset loads it)"
+            )
         self.embed = embed
         self.policy = policy or SafetyPolicy()
         self.head = head
+        self.view_embed = view_embed
         self._exemplars: tuple[np.ndarray, np.ndarray] | None = None
 
     @classmethod
     def from_preset(
         cls, preset: str, policy: SafetyPolicy | None = None, head: DomainHead | None = None
     ) -> DomainClassifier:
-        """Load a sentence embedder from the model registry ("" = keywords only) and the
-        head shipped in ``medray/safety/domain_head.json`` when it was trained on ``preset``."""
+        """Load a sentence embedder from the model registry ("" = keywords only), the head
+        shipped in ``medray/safety/domain_head.json`` when it was trained on ``preset``, and
+        the head's adapter."""
         if not preset:
             return cls(None, policy)
         from medray.models import load_embedder
@@ -333,10 +347,20 @@ class DomainClassifier:
                 preset,
             )
             head = None
-        return cls(lambda texts: model.encode(list(texts), normalize_embeddings=True), policy, head)
+        view_embed = None
+        if head is not None and head.adapter is not None:
+            from medray.safety.adapter import ViewEncoder
+
+            view_embed = ViewEncoder(model, head.adapter)
+        return cls(
+            lambda texts: model.encode(list(texts), normalize_embeddings=True),
+            policy,
+            head,
+            view_embed,
+        )
 
     def classify(self, text: str) -> DomainDecision:
         """Decide whether ``text`` is a medical / radiology request."""
         if self.embed is not None and self._exemplars is None:
             self._exemplars = embed_exemplars(self.embed)
-        return decide(text, self.embed, self._exemplars, self.policy, self.head)
+        return decide(text, self.embed, self._exemplars, self.policy, self.head, self.view_embed)

@@ -35,6 +35,18 @@ def test_features_are_the_two_views_then_the_evidence():
     assert x[1].tolist() == pytest.approx([8, 1, 1, 1, 1 / 3, 0, 1, 0, 8, 1])
 
 
+def test_with_an_adapter_the_views_are_its_and_the_similarities_the_plain_embedders():
+    def plain(texts):
+        return np.array([[1.0, 0.0] for _ in texts])
+
+    def adapted(texts):
+        return np.array([[0.0, 2.0] for _ in texts])
+
+    exemplars = (np.array([[1.0, 0.0]]), np.array([[0.0, 1.0]]))
+    x = features(["cancer x"], plain, exemplars, view_embed=adapted)
+    assert x[0].tolist() == pytest.approx([0, 2, 0, 2, 1 / 3, 0, 1, 0, 1, 0])
+
+
 def test_head_round_trip_and_errors(tmp_path):
     head = DomainHead(np.linspace(-1, 1, 10), 0.1, 0.4, {"embedder": "e"})
     path = head.save(tmp_path / "h.json")
@@ -118,11 +130,18 @@ def test_medical_questions_in_everyday_words_are_allowed(classifier, text):
 
 
 def test_policy_threshold_overrides_the_heads(classifier):
+    text = "What is the plane of this image?"
+    score = classifier.classify(text).score
+    assert 0.0 < score < 1.0 and score >= classifier.head.threshold
+    above = round(min(score + 1e-3, (score + 1.0) / 2), 6)  # just above this prompt's score
     strict = DomainClassifier(
-        classifier.embed, SafetyPolicy(domain_threshold=0.999), classifier.head
+        classifier.embed,
+        SafetyPolicy(domain_threshold=above),
+        classifier.head,
+        classifier.view_embed,
     )
-    d = strict.classify("What is the plane of this image?")
-    assert d.threshold == 0.999 and not d.medical
+    d = strict.classify(text)
+    assert d.threshold == round(above, 4) and not d.medical
 
 
 def test_a_head_for_another_embedder_is_not_used(tmp_path, caplog):
@@ -131,3 +150,60 @@ def test_a_head_for_another_embedder_is_not_used(tmp_path, caplog):
     c = DomainClassifier.from_preset("minilm-l6", None, other)
     assert c.head is None and "trained on 'clip-text'" in caplog.text
     assert c.classify("How do I make pancakes?").method in ("keywords", "embedding")
+
+
+def test_a_head_names_its_adapter_and_refuses_to_run_without_it(tmp_path):
+    (tmp_path / "domain_adapter").mkdir()
+    (tmp_path / "domain_adapter" / "adapter_config.json").write_text("{}")
+    head = DomainHead(np.zeros(10), 0.0, 0.5, {}, tmp_path / "domain_adapter")
+    path = head.save(tmp_path / "h.json")
+    assert json.loads(path.read_text())["adapter"] == "domain_adapter"
+    assert DomainHead.load(path).adapter == tmp_path / "domain_adapter"
+    with pytest.raises(HeadError, match="beside the head file"):
+        head.save(tmp_path / "elsewhere" / "h.json")
+    with pytest.raises(HeadError, match="view_embed"):
+        DomainClassifier(lambda t: np.zeros((len(t), 2)), None, head)
+    (tmp_path / "domain_adapter" / "adapter_config.json").unlink()
+    with pytest.raises(HeadError, match="adapter folder .* is missing"):
+        DomainHead.load(path)
+
+
+def test_the_shipped_head_reads_its_adapters_vectors(classifier):
+    assert classifier.head.adapter is not None and classifier.view_embed is not None
+    texts = ["Why do cats purr?", "Is there a pleural effusion?"]
+    adapted, plain = classifier.view_embed(texts), classifier.embed(texts)
+    assert adapted.shape == plain.shape
+    assert np.allclose(np.linalg.norm(adapted, axis=1), 1.0, atol=1e-5)
+    assert not np.allclose(adapted, plain, atol=1e-3)  # the adapter changes the vectors
+
+
+def test_a_trained_adapter_head_scores_the_same_when_loaded_as_the_guard_does(tmp_path):
+    """train_adapter on a few tuning prompts (1 epoch): the saved head + adapter, loaded
+    by DomainClassifier.from_preset, give the fitted model's probabilities."""
+    from dataclasses import replace
+
+    from medray.models import load_embedder
+    from medray.safety.train_adapter import AdapterRecipe, fit, train_adapter
+    from medray.safety.train_head import tuning_data
+
+    model = load_embedder("minilm-l6")
+    data = tuning_data(None, 0, model, "minilm-l6")
+    sel = np.r_[0:12, len(data.y) - 12 : len(data.y)]
+    small = replace(
+        data,
+        texts=[data.texts[i] for i in sel],
+        y=data.y[sel],
+        groups=data.groups[sel],
+        original=data.original[sel],
+        x_plain=data.x_plain[sel],
+    )
+    assert set(small.y.tolist()) == {0, 1}
+    recipe = AdapterRecipe(epochs=1)
+    head = train_adapter(model, small, 2, 0.99, tmp_path / "h.json", recipe)
+    head.save(tmp_path / "h.json")
+    assert head.meta["recipe"] == "adapter" and "cv_other_refused" in head.meta["chosen"]
+    loaded = DomainClassifier.from_preset("minilm-l6", None, DomainHead.load(tmp_path / "h.json"))
+    refit = fit(model, small.texts, small.y, small.x_plain[:, -len(EXTRA) :], recipe)
+    want = refit.probability(small.texts[:4], small.x_plain[:4, -len(EXTRA) :])
+    got = [loaded.classify(t).score for t in small.texts[:4]]
+    assert got == pytest.approx(want.tolist(), abs=1e-3)  # seeded: the same fit twice
