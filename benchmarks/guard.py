@@ -8,12 +8,12 @@ Reads ``datasets/guard/guard.jsonl`` (README there: sources, labels, split). One
 per result:
 
 - ``domain``: what a user sees from ``assess_request`` (refused or not) for three guards
-  measured in the same run: the shipped head (``medray/safety/domain_head.json`` with its
-  LoRA adapter), the head shipped before it (``--plain-head``: logistic regression on the
-  frozen embedder) and the exemplar guard (keyword rules first, then exemplar similarity;
-  the same embedder): share of medical prompts let through, share of non-medical prompts
-  refused (near-misses and injection attempts also on their own), and P/R/F1 with
-  "medical" as the positive class.
+  measured in the same run: the shipped head (``medray/safety/domain_head.json``), a
+  candidate head (``--candidate``; default the LoRA-adapter head of 2026-12-07, measured
+  but not shipped, see ``benchmarks/README.md``) and the exemplar guard (keyword rules
+  first, then exemplar similarity; the same embedder): share of medical prompts let
+  through, share of non-medical prompts refused (near-misses and injection attempts also
+  on their own), and P/R/F1 with "medical" as the positive class.
 - ``emergency`` / ``interaction`` / ``dose``: P/R/F1 of ``detect_emergencies``,
   ``check_interactions`` and ``check_doses`` over every prompt of the split (a prompt
   without the label is a negative), and emergencies found under the wrong category.
@@ -53,7 +53,9 @@ from medray.safety.domain import strip_injection
 from medray.safety.guardset import GuardPrompt, load_guard_set
 from medray.safety.head import DomainHead, views
 
-PLAIN_HEAD = Path(__file__).resolve().parent / "results" / "domain_head_plain-2026-12-05.json"
+CANDIDATE = (
+    Path(__file__).resolve().parent / "results" / "guard-adapter-2026-12-07" / "domain_head.json"
+)
 
 
 def emit(**row) -> None:
@@ -131,13 +133,13 @@ def rule_figures(prompts: list[GuardPrompt]) -> list[tuple[str, dict, list]]:
     return out
 
 
-def guards(embed, view_embed, head: DomainHead, plain: DomainHead) -> dict[str, DomainClassifier]:
-    """The three guards compared: shipped head, the plain head before it, exemplars."""
-    return {
-        "head": DomainClassifier(embed, SafetyPolicy(), head, view_embed),
-        "plain_head": DomainClassifier(embed, SafetyPolicy(), plain),
-        "exemplars": DomainClassifier(embed, SafetyPolicy(), None),
+def guards(embed, view_embeds: dict, heads: dict[str, DomainHead]) -> dict[str, DomainClassifier]:
+    """The guards compared: each head (with its adapter's encoder, if any), exemplars."""
+    out = {
+        name: DomainClassifier(embed, SafetyPolicy(), h, view_embeds.get(name))
+        for name, h in heads.items()
     }
+    return out | {"exemplars": DomainClassifier(embed, SafetyPolicy(), None)}
 
 
 class CachedEmbed:
@@ -182,30 +184,34 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeats", type=int, default=3, help="latency repeats (median)")
     ap.add_argument("--latency-prompts", type=int, default=100)
     ap.add_argument(
-        "--plain-head", type=Path, default=PLAIN_HEAD, help="the head without an adapter"
+        "--candidate",
+        type=Path,
+        default=CANDIDATE,
+        help="a head file to compare with the shipped one",
     )
     args = ap.parse_args(argv)
     prompts = load_guard_set(args.set, None if args.split == "all" else args.split)
     from medray.models import load_embedder
 
     model = load_embedder("minilm-l6")
-    head, plain = DomainHead.load(), DomainHead.load(args.plain_head)
-    encoder = ViewEncoder(model, head.adapter)
+    heads = {"head": DomainHead.load(), "candidate": DomainHead.load(args.candidate)}
+    encoders = {k: ViewEncoder(model, h.adapter) for k, h in heads.items() if h.adapter}
     cached = CachedEmbed(lambda t: model.encode(t, normalize_embeddings=True, batch_size=64))
-    cached_views = CachedEmbed(encoder.encode)
+    cached_views = {k: CachedEmbed(e.encode) for k, e in encoders.items()}
     cleans = [c for c in (strip_injection(p.text)[0] for p in prompts) if c]
-    cached.fill([v for c in cleans for v in views(c)])
-    cached_views.fill([v for c in cleans for v in views(c)])
+    for c in (cached, *cached_views.values()):
+        c.fill([v for x in cleans for v in views(x)])
+    head = heads["head"]
     emit(
         benchmark="guard", split=args.split, prompts=len(prompts),
         medical=sum(p.medical for p in prompts), head_threshold=head.threshold,
         head_trained_on=head.meta.get("trained_on"), head_cv=head.meta.get("chosen"),
-        head_recipe=head.meta.get("adapter"), plain_head=str(args.plain_head),
+        candidate=str(args.candidate), candidate_cv=heads["candidate"].meta.get("chosen"),
     )  # fmt: skip
-    for name, clf in guards(cached, cached_views, head, plain).items():
+    for name, clf in guards(cached, cached_views, heads).items():
         figures, errors = domain_figures(prompts, clf)
         emit(result="domain", guard=name, **figures)
-        if name == "head":
+        if name != "exemplars":
             emit(result="errors", check="domain", guard=name, n=len(errors), errors=errors)
     for name, fig, err in rule_figures(prompts):
         emit(result=name, **fig)
@@ -215,7 +221,7 @@ def main(argv: list[str] | None = None) -> int:
     def embed(batch):
         return model.encode(list(batch), normalize_embeddings=True)
 
-    timed = guards(embed, encoder, head, plain)
+    timed = guards(embed, encoders, heads)
     for clf in timed.values():
         clf.classify(texts[0])  # embeds the exemplars
     ms = latency_ms(timed, texts, args.repeats)

@@ -8,7 +8,8 @@ so the plain embedder (exemplar similarities, retrieval) stays as it was. Poolin
 embedder's own: the attention-masked token mean, L2-normalised.
 
 The adapter folder (``adapter_config.json`` + ``adapter_model.safetensors``, peft's
-format) sits beside the head file; ``domain_head.json`` names it.
+format) sits beside the head file, which names it. The shipped head has none; the
+candidate measured on 2026-12-07 is in ``benchmarks/results/guard-adapter-2026-12-07``.
 """
 
 from __future__ import annotations

@@ -2,8 +2,8 @@
 
 With the sentence embedder (all-MiniLM-L6-v2, preset ``minilm-l6``) a small trained head
 decides (:mod:`medray.safety.head`): a logistic layer on two views of the request's
-embedding (as written, and with its clinical words masked) by the embedder with the
-head's LoRA adapter (:mod:`medray.safety.adapter`), trained with it on the tuning split
+embedding (as written, and with its clinical words masked; through the head's LoRA
+adapter, :mod:`medray.safety.adapter`, when its file names one), trained on the tuning split
 of the guard set (``datasets/guard``) with its threshold chosen there by grouped
 cross-validation. Keyword evidence (clinical terms, non-medical topics) and the cosine
 similarity to a few medical and non-medical exemplar requests are reported with every

@@ -3,8 +3,8 @@
 View 1 is the request (injection text removed) as the user wrote it; view 2 is the same
 request with its clinical terms masked (:func:`medray.safety.terms.mask_medical_terms`), so
 "As a radiologist, recommend a movie" shows what it asks once "radiologist" is gone. Both
-are embedded by all-MiniLM-L6-v2 (preset ``minilm-l6``) with the head's LoRA adapter
-(:mod:`medray.safety.adapter`; a head without one reads the plain embedder's vectors) and
+are embedded by all-MiniLM-L6-v2 (preset ``minilm-l6``; a head file may name a LoRA
+adapter, :mod:`medray.safety.adapter`, whose encoder then embeds the views) and
 concatenated, followed by six evidence features (:data:`EXTRA`: keyword counts and
 one-sidedness, best cosine similarity of the plain embedding of view 1 to the medical and
 to the non-medical exemplar requests); the head returns P(medical). Weights, bias, the

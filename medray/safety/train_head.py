@@ -1,23 +1,24 @@
 """Train the domain head (and its LoRA adapter) on the tuning split of the guard set.
 
     python -m medray.safety.train_head                  # writes medray/safety/domain_head.json
-                                                        # and medray/safety/domain_adapter/
-    python -m medray.safety.train_head --recipe plain --out /tmp/head.json   # no adapter
+    python -m medray.safety.train_head --recipe adapter --out /tmp/cand/domain_head.json
+                                                        # + /tmp/cand/domain_adapter/
 
 Only ``split == "tune"`` prompts are read; each gets ``--augment`` seeded wraps
 (:mod:`medray.safety.augment`: clinical framing around non-medical requests, everyday
 context around medical ones) in its own family. Two recipes:
 
-- ``adapter`` (default, shipped): a LoRA adapter on all-MiniLM-L6-v2
-  (:mod:`medray.safety.adapter`) trained jointly with the logistic layer (class-weighted
+- ``plain`` (default, shipped): logistic regression on the frozen embedder's features.
+  ``C`` and the threshold are chosen by cross-validation grouped by prompt family: for each
+  ``C`` the out-of-fold P(medical) of the original prompts (wraps only train) gives the
+  threshold that keeps ``--target-recall`` of the medical prompts, and the ``C`` that
+  refuses most non-medical prompts at that threshold wins.
+- ``adapter`` (a candidate, not shipped: it refuses medical role instructions such as
+  "Answer as a chest radiology tutor.", see ``benchmarks/README.md``): a LoRA adapter on
+  all-MiniLM-L6-v2 (:mod:`medray.safety.adapter`) trained jointly with the logistic layer (class-weighted
   binary cross-entropy, AdamW, ``--epochs`` over the tuning prompts and their wraps, seeded).
-  The decision threshold comes from grouped cross-validation over prompt families: the
-  out-of-fold P(medical) of the original prompts (wraps only train) gives the threshold
-  that keeps ``--target-recall`` of the medical prompts. One recipe, no search: the
+  The threshold comes from the same grouped cross-validation. One recipe, no search: the
   cross-validated figures are what it gives.
-- ``plain``: logistic regression on the frozen embedder's vectors, ``C`` and the
-  threshold chosen by the same grouped cross-validation (the head shipped before the
-  adapter).
 
 The final head is fitted on the whole tuning split. The held-out split is never read here.
 """
@@ -154,7 +155,7 @@ def train(
     target_recall: float,
     augment_per_prompt: int = 1,
     preset: str = "minilm-l6",
-    recipe: str = "adapter",
+    recipe: str = "plain",
     out: Path = HEAD_PATH,
     recipe_args: AdapterRecipe | None = None,
 ) -> DomainHead:
@@ -177,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--folds", type=int, default=5)
     ap.add_argument("--target-recall", type=float, default=0.99)
     ap.add_argument("--augment", type=int, default=1, help="wraps per tuning prompt")
-    ap.add_argument("--recipe", choices=("adapter", "plain"), default="adapter")
+    ap.add_argument("--recipe", choices=("plain", "adapter"), default="plain")
     d = AdapterRecipe()
     ap.add_argument("--epochs", type=int, default=d.epochs, help="adapter recipe")
     ap.add_argument("--rank", type=int, default=d.rank, help="adapter recipe: LoRA rank")

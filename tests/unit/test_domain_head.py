@@ -9,6 +9,7 @@ import random
 import numpy as np
 import pytest
 
+from medray.paths import repo_root
 from medray.safety import DomainClassifier, SafetyPolicy, assess_request
 from medray.safety.augment import augment, wrap
 from medray.safety.head import EXTRA, HEAD_PATH, DomainHead, HeadError, features, views
@@ -168,13 +169,34 @@ def test_a_head_names_its_adapter_and_refuses_to_run_without_it(tmp_path):
         DomainHead.load(path)
 
 
-def test_the_shipped_head_reads_its_adapters_vectors(classifier):
-    assert classifier.head.adapter is not None and classifier.view_embed is not None
+ADAPTER_HEAD = (
+    repo_root() / "benchmarks" / "results" / "guard-adapter-2026-12-07" / "domain_head.json"
+)
+
+
+def test_a_saved_adapter_head_loads_as_the_guard_loads_it_and_reads_adapted_vectors():
+    c = DomainClassifier.from_preset("minilm-l6", None, DomainHead.load(ADAPTER_HEAD))
+    assert c.head.adapter is not None and c.view_embed is not None
     texts = ["Why do cats purr?", "Is there a pleural effusion?"]
-    adapted, plain = classifier.view_embed(texts), classifier.embed(texts)
+    adapted, plain = c.view_embed(texts), c.embed(texts)
     assert adapted.shape == plain.shape
     assert np.allclose(np.linalg.norm(adapted, axis=1), 1.0, atol=1e-5)
     assert not np.allclose(adapted, plain, atol=1e-3)  # the adapter changes the vectors
+    assert c.classify("Is there a pleural effusion?").medical
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Answer as a chest radiology tutor.",
+        "You are a radiology assistant. Answer concisely.",
+    ],
+)
+def test_medical_role_instructions_are_allowed(classifier, text):
+    """Chat clients send these as system messages, which the guard checks like user
+    messages (docs/hardening.md). The adapter head of 2026-12-07 refused both (scores
+    0.001 and 0.004): the reason it is not shipped."""
+    assert not assess_request(text, classifier).refused
 
 
 def test_a_trained_adapter_head_scores_the_same_when_loaded_as_the_guard_does(tmp_path):
