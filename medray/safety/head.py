@@ -89,6 +89,11 @@ def features(
     )
 
 
+def logistic(x: np.ndarray, weights: np.ndarray, bias: float) -> np.ndarray:
+    """``sigmoid(x . weights + bias)`` in float64 for feature rows ``x``."""
+    return 1.0 / (1.0 + np.exp(-(np.asarray(x, dtype=np.float64) @ weights + bias)))
+
+
 @dataclass(frozen=True)
 class DomainHead:
     """Logistic head: ``P(medical) = sigmoid(w . x + b)``; medical when ``>= threshold``.
@@ -120,7 +125,7 @@ class DomainHead:
                 f"features have {x.shape[1]} columns, the head expects {self.weights.shape[0]}: "
                 "was it trained with another embedder? Re-run python -m medray.safety.train_head"
             )
-        return 1.0 / (1.0 + np.exp(-(x @ self.weights + self.bias)))
+        return logistic(x, self.weights, self.bias)
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from medray.safety.adapter import ViewEncoder
-from medray.safety.head import EXTRA, DomainHead, views
+from medray.safety.head import EXTRA, DomainHead, logistic, views
 
 if TYPE_CHECKING:
     from medray.safety.train_head import TuningData
@@ -51,8 +51,7 @@ class FittedHead:
     def probability(self, texts: list[str], extras: np.ndarray) -> np.ndarray:
         """P(medical) of injection-stripped requests with their evidence features."""
         v = self.encoder.encode([x for t in texts for x in views(t)]).reshape(len(texts), -1)
-        z = np.concatenate([v, extras], 1).astype(np.float64) @ self.weights + self.bias
-        return 1.0 / (1.0 + np.exp(-z))
+        return logistic(np.concatenate([v, extras], 1), self.weights, self.bias)
 
 
 def fit(
@@ -113,16 +112,10 @@ def train_adapter(
 ) -> DomainHead:
     """Cross-validate for the threshold, fit on the whole split, save the adapter beside
     ``out`` (``domain_adapter/``) and return the head that names it."""
-    from medray.safety.train_head import pick_threshold
+    from medray.safety.train_head import threshold_figures
 
-    yo = data.y[data.original]
     oof = cross_validated_scores(model, data, folds, recipe)
-    t = pick_threshold(oof[yo == 1], target_recall)
-    cv = {
-        "threshold": round(t, 6),
-        "cv_medical_allowed": round(float((oof[yo == 1] >= t).mean()), 4),
-        "cv_other_refused": round(float((oof[yo == 0] < t).mean()), 4),
-    }
+    cv = threshold_figures(oof, data.y[data.original], target_recall)
     log.info("cross-validated: %s", cv)
     fitted = fit(model, data.texts, data.y, data.x_plain[:, -len(EXTRA) :], recipe)
     folder = Path(out).parent / ADAPTER_DIRNAME
@@ -131,4 +124,4 @@ def train_adapter(
     fitted.encoder.save(folder)
     meta = {**data.meta, "recipe": "adapter", "adapter": asdict(recipe), "folds": folds}
     meta |= {"target_recall": target_recall, "chosen": cv}
-    return DomainHead(fitted.weights, fitted.bias, t, meta, folder)
+    return DomainHead(fitted.weights, fitted.bias, cv["threshold"], meta, folder)

@@ -53,6 +53,17 @@ def pick_threshold(p_medical: np.ndarray, target_recall: float) -> float:
     return float(s[min(k, len(s) - 1)])
 
 
+def threshold_figures(p_medical: np.ndarray, y: np.ndarray, target_recall: float) -> dict:
+    """The threshold that keeps ``target_recall`` of the medical scores (``y == 1``) and
+    the shares of medical prompts allowed and of the others refused at it."""
+    t = pick_threshold(p_medical[y == 1], target_recall)
+    return {
+        "threshold": round(t, 6),
+        "cv_medical_allowed": round(float((p_medical[y == 1] >= t).mean()), 4),
+        "cv_other_refused": round(float((p_medical[y == 0] < t).mean()), 4),
+    }
+
+
 def cross_validate(
     x: np.ndarray,
     y: np.ndarray,
@@ -77,16 +88,7 @@ def cross_validate(
             te = te[original[te]]
             clf = LogisticRegression(C=c, max_iter=5000, class_weight="balanced")
             oof[te] = clf.fit(x[tr], y[tr]).predict_proba(x[te])[:, 1]
-        oof = oof[original]
-        t = pick_threshold(oof[yo == 1], target_recall)
-        rows.append(
-            {
-                "C": c,
-                "threshold": round(t, 6),
-                "cv_medical_allowed": round(float((oof[yo == 1] >= t).mean()), 4),
-                "cv_other_refused": round(float((oof[yo == 0] < t).mean()), 4),
-            }
-        )
+        rows.append({"C": c, **threshold_figures(oof[original], yo, target_recall)})
         log.info("C=%g: %s", c, rows[-1])
     return rows
 
