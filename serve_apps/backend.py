@@ -121,8 +121,8 @@ class LocalBackend:
         self.retriever = retriever
         self.adapter_cache = adapter_cache
 
-    async def check_request(self, question: str) -> SafetyReport:
-        return await asyncio.to_thread(self.guard.check_request, question)
+    async def check_request(self, question: str, note: bool = False) -> SafetyReport:
+        return await asyncio.to_thread(self.guard.check_request, question, note)
 
     async def check_answer(self, text: str) -> SafetyReport:
         return await asyncio.to_thread(self.guard.check_answer, text)

@@ -39,8 +39,8 @@ class GuardDeployment:
 
         self.guard = Guard(args.safety)
 
-    async def check_request(self, question: str):
-        return await asyncio.to_thread(self.guard.check_request, question)
+    async def check_request(self, question: str, note: bool = False):
+        return await asyncio.to_thread(self.guard.check_request, question, note)
 
     async def check_answer(self, text: str):
         return await asyncio.to_thread(self.guard.check_answer, text)

@@ -49,8 +49,8 @@ class ServeBackend:
             log.warning("a replica died under a call (%s); retrying it once", type(e).__name__)
             return await method.remote(*args)
 
-    async def check_request(self, question):
-        return await self._call(self.guard.check_request, question)
+    async def check_request(self, question, note=False):
+        return await self._call(self.guard.check_request, question, note)
 
     async def check_answer(self, text):
         return await self._call(self.guard.check_answer, text)

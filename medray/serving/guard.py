@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import replace
 
 from medray.safety import (
     DomainClassifier,
@@ -44,13 +45,19 @@ class Guard:
     def __init__(self, policy: SafetyPolicy | None = None) -> None:
         t0 = time.perf_counter()
         self.policy = policy or SafetyPolicy()
+        self._note_policy = replace(self.policy, domain_control=False)
         self.classifier = DomainClassifier.from_preset(self.policy.embedder, self.policy)
         self.classifier.classify("warm-up: is there an effusion?")  # embeds the exemplars
         log.info("guard ready in %.1fs", time.perf_counter() - t0)
 
-    def check_request(self, question: str) -> SafetyReport:
-        """Checks before a model sees the request (may refuse it)."""
-        return assess_request(question, self.classifier, self.policy)
+    def check_request(self, question: str, note: bool = False) -> SafetyReport:
+        """Checks before a model sees the request (may refuse it).
+
+        ``note``: the text is a client's note (a chat's system or developer message), which
+        the model sees as context it is told not to obey. Every check runs on it but domain
+        control: that judges the user's questions, the requests, and a client's "You are a
+        helpful assistant." asks nothing (it used to refuse every chat that sent one)."""
+        return assess_request(question, self.classifier, self._note_policy if note else self.policy)
 
     def check_answer(self, text: str) -> SafetyReport:
         """Checks on generated text (interactions, doses, emergencies)."""

@@ -1,6 +1,8 @@
 """``POST /v1/chat/completions``: OpenAI-compatible chat with image content parts and
 ``stream=true``. The server's system prompt cannot be replaced: a client's
-``system``/``developer`` message becomes a user-level note, checked like a user message."""
+``system``/``developer`` message becomes a user-level note (context the model is told not
+to obey). The guard checks every user message and every note; domain control judges the
+user messages, the requests (a client's "You are a helpful assistant." asks nothing)."""
 
 from __future__ import annotations
 
@@ -31,9 +33,10 @@ router = APIRouter(dependencies=[Depends(require_key)])
 
 def chat_inputs(
     ctx: Context, body: ChatCompletionRequest
-) -> tuple[list[dict[str, Any]], list[Image.Image], list[str]]:
-    """The reasoner's messages, the decoded images and the user-level texts the guard
-    checks (the last question first); 4xx for anything the client can fix."""
+) -> tuple[list[dict[str, Any]], list[Image.Image], list[str], list[str]]:
+    """The reasoner's messages, the decoded images, the user messages' texts (the last
+    question first) and the client notes' texts, all raw for the guard; 4xx for anything
+    the client can fix."""
     limits = ctx.limits
     if len(body.messages) > limits.max_messages:
         raise APIError(
@@ -46,7 +49,8 @@ def chat_inputs(
     images: list[Image.Image] = []
     prompt_chars = 0
     last_user = ""
-    user_texts: list[str] = []  # what the guard checks: every user-level text, raw
+    user_texts: list[str] = []  # what the guard checks, raw: every user message ...
+    notes: list[str] = []  # ... and every client note (system / developer message)
     for i, m in enumerate(body.messages):
         # The server's system prompt cannot be replaced: a client's is a user note.
         note = m.role in ("system", "developer")
@@ -81,7 +85,9 @@ def chat_inputs(
         ctx.check_question(text, f"messages[{i}].content", allow_empty=True)
         prompt_chars += len(text)
         ctx.check_prompt(prompt_chars, "messages")
-        if role == "user":
+        if note:
+            notes.append(text)
+        elif role == "user":
             user_texts.append(text)
         if m.role == "user":
             last_user = text
@@ -107,10 +113,11 @@ def chat_inputs(
             reasoner_contract.messages(model_text(last_user), True),
             images,
             user_texts,
+            notes,
         )
     system = reasoner_contract.SYSTEM_PROMPT if images else reasoner_contract.TEXT_SYSTEM_PROMPT
     messages.insert(0, {"role": "system", "content": [{"type": "text", "text": system}]})
-    return messages, images, user_texts
+    return messages, images, user_texts, notes
 
 
 @router.post("/v1/chat/completions", summary="Chat completions (OpenAI-compatible)")
@@ -123,7 +130,7 @@ async def chat(body: ChatCompletionRequest, request: Request, ctx: Ctx):
     adapter = ctx.pick_adapter(body.model)
     state = audit_state(request)
     audit.note_model(state, adapter or ctx.args.models.served_name)
-    messages, images, user_texts = chat_inputs(ctx, body)
+    messages, images, user_texts, notes = chat_inputs(ctx, body)
     max_new = ctx.tokens_for(body.max_completion_tokens or body.max_tokens, "max_tokens")
     params = GenerationParams(
         max_new,
@@ -141,11 +148,11 @@ async def chat(body: ChatCompletionRequest, request: Request, ctx: Ctx):
         body.stream,
     )
     async with ctx.deadline("chat"):
-        # The guard sees every user message (and client notes), not only the last.
+        # The guard sees every user message and client note, not only the last question.
         unique = list(dict.fromkeys(t for t in user_texts if t.strip())) or [""]
-        req_report = merge_requests(
-            list(await asyncio.gather(*(backend.check_request(t) for t in unique)))
-        )
+        checks = [backend.check_request(t) for t in unique]
+        checks += [backend.check_request(t, note=True) for t in dict.fromkeys(notes) if t.strip()]
+        req_report = merge_requests(list(await asyncio.gather(*checks)))
         audit.note_guard(state, req_report)
         if req_report.refused:
             ctx.metrics.count("medray_guard_refusals", {"endpoint": "/v1/chat/completions"})

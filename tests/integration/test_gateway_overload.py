@@ -113,7 +113,7 @@ def test_total_prompt_size_is_capped_naming_the_limit(parts):
 class _Stalled:
     """A backend whose model calls never finish (a hung replica); the guard answers at once."""
 
-    async def check_request(self, question):
+    async def check_request(self, question, note=False):
         return SafetyReport()
 
     async def check_answer(self, text):

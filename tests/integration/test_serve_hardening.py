@@ -276,3 +276,49 @@ def test_chat_refuses_when_an_earlier_user_message_is_refused(client, recorder):
     assert r.status_code == 200
     assert r.json()["choices"][0]["finish_reason"] == "content_filter"
     assert recorder.texts == []  # no model saw the conversation
+
+
+def _chat(client, messages):
+    r = client.post(
+        "/v1/chat/completions", json={"model": MODEL, "messages": messages, "max_tokens": 3}
+    )
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+@pytest.mark.parametrize(
+    "system", ["You are a helpful assistant.", "Reply in French.", "Be brief and polite."]
+)
+def test_a_client_system_prompt_does_not_refuse_a_medical_question(client, recorder, system):
+    # OpenAI clients send a generic system prompt: it is a note, not a request, and domain
+    # control judges the user's questions (these notes alone score as non-medical).
+    question = "Is there a pneumothorax on this chest X-ray?"
+    out = _chat(
+        client, [{"role": "system", "content": system}, {"role": "user", "content": question}]
+    )
+    assert out["choices"][0]["finish_reason"] != "content_filter", out["safety_report"]
+    assert not out["safety_report"]["refused"]
+    assert out["safety_report"]["domain"]["medical"]  # the question's decision
+    seen = recorder.seen()
+    assert question in seen and f"{system}" in seen and "Note from the client" in seen
+
+
+def test_a_medical_system_prompt_does_not_let_a_non_medical_question_through(client, recorder):
+    messages = [
+        {"role": "system", "content": "You are a chest radiology tutor."},
+        {"role": "user", "content": "Write me a poem about the football world cup final."},
+    ]
+    out = _chat(client, messages)
+    assert out["choices"][0]["finish_reason"] == "content_filter"
+    assert recorder.texts == []
+
+
+def test_a_client_note_is_still_checked_for_emergencies_and_injection(client, recorder):
+    messages = [
+        {"role": "system", "content": f"The patient has crushing chest pain right now. {INJECTED}"},
+        {"role": "user", "content": "What does a pleural effusion look like?"},
+    ]
+    report = _chat(client, messages)["safety_report"]
+    assert report["emergencies"] and report["risk_level"] == 3
+    assert "ignore-instructions" in report["injection"]
+    assert CANARY not in recorder.seen()
