@@ -52,6 +52,7 @@ def index_collections(uri: str, cases: str, knowledge: str) -> None:
     from PIL import Image
 
     from medray.retrieval import CaseStore, KnowledgeStore, MilvusSettings, load_corpus
+    from medray.retrieval.rows import case_rows
     from medray.serving.embedder import Embedder
 
     emb = Embedder("tiny-clip", "minilm-l6")
@@ -61,26 +62,13 @@ def index_collections(uri: str, cases: str, knowledge: str) -> None:
         Image.open(io.BytesIO(base64.b64decode(_png_b64(i).split(",", 1)[1]))) for i in range(64)
     ]
     reports = [f"Findings: {labels[i % 4]}, case {i}." for i in range(64)]
-    iv, tv = emb.clip_images(images), emb.clip_texts(reports)
     store = CaseStore(s)
-    store.create(iv.shape[1], {"clip_model": "tiny-clip"}, drop_existing=True)
-    store.upsert(
-        [
-            {
-                "sample_id": f"bench-{i}",
-                "image_vec": iv[i].tolist(),
-                "text_vec": tv[i].tolist(),
-                "report": reports[i],
-                "labels": [labels[i % 4]],
-                "modality": "X-Ray",
-                "organ": "chest",
-                "split": "test",
-                "source": "benchmark",
-                "study_id": f"b{i}",
-            }
-            for i in range(64)
-        ]
-    )
+    rows = case_rows(
+        emb, images, reports, [[labels[i % 4]] for i in range(64)], id_prefix="bench",
+        source="benchmark",
+    )  # fmt: skip
+    store.create(len(rows[0]["image_vec"]), {"clip_model": "tiny-clip"}, drop_existing=True)
+    store.upsert(rows)
     store.warm()
     kb = KnowledgeStore(s)
     chunks = load_corpus(REPO / "datasets" / "knowledge")

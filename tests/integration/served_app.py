@@ -16,6 +16,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from medray.retrieval import CaseStore, KnowledgeStore, MilvusSettings, load_corpus
+from medray.retrieval.rows import case_rows
 
 REPO = Path(__file__).resolve().parents[2]
 PORT_OFFSET = int(os.environ.get("MEDRAY_TEST_PORT_OFFSET", "0"))
@@ -144,33 +145,17 @@ def index_collections(uri: str) -> list[str]:
     from medray.serving.embedder import Embedder
 
     emb = Embedder("tiny-clip", "minilm-l6")
-    cases = CaseStore(settings(uri))
-    cases.create(
-        emb.clip_images([xray(0)]).shape[1], {"clip_model": "tiny-clip"}, drop_existing=True
-    )
     labels = ["pleural effusion", "cardiomegaly", "pneumothorax", "no finding"]
-    images = [xray(i) for i in range(8)]
     reports = [
         f"Findings: {labels[i % 4]} on the {'left' if i % 2 else 'right'}." for i in range(8)
     ]
-    iv, tv = emb.clip_images(images), emb.clip_texts(reports)
-    cases.upsert(
-        [
-            {
-                "sample_id": f"case-{i}",
-                "image_vec": iv[i].tolist(),
-                "text_vec": tv[i].tolist(),
-                "report": reports[i],
-                "labels": [labels[i % 4]],
-                "modality": "X-Ray",
-                "organ": "chest",
-                "split": "test",
-                "source": "serve-test",
-                "study_id": f"s{i}",
-            }
-            for i in range(8)
-        ]
-    )
+    rows = case_rows(
+        emb, [xray(i) for i in range(8)], reports, [[labels[i % 4]] for i in range(8)],
+        id_prefix="case", source="serve-test",
+    )  # fmt: skip
+    cases = CaseStore(settings(uri))
+    cases.create(len(rows[0]["image_vec"]), {"clip_model": "tiny-clip"}, drop_existing=True)
+    cases.upsert(rows)
     cases.flush()
     index_knowledge(uri, emb)
     return [f"case-{i}" for i in range(8)]
