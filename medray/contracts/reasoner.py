@@ -51,7 +51,8 @@ from PIL import Image
 
 from medray.contracts.counterfactual import roi_boxes
 from medray.models.generate import Generated, GenerationParams, token_offsets
-from medray.structured import ParseResult, StepStreamer, parse_answer
+from medray.step_stream import StepStreamer
+from medray.structured import ParseResult, parse_answer
 
 __all__ = [
     "BOX_DECIMALS",

@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from medray.structured import ParseResult, ReasonerOutput, StepStreamer, parse_answer
+from medray.step_stream import StepStreamer
+from medray.structured import ParseResult, ReasonerOutput, parse_answer
 
 pytestmark = pytest.mark.unit
 
@@ -297,3 +298,17 @@ def test_streamer_on_truncated_output_repairs_at_finish():
     r = s.finish()
     assert r.value.reasoning == ("one", "tw")
     assert not r.ok and "missing required key 'answer'" in r.errors
+
+
+def test_the_module_examples_run_as_written():
+    # The docstrings are the parser's documentation: their examples must hold.
+    import doctest
+
+    import medray.lenient_json
+    import medray.step_stream
+    import medray.structured
+
+    for mod in (medray.structured, medray.step_stream, medray.lenient_json):
+        result = doctest.testmod(mod)
+        assert result.failed == 0, f"{mod.__name__}: {result.failed} example(s) failed"
+    assert doctest.testmod(medray.structured).attempted > 0
