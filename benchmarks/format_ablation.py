@@ -120,18 +120,20 @@ def table(evaluation: dict[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
-def seed_summary(lines: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Per (format, steps): mean of each metric over seeds and its 95% t-interval.
+def seed_summary(lines: list[dict[str, Any]], key: str = "format") -> list[dict[str, Any]]:
+    """Per (``key``, steps): mean of each metric over seeds and its 95% t-interval (lines
+    without ``key``, e.g. paired differences, are left out).
 
-    A seed that appears twice for one (format, steps) counts once (its last line)."""
+    A seed that appears twice for one (``key``, steps) counts once (its last line)."""
     from scipy import stats
 
     runs: dict[tuple[str, int], dict[int, dict]] = {}
     for r in lines:
-        runs.setdefault((r["format"], int(r["steps"])), {})[int(r["seed"])] = r
+        if key in r:
+            runs.setdefault((r[key], int(r["steps"])), {})[int(r["seed"])] = r
     out = []
-    for (fmt, steps), by_seed in runs.items():
-        row: dict[str, Any] = {"format": fmt, "steps": steps, "seeds": sorted(by_seed)}
+    for (name, steps), by_seed in runs.items():
+        row: dict[str, Any] = {key: name, "steps": steps, "seeds": sorted(by_seed)}
         for m in METRICS:
             xs = np.array([r[m] for r in by_seed.values() if r.get(m) is not None], float)
             if len(xs) == 0:
@@ -149,10 +151,10 @@ def seed_summary(lines: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
-def print_seed_summary(path: Path) -> list[dict[str, Any]]:
+def print_seed_summary(path: Path, key: str = "format") -> list[dict[str, Any]]:
     lines = [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
-    rows = seed_summary(lines)
-    print("| format | steps | seeds | " + " | ".join(f"{m} (mean [95%])" for m in METRICS) + " |")
+    rows = seed_summary(lines, key)
+    print(f"| {key} | steps | seeds | " + " | ".join(f"{m} (mean [95%])" for m in METRICS) + " |")
     print("| --- " * (3 + len(METRICS)) + "|")
     for r in rows:
         cells = []
@@ -161,7 +163,7 @@ def print_seed_summary(path: Path) -> list[dict[str, Any]]:
             ci_s = f" [{_fmt(ci[0])}, {_fmt(ci[1])}]" if ci else ""
             cells.append(f"{_fmt(r.get(m))}{ci_s}")
         seeds = ",".join(map(str, r["seeds"]))
-        print(f"| {r['format']} | {r['steps']} | {seeds} | " + " | ".join(cells) + " |")
+        print(f"| {r[key]} | {r['steps']} | {seeds} | " + " | ".join(cells) + " |")
     return rows
 
 

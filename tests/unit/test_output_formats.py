@@ -134,3 +134,30 @@ def test_the_ablation_summary_over_seeds_is_the_mean_with_a_t_interval():
     assert r["closed accuracy 95%"] == pytest.approx([0.6 - half, 0.6 + half], abs=1e-5)
     assert r["JSON validity 95%"] == pytest.approx([1.0, 1.0])
     assert rows[("answer", 1000)]["closed accuracy 95%"] is None  # one seed: no interval
+
+
+def test_the_headline_summary_groups_by_model_and_leaves_out_paired_lines():
+    from benchmarks.format_ablation import seed_summary
+    from benchmarks.headline import paired_rows
+
+    lines = [
+        {"model": m, "steps": 0, "seed": s, "closed accuracy": a}
+        for m, s, a in (("sft", 0, 0.9), ("sft", 1, 0.8), ("grpo", 0, 0.95), ("grpo", 1, 0.85))
+    ] + [{"pair": "grpo - sft", "metric": "closed accuracy", "steps": 0, "seed": 0, "delta": 0.05}]
+    rows = {r["model"]: r for r in seed_summary(lines, key="model")}
+    assert set(rows) == {"sft", "grpo"} and rows["grpo"]["closed accuracy"] == pytest.approx(0.9)
+    evaluation = {
+        "paired": [
+            {
+                "a": "sft",
+                "b": "grpo",
+                "metrics": {
+                    "closed accuracy": {"n": 4, "a": 0.5, "b": 0.75, "delta": 0.25, "low": 0.0,
+                                        "high": 0.5, "level": 0.95, "b_ahead_share": 0.9},
+                    "box rate": {"n": 4, "a": 0, "b": 0, "delta": 0, "low": 0, "high": 0},
+                },
+            }
+        ]
+    }  # fmt: skip
+    (d,) = paired_rows(evaluation)  # box rate is not a paired headline figure
+    assert d["pair"] == "grpo - sft" and d["metric"] == "closed accuracy" and d["delta"] == 0.25
