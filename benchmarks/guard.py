@@ -54,7 +54,7 @@ from medray.safety.guardset import GuardPrompt, load_guard_set
 from medray.safety.head import DomainHead, views
 
 CANDIDATE = (
-    Path(__file__).resolve().parent / "results" / "guard-adapter-2026-12-07" / "domain_head.json"
+    Path(__file__).resolve().parent / "results" / "guard-adapter-2026-12-07b" / "domain_head.json"
 )
 
 

@@ -9,7 +9,8 @@ embedder's own: the attention-masked token mean, L2-normalised.
 
 The adapter folder (``adapter_config.json`` + ``adapter_model.safetensors``, peft's
 format) sits beside the head file, which names it. The shipped head has none; the
-candidate measured on 2026-12-07 is in ``benchmarks/results/guard-adapter-2026-12-07``.
+candidate (trained on the tuning split of 2026-12-07 evening, role wraps on both sides) is in
+``benchmarks/results/guard-adapter-2026-12-07b``.
 """
 
 from __future__ import annotations

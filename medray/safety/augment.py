@@ -2,7 +2,10 @@
 
 A non-medical request wrapped in clinical framing stays non-medical ("As a cardiologist,
 how do I bake bread?"); a medical question with everyday context stays medical ("Before my
-holiday next week: is a 4 mm nodule dangerous?"). Each tuning prompt gets a few seeded
+holiday next week: is a 4 mm nodule dangerous?"). A role ("As a cardiologist, ...", "You
+are a GP. ...") wraps both sides alike, so a role says nothing about the domain and the
+request decides: a head trained with roles on the non-medical side only learnt to refuse
+medical role instructions ("Answer as a chest radiology tutor."). Each tuning prompt gets a few seeded
 wraps; a wrap keeps its source prompt's family, so grouped cross-validation never sees a
 wrap of a test-fold prompt in training. Applied to the tuning split only
 (:mod:`medray.safety.train_head`). The framings are written for this module, not taken
@@ -23,10 +26,15 @@ CLINICAL_CONTEXTS = (
     "my blood tests are normal", "I'm recovering from knee surgery",
     "the scan of my abdomen was fine", "my oncologist appointment went well",
 )  # fmt: skip
-MEDICAL_WRAPS = (
+ROLE_WRAPS = (  # both sides: a role is not a topic
     "As a {role}, {req}",
     "{Role} here: {req}",
     "Quick question from a {role}: {req}",
+    "You are a {role}. {req}",
+    "Answer as a {role} would: {req}",
+)
+MEDICAL_WRAPS = (
+    *ROLE_WRAPS,
     "{req} Asking for my {role} colleague.",
     "Since {ctx}, {req}",
     "{Ctx}. Anyway, {req}",
@@ -54,9 +62,11 @@ def _lower_first(s: str) -> str:
 def wrap(text: str, medical: bool, rng: random.Random) -> str:
     """One wrapped variant of ``text`` (clinical framing for non-medical text, else everyday)."""
     if medical:
-        tpl, ctx = rng.choice(EVERYDAY_WRAPS), rng.choice(EVERYDAY_CONTEXTS)
-        return tpl.format(req=text, ctx=ctx, Ctx=ctx[:1].upper() + ctx[1:])
-    tpl, role, ctx = rng.choice(MEDICAL_WRAPS), rng.choice(ROLES), rng.choice(CLINICAL_CONTEXTS)
+        tpl = rng.choice(EVERYDAY_WRAPS + ROLE_WRAPS)
+        ctx, role = rng.choice(EVERYDAY_CONTEXTS), rng.choice(ROLES)
+    else:
+        tpl, role = rng.choice(MEDICAL_WRAPS), rng.choice(ROLES)
+        ctx = rng.choice(CLINICAL_CONTEXTS)
     req = _lower_first(text) if tpl.index("{req}") > 0 else text
     return tpl.format(
         req=req, role=role, Role=role[:1].upper() + role[1:], ctx=ctx, Ctx=ctx[:1].upper() + ctx[1:]

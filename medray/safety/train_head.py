@@ -13,8 +13,8 @@ context around medical ones) in its own family. Two recipes:
   ``C`` the out-of-fold P(medical) of the original prompts (wraps only train) gives the
   threshold that keeps ``--target-recall`` of the medical prompts, and the ``C`` that
   refuses most non-medical prompts at that threshold wins.
-- ``adapter`` (a candidate, not shipped: it refuses medical role instructions such as
-  "Answer as a chest radiology tutor.", see ``benchmarks/README.md``): a LoRA adapter on
+- ``adapter`` (a candidate, not shipped: on the held-out split it lets through fewer
+  medical prompts than the plain head, see ``benchmarks/README.md``): a LoRA adapter on
   all-MiniLM-L6-v2 (:mod:`medray.safety.adapter`) trained jointly with the logistic layer (class-weighted
   binary cross-entropy, AdamW, ``--epochs`` over the tuning prompts and their wraps, seeded).
   The threshold comes from the same grouped cross-validation. One recipe, no search: the

@@ -81,6 +81,18 @@ def test_augmentation_keeps_labels_families_and_is_seeded():
     assert "bake bread" in wrap("Bake bread?", False, rng).lower()
 
 
+def test_roles_wrap_both_sides_so_a_role_is_not_a_domain_signal():
+    from medray.safety.augment import ROLES
+
+    def role_share(medical: bool) -> float:
+        rng = random.Random(0)
+        wraps = [wrap("Is there an effusion?", medical, rng) for _ in range(400)]
+        return sum(any(r.lower() in w.lower() for r in ROLES) for w in wraps) / len(wraps)
+
+    # Medical prompts used to get everyday context only, so roles marked non-medical text.
+    assert role_share(True) > 0.3 and role_share(False) > 0.3
+
+
 def test_threshold_keeps_the_target_share_of_medical_scores():
     scores = np.linspace(0.01, 1.0, 100)
     t = pick_threshold(scores, 0.99)
@@ -170,7 +182,7 @@ def test_a_head_names_its_adapter_and_refuses_to_run_without_it(tmp_path):
 
 
 ADAPTER_HEAD = (
-    repo_root() / "benchmarks" / "results" / "guard-adapter-2026-12-07" / "domain_head.json"
+    repo_root() / "benchmarks" / "results" / "guard-adapter-2026-12-07b" / "domain_head.json"
 )
 
 
@@ -193,9 +205,10 @@ def test_a_saved_adapter_head_loads_as_the_guard_loads_it_and_reads_adapted_vect
     ],
 )
 def test_medical_role_instructions_are_allowed(classifier, text):
-    """Chat clients send these as system messages, which the guard checks like user
-    messages (docs/hardening.md). The adapter head of 2026-12-07 refused both (scores
-    0.001 and 0.004): the reason it is not shipped."""
+    """A role instruction in medical words is a medical request. The first adapter head
+    (2026-12-07) refused both (scores 0.001 and 0.004): its tuning wraps put roles on the
+    non-medical side only. (Chat clients' system messages are no longer domain-checked,
+    docs/hardening.md, but a user may write the same words.)"""
     assert not assess_request(text, classifier).refused
 
 
