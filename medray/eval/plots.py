@@ -22,7 +22,20 @@ def _figure(width: float = 6.4, height: float = 4.2):
     return fig
 
 
-def _risk_coverage_axes(ax, curves, title: str, score: str) -> None:
+LINESTYLES = ("-", "--", "-.", ":")
+
+
+def run_styles(runs: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, str]]:
+    """One colour and line style per run label, the same in every panel and plot (a run
+    that is missing from a panel does not shift the others' colours; runs with identical
+    curves, e.g. a vote that follows one voter, stay visible through their line styles)."""
+    return {
+        r["label"]: {"color": f"C{i % 10}", "linestyle": LINESTYLES[i % len(LINESTYLES)]}
+        for i, r in enumerate(runs)
+    }
+
+
+def _risk_coverage_axes(ax, curves, title: str, score: str, styles) -> None:
     from medray.eval.report_sections import fmt
 
     for label, cal in curves:
@@ -33,6 +46,7 @@ def _risk_coverage_axes(ax, curves, title: str, score: str) -> None:
             where="post",
             marker=".",
             label=f"{label} (AURC {fmt(cal['aurc'])})",
+            **styles[label],
         )
         for t in cal["thresholds"]:
             if t["accuracy"] is not None:
@@ -74,8 +88,9 @@ def plot_risk_coverage(runs: Sequence[Mapping[str, Any]], path: Path) -> bool:
     if not panels:
         return False
     fig = _figure(6.4 * len(panels), 4.8)
+    styles = run_styles(runs)
     for k, (curves, title, score) in enumerate(panels, start=1):
-        _risk_coverage_axes(fig.add_subplot(1, len(panels), k), curves, title, score)
+        _risk_coverage_axes(fig.add_subplot(1, len(panels), k), curves, title, score, styles)
     fig.suptitle("Risk-coverage")
     fig.tight_layout()
     fig.savefig(path)
@@ -162,6 +177,7 @@ def plot_latency(runs: Sequence[Mapping[str, Any]], path: Path) -> bool:
         return False
     fig = _figure()
     ax = fig.add_subplot()
+    colours = {k: v["color"] for k, v in run_styles(runs).items()}
     for label, lat in hists:
         h = lat["histogram"]
         ax.stairs(
@@ -169,6 +185,7 @@ def plot_latency(runs: Sequence[Mapping[str, Any]], path: Path) -> bool:
             h["edges"],
             fill=True,
             alpha=0.45,
+            color=colours[label],
             label=f"{label} (p50 {fmt(lat['p50_ms'])} ms)",
         )
     ax.set_xlabel("latency per row (ms)")

@@ -84,3 +84,28 @@ def test_report_has_a_caption_table_and_a_second_risk_coverage_panel(tmp_path):
     files2 = write_report(tmp_path / "plain", report_of([("sft", plain)]))
     narrow = Image.open(files2["risk_coverage.png"]).size
     assert wide[0] == 2 * narrow[0]  # the consistency panel beside the confidence one
+
+
+def test_a_run_keeps_its_colour_in_both_panels(tmp_path, monkeypatch):
+    # The base run has no consistency panel line: before, every later run shifted colour
+    # between the panels (sft orange on the left, blue on the right).
+    from matplotlib.axes import Axes
+
+    from medray.eval import plots
+
+    seen: list[tuple[str, str, str]] = []
+    step = Axes.step
+
+    def recording_step(self, *args, **kwargs):
+        seen.append((kwargs["label"].split(" ")[0], kwargs["color"], kwargs["linestyle"]))
+        return step(self, *args, **kwargs)
+
+    monkeypatch.setattr(Axes, "step", recording_step)
+    base = [{**r, "caption_consistency": None, "pred_caption": None} for r in _rows()]
+    runs = report_of([("base", base), ("sft", _rows()), ("grpo", _rows())])["runs"]
+    assert plots.plot_risk_coverage(runs, tmp_path / "rc.png")
+    styles = {}
+    for label, colour, line in seen:
+        styles.setdefault(label, set()).add((colour, line))
+    assert styles["sft"] == {("C1", "--")} and styles["grpo"] == {("C2", "-.")}
+    assert len([x for x in seen if x[0] == "sft"]) == 2  # drawn in both panels
