@@ -63,10 +63,20 @@ def prepare_data(location: str) -> str:
     return location
 
 
+def run_recipe(job: Any, config_cls: type, config: str, overrides: list[str], key: str) -> str:
+    """``job.run`` in process on ``jobs/configs/<config>`` plus ``overrides``; the final
+    model folder its summary names under ``key``."""
+    from medray.config import load_config
+
+    s = job.run(load_config(config_cls, CONFIGS / config, overrides))
+    if not s[key]:
+        raise RuntimeError(f"{config} ({' '.join(overrides)}): the job reported no final model")
+    return s[key]
+
+
 def train(data: str, fmt: str, args: argparse.Namespace, out: Path) -> str:
     """One SFT run of the recipe in output format ``fmt``; its final model folder."""
     from jobs import train_sft
-    from medray.config import load_config
 
     overrides = [
         f"output_format={fmt}",
@@ -78,11 +88,8 @@ def train(data: str, fmt: str, args: argparse.Namespace, out: Path) -> str:
         f"sft.optim.seed={args.seed}",
         "eval.enabled=false",  # scored below, all three on the same rows
     ]
-    cfg = load_config(train_sft.TrainSFTConfig, CONFIGS / "sft_reasoner_synth.yaml", overrides)
-    s = train_sft.run(cfg)
-    if not s["final_checkpoint"]:
-        raise RuntimeError(f"format {fmt}: the SFT job reported no final model")
-    return s["final_checkpoint"]
+    config = "sft_reasoner_synth.yaml"
+    return run_recipe(train_sft, train_sft.TrainSFTConfig, config, overrides, "final_checkpoint")
 
 
 def score(data: str, finals: dict[str, str], args: argparse.Namespace, out: Path) -> dict:
@@ -167,6 +174,19 @@ def print_seed_summary(path: Path, key: str = "format") -> list[dict[str, Any]]:
     return rows
 
 
+def print_table(rows: list[dict[str, Any]], key: str) -> None:
+    """The Markdown table of :func:`table`'s rows, first column ``key``."""
+    print(f"| {key} | closed accuracy [95%] | JSON validity | box rate | blank-image accuracy |")
+    print("| --- | --- | --- | --- | --- |")
+    for r in rows:
+        ci = r["closed accuracy 95%"]
+        ci_s = f" [{_fmt(ci[0])}, {_fmt(ci[1])}]" if ci else ""
+        print(
+            f"| {r[key]} | {_fmt(r['closed accuracy'])}{ci_s} | {_fmt(r['JSON validity'])} "
+            f"| {_fmt(r['box rate'])} | {_fmt(r['blank-image accuracy'])} |"
+        )
+
+
 def _fmt(v: Any) -> str:
     return "-" if v is None else f"{v:.3f}"
 
@@ -198,15 +218,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     s = score(data, finals, args, out)
     rows = table(s["evaluation"])
     print(f"\n=== reasoning-format ablation: {args.steps} steps, seed {args.seed} ===")
-    print("| format | closed accuracy [95%] | JSON validity | box rate | blank-image accuracy |")
-    print("| --- | --- | --- | --- | --- |")
-    for r in rows:
-        ci = r["closed accuracy 95%"]
-        ci_s = f" [{_fmt(ci[0])}, {_fmt(ci[1])}]" if ci else ""
-        print(
-            f"| {r['format']} | {_fmt(r['closed accuracy'])}{ci_s} | {_fmt(r['JSON validity'])} "
-            f"| {_fmt(r['box rate'])} | {_fmt(r['blank-image accuracy'])} |"
-        )
+    print_table(rows, "format")
     print(f"REPORT: {s['report']}")
     results = Path(args.results)
     results.mkdir(parents=True, exist_ok=True)

@@ -32,7 +32,14 @@ import json
 from pathlib import Path
 from typing import Any
 
-from benchmarks.format_ablation import CONFIGS, ROOT, _fmt, prepare_data, score, table
+from benchmarks.format_ablation import (
+    ROOT,
+    prepare_data,
+    print_table,
+    run_recipe,
+    score,
+    table,
+)
 
 PAIRED = ("closed accuracy", "JSON validity", "blank-image accuracy")
 
@@ -40,7 +47,6 @@ PAIRED = ("closed accuracy", "JSON validity", "blank-image accuracy")
 def train_sft(data: str, args: argparse.Namespace, out: Path) -> str:
     """The SFT recipe with ``args.seed``; its final model folder."""
     from jobs import train_sft as job
-    from medray.config import load_config
 
     overrides = [
         f"run.name=headline_sft_s{args.seed}",
@@ -52,17 +58,14 @@ def train_sft(data: str, args: argparse.Namespace, out: Path) -> str:
     ]
     if args.sft_steps:
         overrides.append(f"sft.optim.max_steps={args.sft_steps}")
-    cfg = load_config(job.TrainSFTConfig, CONFIGS / "sft_reasoner_synth.yaml", overrides)
-    s = job.run(cfg)
-    if not s["final_checkpoint"]:
-        raise RuntimeError("the SFT job reported no final model")
-    return s["final_checkpoint"]
+    return run_recipe(
+        job, job.TrainSFTConfig, "sft_reasoner_synth.yaml", overrides, "final_checkpoint"
+    )
 
 
 def train_grpo(data: str, sft: str, args: argparse.Namespace, out: Path) -> str:
     """The GRPO recipe from ``sft`` with ``args.seed``; its final model folder."""
     from jobs import train_grpo as job
-    from medray.config import load_config
 
     overrides = [
         f"run.name=headline_grpo_s{args.seed}",
@@ -75,11 +78,9 @@ def train_grpo(data: str, sft: str, args: argparse.Namespace, out: Path) -> str:
     ]
     if args.grpo_steps:
         overrides.append(f"grpo.optim.max_steps={args.grpo_steps}")
-    cfg = load_config(job.TrainGRPOConfig, CONFIGS / "grpo_reasoner_synth.yaml", overrides)
-    s = job.run(cfg)
-    if not s["final_model"]:
-        raise RuntimeError("the GRPO job reported no final model")
-    return s["final_model"]
+    return run_recipe(
+        job, job.TrainGRPOConfig, "grpo_reasoner_synth.yaml", overrides, "final_model"
+    )
 
 
 def paired_rows(evaluation: dict[str, Any]) -> list[dict[str, Any]]:
@@ -128,15 +129,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     models = [{"model": r.pop("format"), **r} for r in table(s["evaluation"])]
     pairs = paired_rows(s["evaluation"])
     print(f"\n=== headline: seed {args.seed} ===")
-    print("| model | closed accuracy [95%] | JSON validity | box rate | blank-image accuracy |")
-    print("| --- | --- | --- | --- | --- |")
-    for r in models:
-        ci = r["closed accuracy 95%"]
-        ci_s = f" [{_fmt(ci[0])}, {_fmt(ci[1])}]" if ci else ""
-        print(
-            f"| {r['model']} | {_fmt(r['closed accuracy'])}{ci_s} | {_fmt(r['JSON validity'])} "
-            f"| {_fmt(r['box rate'])} | {_fmt(r['blank-image accuracy'])} |"
-        )
+    print_table(models, "model")
     for d in pairs:
         print(
             f"{d['pair']}, {d['metric']}, paired over {d['n']} rows: "
