@@ -110,15 +110,18 @@ def score(data: str, finals: dict[str, str], args: argparse.Namespace, out: Path
     return batch_infer.main(cfg)
 
 
-def table(evaluation: dict[str, Any]) -> list[dict[str, Any]]:
-    """One row per format: the metrics with the closed accuracy's interval."""
+def table(evaluation: dict[str, Any], key: str = "format") -> list[dict[str, Any]]:
+    """One row per run (``key``: its label): the metrics with the closed accuracy's
+    interval; a format's row also lists the keys its answers hold."""
     rows = []
     for label, h in evaluation["runs"].items():
         iv = evaluation["intervals"][label].get("closed accuracy") or {}
+        row: dict[str, Any] = {key: label}
+        if key == "format":
+            row["keys"] = list(OUTPUT_FORMATS[label])
         rows.append(
             {
-                "format": label,
-                "keys": list(OUTPUT_FORMATS[label]),
+                **row,
                 **{m: h.get(m) for m in METRICS},
                 "closed accuracy 95%": [iv.get("low"), iv.get("high")] if iv else None,
                 "rows": evaluation["rows"],

@@ -126,7 +126,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     sft = train_sft(data, args, out)
     grpo = train_grpo(data, sft, args, out)
     s = score(data, {"sft": sft, "grpo": grpo}, args, out)
-    models = [{"model": r.pop("format"), **r} for r in table(s["evaluation"])]
+    models = table(s["evaluation"], key="model")
     pairs = paired_rows(s["evaluation"])
     print(f"\n=== headline: seed {args.seed} ===")
     print_table(models, "model")
