@@ -74,22 +74,31 @@ def run_recipe(job: Any, config_cls: type, config: str, overrides: list[str], ke
     return s[key]
 
 
-def train(data: str, fmt: str, args: argparse.Namespace, out: Path) -> str:
-    """One SFT run of the recipe in output format ``fmt``; its final model folder."""
-    from jobs import train_sft
+def train_sft(data: str, out: Path, name: str, args: argparse.Namespace, *extra: str) -> str:
+    """One run of the SFT recipe (``sft_reasoner_synth.yaml``) named ``name`` with
+    ``args.seed`` and ``args.limit_train`` plus ``extra`` overrides, its validation
+    evaluation off (the runs are scored together on the test split); its final model folder."""
+    from jobs import train_sft as job
 
     overrides = [
-        f"output_format={fmt}",
-        f"run.name=ablation_{fmt}",
+        f"run.name={name}",
         f"run.storage_path={out}",
         f"data.input={data}",
         f"data.limit_train={args.limit_train}",
-        f"sft.optim.max_steps={args.steps}",
         f"sft.optim.seed={args.seed}",
-        "eval.enabled=false",  # scored below, all three on the same rows
+        "eval.enabled=false",
+        *extra,
     ]
     config = "sft_reasoner_synth.yaml"
-    return run_recipe(train_sft, train_sft.TrainSFTConfig, config, overrides, "final_checkpoint")
+    return run_recipe(job, job.TrainSFTConfig, config, overrides, "final_checkpoint")
+
+
+def train(data: str, fmt: str, args: argparse.Namespace, out: Path) -> str:
+    """One SFT run of the recipe in output format ``fmt``; its final model folder."""
+    name = f"ablation_{fmt}"
+    return train_sft(
+        data, out, name, args, f"output_format={fmt}", f"sft.optim.max_steps={args.steps}"
+    )
 
 
 def score(data: str, finals: dict[str, str], args: argparse.Namespace, out: Path) -> dict:

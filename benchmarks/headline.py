@@ -39,28 +39,10 @@ from benchmarks.format_ablation import (
     run_recipe,
     score,
     table,
+    train_sft,
 )
 
 PAIRED = ("closed accuracy", "JSON validity", "blank-image accuracy")
-
-
-def train_sft(data: str, args: argparse.Namespace, out: Path) -> str:
-    """The SFT recipe with ``args.seed``; its final model folder."""
-    from jobs import train_sft as job
-
-    overrides = [
-        f"run.name=headline_sft_s{args.seed}",
-        f"run.storage_path={out}",
-        f"data.input={data}",
-        f"data.limit_train={args.limit_train}",
-        f"sft.optim.seed={args.seed}",
-        "eval.enabled=false",  # scored on the test split below, once
-    ]
-    if args.sft_steps:
-        overrides.append(f"sft.optim.max_steps={args.sft_steps}")
-    return run_recipe(
-        job, job.TrainSFTConfig, "sft_reasoner_synth.yaml", overrides, "final_checkpoint"
-    )
 
 
 def train_grpo(data: str, sft: str, args: argparse.Namespace, out: Path) -> str:
@@ -123,7 +105,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     init_ray()
     out = Path(args.out)
     data = prepare_data(args.data)
-    sft = train_sft(data, args, out)
+    steps = [f"sft.optim.max_steps={args.sft_steps}"] if args.sft_steps else []
+    sft = train_sft(data, out, f"headline_sft_s{args.seed}", args, *steps)
     grpo = train_grpo(data, sft, args, out)
     s = score(data, {"sft": sft, "grpo": grpo}, args, out)
     models = table(s["evaluation"], key="model")
