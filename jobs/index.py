@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import sys
 import time
 from collections.abc import Iterable
@@ -295,7 +294,6 @@ def cases_input(c: CasesSettings) -> str:
     """
     from medray.data import io
     from medray.data.output import OutputError, load_manifest
-    from medray.paths import medray_home
 
     raw = c.input.strip()
     if not raw:
@@ -304,10 +302,7 @@ def cases_input(c: CasesSettings) -> str:
             "cases.input=$MEDRAY_HOME/data/synthetic, or cases.enabled=false to index "
             "only the knowledge base"
         )
-    raw = raw.replace("${MEDRAY_HOME}", str(medray_home())).replace(
-        "$MEDRAY_HOME", str(medray_home())
-    )
-    location = io.resolve_location(os.path.expanduser(raw))
+    location = io.resolve_location(raw)  # expands $MEDRAY_HOME, ~ and $VARS
     if not io.exists(location):
         raise InputError(
             f"cases.input {location} does not exist: run the preprocess job first "
