@@ -6,7 +6,8 @@ import os
 from typing import Any
 
 from medray.agent.chat import ReasonerChatModel, openai_chat_model
-from medray.agent.graph import AgentSettings, RagAgent
+from medray.agent.graph import RagAgent
+from medray.agent.state import AgentSettings
 from medray.agent.tools import BackendTools, build_web_tool
 
 

@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from medray.agent.graph import AgentSettings
+from medray.agent.state import AgentSettings
 from medray.config import ConfigError, from_dict
 from medray.retrieval import MilvusSettings
 from medray.safety import SafetyPolicy

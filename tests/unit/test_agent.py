@@ -300,7 +300,7 @@ def test_bad_settings_are_refused():
 
 
 def test_failure_gaps_are_never_sent_as_search_queries():
-    from medray.agent.graph import _gap_topic
+    from medray.agent.text import gap_topic as _gap_topic
 
     err = "similar-case search failed: collection 'cases' was indexed with another model"
     assert _gap_topic(err, [err]) is None
