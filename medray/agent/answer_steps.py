@@ -22,6 +22,11 @@ from medray.agent.text import (
 )
 from medray.safety import SafetyReport
 
+NO_REVISION = (
+    "no revision: the image's reasoning gave no candidate diagnosis, so no search can "
+    "ground one (the answer names none)"
+)
+
 
 class AnswerSteps(StepBase):
     """``answer``, ``reflect`` and ``finalize``."""
@@ -163,7 +168,13 @@ class AnswerSteps(StepBase):
             gaps = list(draft.get("gaps", []))
             notes.append("the model named no readable gaps: the draft's gaps are used")
         queries = str_list(v.get("queries"), self.s.max_queries) or []
-        revise = conf < self.s.confidence_threshold and cycle < self.s.max_cycles
+        # Without a candidate diagnosis from the image's reasoning the final answer names
+        # none and its confidence is 0 (honesty.settle): more search cannot change that.
+        candidate = honesty.has_candidate(
+            st.get("reasoning_ok", True), st.get("diagnoses_source", "none")
+        )
+        low = conf < self.s.confidence_threshold
+        revise = candidate and low and cycle < self.s.max_cycles
         reflection = {
             "cycle": cycle,
             "confidence": conf,
@@ -176,7 +187,9 @@ class AnswerSteps(StepBase):
                 "confidence below the threshold"
                 if revise
                 else "confidence reached the threshold"
-                if conf >= self.s.confidence_threshold
+                if not low
+                else NO_REVISION
+                if not candidate
                 else f"stopped at the bound of {self.s.max_cycles} revision cycles"
             ),
         }

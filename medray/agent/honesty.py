@@ -104,6 +104,17 @@ def fallbacks(trace: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     ]
 
 
+# Where a candidate diagnosis may come from (medray.agent.search_steps records the source):
+# the extraction model, or its fallbacks, the summary and the reasoner's parsed answer.
+CANDIDATE_SOURCES = ("llm", "summariser output", "reasoner's parsed answer")
+
+
+def has_candidate(reasoning_ok: bool, diagnoses_source: str) -> bool:
+    """Whether the image's reasoning gave a candidate diagnosis; without one :func:`settle`
+    names no diagnosis and gives confidence 0, whatever was retrieved."""
+    return bool(reasoning_ok) and diagnoses_source in CANDIDATE_SOURCES
+
+
 def settle(
     final: dict[str, Any],
     *,
@@ -118,11 +129,7 @@ def settle(
     out = dict(final)
     fell = fallbacks(trace)
     notices: list[str] = []
-    candidate = reasoning_ok and diagnoses_source in (
-        "llm",
-        "summariser output",
-        "reasoner's parsed answer",
-    )
+    candidate = has_candidate(reasoning_ok, diagnoses_source)
     ok = candidate
     capped = False
     if not reasoning_ok:

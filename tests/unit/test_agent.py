@@ -356,6 +356,45 @@ def test_unparsable_reasoner_output_gives_no_diagnosis_and_says_so(stack):
     assert ok["differential"] == []  # "pericardial effusion": not stated by the reasoner
 
 
+@pytest.mark.parametrize(
+    "reasoning_ok, parsed",
+    [
+        (False, None),  # the reasoner's output did not parse
+        (True, {"caption": "", "reasoning": [], "answer": "..."}),  # parsed, nothing diagnostic
+    ],
+)
+def test_no_revision_cycles_without_a_candidate_diagnosis(stack, reasoning_ok, parsed):
+    """Without a candidate diagnosis the answer names none at confidence 0 whatever is
+    retrieved, so the agent does not spend revision cycles (each an LLM query rewrite, a
+    search, an answer and a reflection) trying to raise it: 4 LLM calls, not 10. With a
+    candidate and the same low confidence it revises up to max_cycles."""
+    from medray.agent.answer_steps import NO_REVISION
+
+    inp = AgentInput(
+        question="Is there cardiomegaly?",
+        reasoning_text="~~ near-random",
+        parsed=parsed,
+        reasoning_ok=reasoning_ok,
+        summary="",
+    )
+    llm, events, final = run(stack, {}, inp=inp, max_cycles=2, confidence_threshold=0.7)
+    assert llm.tasks() == ["extract_diagnoses", "generate_queries", "answer", "reflect"]
+    refl = next(d for n, d in events if n == "agent_reflection")
+    assert refl["revise"] is False and refl["reason"] == NO_REVISION
+    assert refl["confidence"] < 0.7  # low: the revision was skipped for want of a candidate
+    assert final["cycles"] == 0 and final["status"] == "insufficient_evidence"
+    # Same unreadable LLM, a candidate from the summary: it revises to the bound.
+    stated = {"caption": "Chest radiograph.", "reasoning": ["Cardiomegaly."], "answer": "yes"}
+    inp = AgentInput(
+        question="Is there cardiomegaly?",
+        reasoning_text=json.dumps(stated),
+        parsed=stated,
+        summary="cardiomegaly",
+    )
+    llm, _, final = run(stack, {}, inp=inp, max_cycles=2, confidence_threshold=0.7)
+    assert final["cycles"] == 2 and llm.tasks().count("reflect") == 3
+
+
 def test_no_candidate_diagnosis_is_never_replaced_by_a_retrieved_title(stack):
     """Parsed reasoning with nothing diagnostic in it and an unreadable agent LLM: the
     answer does not promote the first retrieved title (or the question's topic) to a
