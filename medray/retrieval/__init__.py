@@ -1,8 +1,9 @@
 """Similar-case and knowledge retrieval in Milvus (pymilvus; Milvus Lite by default)."""
 
+from medray.retrieval.collection import Hit, build_filter
 from medray.retrieval.connection import MilvusSettings, RetrievalError, TLSSettings, connect
 from medray.retrieval.corpus import Chunk, CorpusError, load_corpus
-from medray.retrieval.store import CaseStore, Hit, KnowledgeStore, build_filter
+from medray.retrieval.store import CaseStore, KnowledgeStore
 
 __all__ = [
     "CaseStore",

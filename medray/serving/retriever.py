@@ -28,7 +28,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 from medray.retrieval import CaseStore, Hit, KnowledgeStore, MilvusSettings, RetrievalError
-from medray.retrieval.store import CASE_FILTERS, build_filter
+from medray.retrieval.collection import build_filter
+from medray.retrieval.store import CASE_FILTERS
 
 log = logging.getLogger(__name__)
 
