@@ -27,6 +27,7 @@ from PIL import Image
 
 from medray.contracts import reasoner as contract
 from medray.models.generate import GenerationParams, generate, render, tokenizer_of
+from medray.serving.batch_stream import BatchStreamer, SeqState
 
 log = logging.getLogger(__name__)
 
@@ -238,10 +239,10 @@ class Reasoner:
         texts = [render(processing, r.messages) for r in reqs]
         images = [im for r in reqs for im in r.images]
         states = [
-            _SeqState(tok, eos, r.params.max_new_tokens, r.images[0].size if r.images else None)
+            SeqState(tok, eos, r.params.max_new_tokens, r.images[0].size if r.images else None)
             for r in reqs
         ]
-        streamer = _BatchStreamer()
+        streamer = BatchStreamer()
         stop = _StopFlag()
 
         def all_done(input_ids, scores, **kw):
@@ -334,65 +335,6 @@ class GenRequest:
     images: Sequence[Image.Image] = ()
     params: GenerationParams = contract.GENERATION
     adapter: str | None = None
-
-
-class _BatchStreamer:
-    """``generate`` streamer that hands each step's token ids (one per sequence) to a queue."""
-
-    def __init__(self) -> None:
-        import queue
-
-        self.queue: queue.Queue = queue.Queue()
-        self._prompt_seen = False
-
-    def put(self, value) -> None:
-        if not self._prompt_seen:  # the first call carries the prompts
-            self._prompt_seen = True
-            return
-        self.queue.put(value.reshape(-1).tolist())
-
-    def end(self) -> None:
-        self.queue.put(None)
-
-
-class _SeqState:
-    """Incremental decoding of one sequence of a batch."""
-
-    def __init__(self, tokenizer, eos: set[int], limit: int, image_size) -> None:
-        self.tokenizer = tokenizer
-        self.eos = eos
-        self.limit = limit
-        self.ids: list[int] = []
-        self.text = ""
-        self.steps = contract.StepStreamer(image_size=image_size)
-        self.done = False
-        self.finish_reason = "stop"
-
-    def add(self, token: int) -> list[dict[str, Any]]:
-        if self.done:
-            return []
-        if token in self.eos:
-            self.done = True
-            return self._flush(final=True)
-        self.ids.append(token)
-        if len(self.ids) >= self.limit:
-            self.done = True
-            self.finish_reason = "length"
-            return self._flush(final=True)
-        return self._flush(final=False)
-
-    def _flush(self, final: bool) -> list[dict[str, Any]]:
-        text = self.tokenizer.decode(self.ids, skip_special_tokens=True)
-        # Hold back an incomplete multi-byte character until its next token arrives.
-        if not final and text.endswith("\ufffd"):
-            return []
-        piece = text[len(self.text) :] if text.startswith(self.text) else text
-        self.text = text
-        events: list[dict[str, Any]] = []
-        if piece:
-            events.append({"type": "token", "text": piece})
-            events += [{"type": "step", **ev.to_dict()} for ev in self.steps.feed(piece)]
-        return events
 
 
 class AdapterCache:
