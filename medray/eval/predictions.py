@@ -23,18 +23,20 @@ aggregation); :func:`write_manifest` adds the manifest to Parquet files written 
 (e.g. by Ray Data). :func:`read_predictions` reads a folder and checks everything:
 manifest keys, column names and types (no unknown columns), value rules, and that the
 rows are the ones the manifest's fingerprint names. :func:`check_expected` refuses a
-folder made for another dataset, split, model or set of rows.
+folder made for another dataset, split, model or set of rows. The manifest's own parts
+(:class:`PredictionManifest`, :func:`fingerprint`, :func:`read_manifest`, locations) live
+in :mod:`medray.eval.manifest`, the columns in :mod:`medray.eval.prediction_columns`; both
+are re-exported here.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
-import hashlib
 import json
 import logging
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +44,17 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from medray.eval.manifest import (  # the manifest's API, re-exported here
+    FORMAT,
+    MANIFEST,
+    PredictionManifest,
+    check_manifest_values,
+    expand_location,
+    fingerprint,
+    open_location,
+    read_manifest,
+    table_fingerprint,
+)
 from medray.eval.prediction_columns import (  # the contract's columns, re-exported here
     ALL_COLUMNS,
     NON_NULL,
@@ -57,7 +70,6 @@ from medray.eval.prediction_columns import (  # the contract's columns, re-expor
     conform,
     prediction_schema,
 )
-from medray.paths import medray_home
 
 __all__ = [
     "ALL_COLUMNS", "FORMAT", "MANIFEST", "NON_NULL", "OPTIONAL_COLUMNS", "PREDICTION_COLUMNS",
@@ -68,29 +80,6 @@ __all__ = [
 ]  # fmt: skip
 
 log = logging.getLogger(__name__)
-
-FORMAT = "medray-predictions/1"
-MANIFEST = "manifest.json"
-
-
-@dataclass(frozen=True)
-class PredictionManifest:
-    """What a predictions folder holds (``manifest.json``)."""
-
-    model: str
-    model_label: str
-    dataset: str
-    split: str
-    dataset_fingerprint: str
-    adapter: str | None = None
-    created: str = ""
-    config: dict[str, Any] = field(default_factory=dict)
-    format: str = FORMAT
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready dict, ``format`` first."""
-        d = asdict(self)
-        return {"format": d.pop("format"), **d}
 
 
 @dataclass(frozen=True)
@@ -108,29 +97,6 @@ class Predictions:
     def rows(self) -> list[dict[str, Any]]:
         """Every row as a plain dict (lists as lists, boxes as dicts)."""
         return self.table.to_pylist()
-
-
-def fingerprint(
-    sample_ids: Sequence[str], questions: Sequence[str | None], answers: Sequence[str | None]
-) -> str:
-    """Identify an exact set of input rows: SHA-256 over the sorted (id, question, answer).
-
-    Row order does not matter; adding, removing or changing a row's question or answer
-    changes the fingerprint. Batch inference computes it over the rows it reads; the
-    evaluation recomputes it over the rows in the file.
-    """
-    if not len(sample_ids) == len(questions) == len(answers):
-        raise ValueError("sample_ids, questions and answers must have the same length")
-    h = hashlib.sha256()
-    for sid, q, a in sorted(zip(sample_ids, questions, answers, strict=True), key=lambda r: r[0]):
-        h.update(f"{sid}\x1f{q or ''}\x1f{a or ''}\n".encode())
-    return "sha256:" + h.hexdigest()
-
-
-def table_fingerprint(table: pa.Table) -> str:
-    """:func:`fingerprint` of a table with ``sample_id``, ``question`` and ``answer`` columns."""
-    cols = [table.column(c).to_pylist() for c in ("sample_id", "question", "answer")]
-    return fingerprint(*cols)
 
 
 def unreadable_row(reference: Mapping[str, Any], error: str) -> dict[str, Any]:
@@ -193,8 +159,8 @@ def write_manifest(
         created=_dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         config=dict(config or {}),
     )
-    _check_manifest_values(manifest.to_dict(), str(folder))
-    fs, path = _filesystem(str(folder))
+    check_manifest_values(manifest.to_dict(), str(folder))
+    fs, path = open_location(str(folder))
     body = (json.dumps(manifest.to_dict(), indent=2, default=str) + "\n").encode()
     if isinstance(fs, pafs.LocalFileSystem):
         tmp = Path(path) / (MANIFEST + ".tmp")
@@ -281,44 +247,6 @@ def write_predictions(
     )
 
 
-def read_manifest(folder: str | Path) -> PredictionManifest:
-    """Read and check ``manifest.json`` of a predictions folder (local path or URI)."""
-    fs, base = _filesystem(str(folder))
-    path = f"{folder}/{MANIFEST}"
-    if fs.get_file_info(base).type != pafs.FileType.Directory:
-        raise PredictionFileError(f"{folder}: no such predictions folder")
-    if fs.get_file_info(f"{base}/{MANIFEST}").type != pafs.FileType.File:
-        raise PredictionFileError(
-            f"{folder}: no {MANIFEST}; not a complete predictions folder (batch inference "
-            "writes the manifest last: the run failed, is still running, or this is another folder)"
-        )
-    try:
-        with fs.open_input_stream(f"{base}/{MANIFEST}") as f:
-            data = json.loads(f.read().decode())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise PredictionFileError(f"{path}: not valid JSON: {e}") from None
-    if not isinstance(data, dict):
-        raise PredictionFileError(f"{path}: must hold a JSON object")
-    fmt = data.get("format")
-    if fmt != FORMAT:
-        raise PredictionFileError(
-            f"{path}: format {fmt!r}, expected {FORMAT!r}"
-            + (
-                " (written by another MedRay version: re-run batch inference)"
-                if isinstance(fmt, str) and fmt.startswith("medray-predictions/")
-                else ""
-            )
-        )
-    _check_manifest_values(data, str(path))
-    known = {f for f in PredictionManifest.__dataclass_fields__}
-    unknown = sorted(set(data) - known)
-    if unknown:
-        raise PredictionFileError(
-            f"{path}: unknown manifest keys {unknown}; known: {sorted(known)}"
-        )
-    return PredictionManifest(**data)
-
-
 def read_predictions(folder: str | Path) -> Predictions:
     """Read a predictions folder and check it against the contract.
 
@@ -330,7 +258,7 @@ def read_predictions(folder: str | Path) -> Predictions:
     """
     folder = expand_location(str(folder))
     manifest = read_manifest(folder)
-    fs, base = _filesystem(folder)
+    fs, base = open_location(folder)
     infos = fs.get_file_info(pafs.FileSelector(base, recursive=True))
     files = sorted(
         i.path for i in infos if i.type == pafs.FileType.File and i.path.endswith(".parquet")
@@ -401,38 +329,3 @@ def check_expected(
             f"({fingerprint}): same split, different rows (another preprocess run, a row "
             "limit or a filter); re-run batch inference on the expected rows"
         )
-
-
-# ----------------------------------------------------------------------------- checks
-
-
-def expand_location(raw: str) -> str:
-    """A local path or URI as written in a config, made absolute: ``$MEDRAY_HOME`` and other
-    environment variables and ``~`` expanded; URIs (``s3://...``) kept as they are."""
-    if "://" in raw:
-        return raw.rstrip("/")
-    text = raw.replace("${MEDRAY_HOME}", str(medray_home())).replace(
-        "$MEDRAY_HOME", str(medray_home())
-    )
-    return os.path.normpath(os.path.abspath(os.path.expandvars(os.path.expanduser(text))))
-
-
-def _filesystem(location: str) -> tuple[pafs.FileSystem, str]:
-    """``(pyarrow filesystem, path in it)`` of a folder: local path, ``file://`` or ``s3://``..."""
-    if "://" in location:
-        try:
-            return pafs.FileSystem.from_uri(location.rstrip("/"))
-        except (pa.ArrowInvalid, OSError) as e:
-            raise PredictionFileError(f"{location}: cannot open this location: {e}") from None
-    return pafs.LocalFileSystem(), expand_location(location)
-
-
-def _check_manifest_values(data: Mapping[str, Any], where: str) -> None:
-    for key in ("model", "model_label", "dataset", "split", "dataset_fingerprint"):
-        v = data.get(key)
-        if not isinstance(v, str) or not v:
-            raise PredictionFileError(f"{where}: manifest key {key!r} must be a non-empty string")
-    if data.get("adapter") is not None and not isinstance(data["adapter"], str):
-        raise PredictionFileError(f"{where}: manifest key 'adapter' must be a string or null")
-    if not isinstance(data.get("config", {}), dict):
-        raise PredictionFileError(f"{where}: manifest key 'config' must be an object")
