@@ -19,7 +19,8 @@ from medray.cli.main import cli
 from medray.data.reports import findings_impression
 from medray.data.synth import SynthError, ensure_synthetic, generate, read_marker
 from medray.data.synth.anatomy import CXR_FINDINGS, draw_cxr, draw_slice
-from medray.data.synth.layouts import plan_mimic, plan_slake, plan_vqa_rad, render
+from medray.data.synth.layouts import plan_slake, plan_vqa_rad, render
+from medray.data.synth.mimic import plan_mimic
 from medray.data.synth.text import _NORMAL_IMPRESSION, chexpert_labels
 from medray.models.encoders import report_text
 

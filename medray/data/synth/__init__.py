@@ -8,7 +8,7 @@ CheXpert CSVs, reports, MS-CXR-style boxes), SLAKE (``{train,validate,test}.json
 ``testset.json`` + ``images/``, or the OSF ``VQA_RAD Dataset Public.json`` layout) or
 MedMCQA (JSON lines). The readers in :mod:`medray.data.readers` read them exactly like
 the real datasets. Images are drawn by :mod:`medray.data.synth.anatomy`; text by
-:mod:`medray.data.synth.text`; the layouts by :mod:`medray.data.synth.layouts`.
+:mod:`medray.data.synth.text`; the layouts by :mod:`medray.data.synth.layouts` (MIMIC-CXR: :mod:`medray.data.synth.mimic`).
 
 The output appears atomically (written to a temporary sibling, then renamed) with a
 ``_medray_synth.json`` marker recording how it was made.
@@ -26,7 +26,7 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
-from medray.data.synth import layouts
+from medray.data.synth import layouts, mimic
 
 log = logging.getLogger(__name__)
 
@@ -122,13 +122,13 @@ def generate(
             if kind == "vqa-rad":
                 plan = layouts.plan_vqa_rad(n, seed, size, layout)
             elif kind == "mimic-cxr":
-                plan = layouts.plan_mimic(n, seed, size)
+                plan = mimic.plan_mimic(n, seed, size)
             else:
                 plan = layouts.plan_slake(n, seed, size)
             boxes = _render_all(plan.jobs, str(tmp), workers)
             n_images = len(plan.jobs)
             if kind == "mimic-cxr":
-                files = layouts.mimic_files(plan, boxes, size)
+                files = mimic.mimic_files(plan, boxes, size)
             elif kind == "slake":
                 files = layouts.slake_files(plan, boxes, size)
             else:
