@@ -1,6 +1,6 @@
 """The Serve app the served-app tests share: deployed once per test session.
 
-test_job_coexist.py, test_serve_app.py and test_ui_browser.py drive one app deployed from
+test_job_coexist.py, test_serve_*.py and test_ui_browser.py drive one app deployed from
 ``serve_apps/configs/local.yaml`` (``served_app.app_config``) instead of one each:
 every deploy costs 1.5-2 minutes of the 2-core CI budget. The tests that use it run after
 every other cluster test (``pytest_collection_modifyitems`` in tests/conftest.py), so no
@@ -42,3 +42,27 @@ def served_app(ray_cluster, tiny_models, milvus_uri, json_adapter, tmp_path_fact
         yield ServedApp(dashboard, BASE, health)
     finally:
         remove(dashboard, "medray")
+
+
+@pytest.fixture(scope="module")
+def served(served_app) -> str:
+    """The dashboard URL of the session's test app."""
+    return served_app.dashboard
+
+
+@pytest.fixture(scope="module")
+def client(served):
+    """An HTTP client of the session's app with a valid API key."""
+    from served_app import AUTH, BASE
+
+    with httpx.Client(base_url=BASE, headers=AUTH, timeout=120) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def oai(served):
+    """The official ``openai`` client pointed at the session's app."""
+    from openai import OpenAI
+    from served_app import BASE, KEY
+
+    return OpenAI(base_url=f"{BASE}/v1", api_key=KEY, timeout=120, max_retries=0)

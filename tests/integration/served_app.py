@@ -1,6 +1,6 @@
 """The Serve app the integration tests deploy: its config, adapters, collections and UI
 folders (``app_config``), shared by the session's ``served_app`` fixture (conftest.py) and
-the tests that drive it (test_serve_app.py, test_ui_browser.py, test_job_coexist.py)."""
+the tests that drive it (test_serve_*.py, test_ui_browser.py, test_job_coexist.py)."""
 
 from __future__ import annotations
 
@@ -240,3 +240,13 @@ def app_config(root: Path, milvus_uri: str, json_adapter: str) -> dict:
     (ui,) = ui_apps(config)
     ui["args"] = {**(ui.get("args") or {}), "samples_dir": str(samples), "runs_dir": str(runs)}
     return config
+
+
+def sse_events(resp):
+    """(arrival time, event, data) for each SSE event of a streamed ``httpx`` response."""
+    import time
+
+    from medray.serving.sse import read_events
+
+    for event, data in read_events(resp.iter_lines()):
+        yield time.perf_counter(), event, data

@@ -1,7 +1,7 @@
 """``medray analyze``: image checks, SSE reading, readable lines, errors.
 
 The end-to-end run against the real Serve app is in
-``tests/integration/test_serve_app.py::test_cli_analyze_streams_readable_lines``. Here a
+``tests/integration/test_serve_ops.py::test_cli_analyze_streams_readable_lines``. Here a
 small ``http.server`` in a thread stands in for the app only where a unit test cannot
 reach it (answers of a given status and body, byte for byte like the gateway's).
 """
