@@ -42,8 +42,8 @@ from benchmarks.format_ablation import (
     train_sft,
 )
 
-# accuracy and open accuracy since 2026-12-08 (seed 0 and 1 lines lack them; their reports hold them):
-# closed accuracy alone reached its ceiling (0.998) at the recipes' length.
+# accuracy and open accuracy since 2026-12-08 (seed 0's lines lack them, its report holds
+# them): closed accuracy alone reached its ceiling (0.998) at the recipes' length.
 PAIRED = ("closed accuracy", "accuracy", "open accuracy", "JSON validity", "blank-image accuracy")
 
 
