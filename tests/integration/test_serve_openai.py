@@ -38,19 +38,17 @@ def test_openai_client_plain_completion(oai):
 
 
 def test_openai_client_streaming_with_an_image(oai):
+    messages = [
+        {
+            "role": "user",
+            "content": [
+                {"type": "text", "text": "Is the heart enlarged?"},
+                {"type": "image_url", "image_url": {"url": IMAGE}},
+            ],
+        }
+    ]
     stream = oai.chat.completions.create(
-        model="medray-reasoner",
-        messages=[
-            {
-                "role": "user",
-                "content": [
-                    {"type": "text", "text": "Is the heart enlarged?"},
-                    {"type": "image_url", "image_url": {"url": IMAGE}},
-                ],
-            }
-        ],
-        max_tokens=16,
-        stream=True,
+        model="medray-reasoner", messages=messages, max_tokens=16, stream=True
     )
     chunks = list(stream)
     assert len(chunks) >= 3
@@ -58,19 +56,7 @@ def test_openai_client_streaming_with_an_image(oai):
     assert chunks[0].choices[0].delta.role == "assistant"
     assert chunks[-1].choices[0].finish_reason in ("stop", "length")
     assert chunks[-1].model_extra["safety_report"]["disclaimer"] == DISCLAIMER
-    plain = oai.chat.completions.create(
-        model="medray-reasoner",
-        messages=[
-            {
-                "role": "user",
-                "content": [
-                    {"type": "text", "text": "Is the heart enlarged?"},
-                    {"type": "image_url", "image_url": {"url": IMAGE}},
-                ],
-            }
-        ],
-        max_tokens=16,
-    )
+    plain = oai.chat.completions.create(model="medray-reasoner", messages=messages, max_tokens=16)
     assert plain.choices[0].message.content == text  # greedy: same answer either way
     assert plain.usage.prompt_tokens > 16  # the image's visual tokens are in the prompt
 
